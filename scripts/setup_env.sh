@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Installs nfnet_jax (editable, with test extras) and, where apt is usable,
+# Debian's Fashion-MNIST package (the embedded default data set).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist) \
+      || echo "warning: could not install dataset-fashion-mnist; tests using the real files will be skipped"
+  else
+    echo "note: not root / no apt: install Debian's dataset-fashion-mnist or set config.data.data_dir"
+  fi
+fi
+python -m pip install -q --disable-pip-version-check -e ".[test]"
