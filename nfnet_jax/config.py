@@ -1,0 +1,94 @@
+"""The config schema shared by every experiment family.
+
+Every config in ``configs/`` starts from :func:`base_config` and overrides
+fields. The field names here are the public interface of the framework
+(``--config.optimizer.clipping=0.02`` on the command line); defaults are the
+NFNet paper's ImageNet recipe (arXiv 2102.06171) unless a comment says so.
+"""
+import ml_collections
+
+IMAGENET_TRAIN_EXAMPLES = 1_281_167
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """Returns the full config tree with the paper's ImageNet defaults."""
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.compute_dtype = 'float32'          # 'float32' | 'bfloat16' (f32 master weights)
+
+  # ---- model: every field except `name` is passed to the model constructor.
+  c.model = ml_collections.ConfigDict()
+  c.model.name = 'NFNet'               # registry name: NFNet | NFResNet | ResNet
+  c.model.variant = 'F0'
+  c.model.alpha = 0.2
+  c.model.stochdepth_rate = 0.25
+  c.model.drop_rate = None             # None: the variant's table value
+  c.model.activation = 'gelu'
+  c.model.se_ratio = 0.5
+  c.model.conv_impl = 'auto'           # grouped convs: auto | xla | split
+
+  # ---- data
+  c.data = ml_collections.ConfigDict()
+  c.data.name = 'imagenet2012'         # imagenet2012 | fashion_mnist | any tfds image dataset
+  c.data.data_dir = None               # tfds data_dir / folder of idx files
+  c.data.allow_download = False
+  c.data.train_split = 'train'
+  c.data.eval_split = 'validation'
+  c.data.image_size = 192              # train resolution
+  c.data.eval_image_size = 256         # test resolution
+  c.data.eval_crop_padding = 32        # eval: squash to res+32, centre crop res
+  c.data.eval_resize = 'squash'        # squash | aspect
+  c.data.train_crop = 'inception'      # inception | pad_crop | none
+  c.data.pad_crop_padding = 4          # for train_crop='pad_crop'
+  c.data.random_flip = True
+  c.data.randaugment_layers = 4
+  c.data.randaugment_magnitude = 5
+  c.data.mixup_alpha = 0.2             # Beta(0.2, 0.2); 0 disables
+  c.data.cutmix = True                 # CutMix on half the batch, MixUp on the other half
+  c.data.grayscale_to_rgb = True
+  c.data.shuffle_buffer = 10_000
+  c.data.num_parallel_calls = -1       # tf.data.AUTOTUNE
+  c.data.prefetch = 2
+
+  # ---- optimizer (the paper's chain: AGC -> coupled wd -> SGD Nesterov -> LR)
+  c.optimizer = ml_collections.ConfigDict()
+  c.optimizer.name = 'sgd'             # sgd | adam | adamw
+  c.optimizer.momentum = 0.9
+  c.optimizer.nesterov = True
+  c.optimizer.base_lr = 0.1            # peak LR per 256 examples
+  c.optimizer.lr_batch_base = 256      # peak LR = base_lr * batch_size / lr_batch_base
+  c.optimizer.schedule = 'cosine'      # cosine | constant
+  c.optimizer.warmup_steps = 5 * (IMAGENET_TRAIN_EXAMPLES // 4096)
+  c.optimizer.weight_decay = 2e-5      # coupled L2, added to the gradient
+  c.optimizer.wd_exclude = r'(gain|bias|skip_gain|/b)$|/~/linear(_\d+)?/b$'
+  c.optimizer.clipping = 0.01          # AGC lambda; None disables AGC
+  c.optimizer.clip_eps = 1e-3
+  c.optimizer.clip_exclude = r'^[^/]+/~/linear/w$'  # the classifier weight
+  c.optimizer.sam_rho = None           # SAM neighbourhood size; None disables
+  c.optimizer.accum_steps = 1          # gradient accumulation over k micro-batches
+  c.optimizer.ema_decay = 0.99999      # None disables the parameter EMA
+  c.optimizer.label_smoothing = 0.1
+
+  # ---- training loop
+  c.train = ml_collections.ConfigDict()
+  c.train.batch_size = 4096            # global
+  c.train.total_steps = 360 * (IMAGENET_TRAIN_EXAMPLES // 4096)
+  c.train.eval_batch_size = 1000       # global
+  c.train.eval_every = 5000            # steps; 0 = only at the end
+  c.train.log_every = 100
+  c.train.checkpoint_every = 5000
+  c.train.keep_checkpoints = 3
+  c.train.nonfinite = 'skip'           # skip | raise
+  c.train.max_consecutive_nonfinite = 20
+  c.train.eval_with_ema = True
+
+  # ---- parallelism
+  c.parallel = ml_collections.ConfigDict()
+  c.parallel.mode = 'pmap'             # pmap | shard_map
+  c.parallel.distributed = 'auto'      # auto | on | off: jax.distributed.initialize()
+
+  # ---- fine-tuning from an official checkpoint (new classifier)
+  c.finetune = ml_collections.ConfigDict()
+  c.finetune.checkpoint = None         # path to F*_haiku.npz or our checkpoint dir
+  c.finetune.reset_classifier = True
+  return c
