@@ -86,6 +86,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.parallel = ml_collections.ConfigDict()
   c.parallel.mode = 'pmap'             # pmap | shard_map
   c.parallel.distributed = 'auto'      # auto | on | off: jax.distributed.initialize()
+  c.parallel.num_devices = 0           # 0: every device; k: the first k devices (single host; tests/debugging)
 
   # ---- fine-tuning from an official checkpoint (new classifier)
   c.finetune = ml_collections.ConfigDict()
