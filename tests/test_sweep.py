@@ -1,0 +1,221 @@
+"""Tests for the sweep machinery (nfnet_jax/analysis/sweep.py, scripts/sweep.py).
+
+Most tests drive the runner with a fake, instant training command that writes
+the files the real loop writes (summary.json, metrics.jsonl), so they test the
+sweep logic and not the training; one test runs the real scripts/train.py on a
+tiny config when the training loop is importable.
+"""
+import csv
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from nfnet_jax.analysis import sweep as sweep_lib
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SWEEP_SCRIPT = os.path.join(REPO, 'scripts', 'sweep.py')
+
+# A stand-in for scripts/train.py: parses --workdir and --config.a.b=v, appends
+# one line to calls.txt next to the sweep workdir (to count launches), and
+# writes summary.json/metrics.jsonl. top-1 = 0.5 + alpha (+0.1 when clipping is
+# set); alpha >= 0.4 without clipping "diverges" (NaN loss, chance top-1);
+# alpha == 0.3 crashes without writing a summary.
+FAKE_TRAIN = textwrap.dedent('''
+  import json, math, os, sys
+  args = sys.argv[1:]
+  wd = args[args.index('--workdir') + 1]
+  ov = dict(a[len('--config.'):].split('=', 1) for a in args if a.startswith('--config.'))
+  with open(os.path.join(os.path.dirname(wd), 'calls.txt'), 'a') as f:
+    f.write(os.path.basename(wd) + '\\n')
+  alpha = float(ov.get('model.alpha', 0.2))
+  clip = ov.get('optimizer.clipping', 'None')
+  if alpha == 0.3:
+    sys.exit(3)
+  os.makedirs(wd, exist_ok=True)
+  diverged = alpha >= 0.4 and clip == 'None'
+  loss = float('nan') if diverged else 1.0 - alpha
+  top1 = 0.1 if diverged else 0.5 + alpha + (0.1 if clip != 'None' else 0.0)
+  with open(os.path.join(wd, 'metrics.jsonl'), 'w') as f:
+    f.write(json.dumps({'step': 1, 'train/loss': 9.0}) + '\\n')
+    f.write(json.dumps({'step': 2, 'train/loss': loss}) + '\\n')
+    f.write(json.dumps({'step': 2, 'eval/top1': top1}) + '\\n')
+  with open(os.path.join(wd, 'summary.json'), 'w') as f:
+    json.dump({'final': {'eval/top1': top1}, 'steps': 2, 'extra': ov.get('train.total_steps')}, f)
+''')
+
+
+def _sweep_main():
+  spec = importlib.util.spec_from_file_location('sweep_script', SWEEP_SCRIPT)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.main
+
+
+@pytest.fixture
+def fake_train(tmp_path):
+  path = tmp_path / 'fake_train.py'
+  path.write_text(FAKE_TRAIN)
+  return [sys.executable, str(path)]
+
+
+@pytest.fixture
+def config_file(tmp_path):
+  path = tmp_path / 'cfg.py'
+  path.write_text('def get_config(arg=None):\n  return None\n')
+  return str(path)
+
+
+def test_parse_sweep_flag_values():
+  key, vals = sweep_lib.parse_sweep_flag('model.alpha=0.1,0.2,1')
+  assert key == 'model.alpha' and vals == [0.1, 0.2, 1]
+  assert isinstance(vals[2], int)
+  key, vals = sweep_lib.parse_sweep_flag('config.optimizer.clipping=0.01,None,null')
+  assert key == 'optimizer.clipping' and vals == [0.01, None, None][:2] + [None]
+  _, vals = sweep_lib.parse_sweep_flag('model.activation=relu,gelu')
+  assert vals == ['relu', 'gelu']
+  _, vals = sweep_lib.parse_sweep_flag('data.cutmix=True,false')
+  assert vals == [True, False]
+  for bad in ('model.alpha', 'model.alpha=', '=1,2', 'model..alpha=1'):
+    with pytest.raises(ValueError, match='--sweep'):
+      sweep_lib.parse_sweep_flag(bad)
+
+
+def test_expand_grid_is_the_product_in_order():
+  axes = [('model.alpha', [0.1, 0.2, 0.4]), ('optimizer.clipping', [0.01, 0.04, 0.16, None])]
+  grid = sweep_lib.expand_grid(axes)
+  assert len(grid) == 12
+  assert grid[0] == {'model.alpha': 0.1, 'optimizer.clipping': 0.01}
+  assert grid[3] == {'model.alpha': 0.1, 'optimizer.clipping': None}
+  assert grid[-1] == {'model.alpha': 0.4, 'optimizer.clipping': None}
+  assert len({sweep_lib.run_name(p) for p in grid}) == 12
+  # Crossed with get_sweep()-style base dicts.
+  grid2 = sweep_lib.expand_grid([('seed', [0, 1])], base=[{'model.alpha': 0.1},
+                                                          {'model.alpha': 0.2}])
+  assert grid2 == [{'model.alpha': 0.1, 'seed': 0}, {'model.alpha': 0.1, 'seed': 1},
+                   {'model.alpha': 0.2, 'seed': 0}, {'model.alpha': 0.2, 'seed': 1}]
+  with pytest.raises(ValueError, match='distinct'):
+    sweep_lib.expand_grid([('a', [1]), ('a', [2])])
+  with pytest.raises(ValueError, match='already swept'):
+    sweep_lib.expand_grid([('a', [1])], base=[{'a': 3}])
+  with pytest.raises(ValueError, match='duplicate'):
+    sweep_lib.expand_grid([('a', [1, 1])])
+
+
+def test_run_name_is_safe_and_distinguishes_shared_leaves():
+  assert sweep_lib.run_name({'model.alpha': 0.2, 'optimizer.clipping': None}) == \
+      'alpha=0.2,clipping=None'
+  name = sweep_lib.run_name({'a.x': 1, 'b.x': 2, 'data.name': 'a/b c'})
+  assert name == 'a.x=1,b.x=2,name=a_b_c'
+  assert sweep_lib.run_name({}) == 'default'
+
+
+def test_build_command_formats_overrides(config_file):
+  cmd = sweep_lib.build_command(config_file + ':tiny', '/w/r', {'model.alpha': 0.1,
+                                                               'optimizer.clipping': None},
+                                extra_args=['--config.train.total_steps=5'])
+  assert cmd[0] == sys.executable and cmd[1].endswith(os.path.join('scripts', 'train.py'))
+  assert cmd[2:] == ['--config', config_file + ':tiny', '--workdir', '/w/r',
+                     '--config.model.alpha=0.1', '--config.optimizer.clipping=None',
+                     '--config.train.total_steps=5']
+
+
+def test_print_commands(config_file, tmp_path):
+  out = subprocess.run(
+      [sys.executable, SWEEP_SCRIPT, '--config', config_file, '--workdir', str(tmp_path / 'w'),
+       '--sweep', 'model.alpha=0.1,0.2', '--sweep', 'optimizer.clipping=0.01,None',
+       '--print_commands', '--config.train.total_steps=7'],
+      capture_output=True, text=True, check=True, cwd=REPO).stdout
+  lines = out.strip().splitlines()
+  assert len(lines) == 4
+  assert all('scripts/train.py' in l and '--config.train.total_steps=7' in l for l in lines)
+  assert "--config.model.alpha=0.1 --config.optimizer.clipping=None" in lines[1]
+  assert os.path.join(str(tmp_path / 'w'), 'alpha=0.2,clipping=0.01') in lines[2]
+  assert not (tmp_path / 'w').exists()  # printing launches nothing
+
+
+def _read_csv(path):
+  with open(path) as f:
+    return list(csv.DictReader(f))
+
+
+def test_sweep_writes_one_row_per_point_and_resumes(config_file, fake_train, tmp_path):
+  wd = tmp_path / 'sweep'
+  argv = ['--config', config_file, '--workdir', str(wd),
+          '--sweep', 'model.alpha=0.1,0.3,0.4', '--sweep', 'optimizer.clipping=0.01,None',
+          '--parallel', '2', '--train_cmd', ' '.join(fake_train), '--chance_top1', '0.1',
+          '--config.train.total_steps=3']
+  main = _sweep_main()
+  assert main(argv) == 0
+  calls = (wd / 'calls.txt').read_text().split()
+  assert len(calls) == 6
+  rows = _read_csv(wd / 'results.csv')
+  assert list(rows[0]) == ['model.alpha', 'optimizer.clipping', 'run_name', 'status',
+                           'final_train_loss', 'eval_top1', 'diverged', 'wall_time_s']
+  assert len(rows) == 6
+  by = {(r['model.alpha'], r['optimizer.clipping']): r for r in rows}
+  ok = by[('0.1', '0.01')]
+  assert ok['status'] == 'ok' and ok['diverged'] == 'no'
+  assert float(ok['final_train_loss']) == pytest.approx(0.9)  # the LAST logged loss
+  assert float(ok['eval_top1']) == pytest.approx(0.7)
+  assert float(ok['wall_time_s']) >= 0
+  assert by[('0.1', 'None')]['diverged'] == 'no'
+  assert by[('0.4', 'None')]['diverged'] == 'yes'          # NaN loss, chance top-1
+  assert by[('0.4', '0.01')]['diverged'] == 'no'
+  assert by[('0.3', '0.01')]['status'] == 'failed (rc=3)'  # crashed: no summary
+  assert by[('0.3', '0.01')]['diverged'] == 'yes'
+  assert (wd / 'heatmap.png').stat().st_size > 1000
+  log = (wd / 'alpha=0.1,clipping=0.01' / 'train.log').read_text()
+  assert '--config.train.total_steps=3' in log
+
+  # Re-run: the 4 finished runs are skipped, the 2 crashed ones re-launched.
+  assert main(argv) == 0
+  calls = (wd / 'calls.txt').read_text().split()
+  assert len(calls) == 8
+  assert sorted(calls[6:]) == ['alpha=0.3,clipping=0.01', 'alpha=0.3,clipping=None']
+  assert len(_read_csv(wd / 'results.csv')) == 6
+
+
+def test_get_sweep_from_config_module(fake_train, tmp_path):
+  cfg = tmp_path / 'swcfg.py'
+  cfg.write_text(textwrap.dedent('''
+    def get_config(arg=None):
+      return None
+    def get_sweep():
+      return [{'config.model.alpha': a, 'optimizer.clipping': c}
+              for a in (0.1, 0.2) for c in (0.01, None)]
+  '''))
+  assert sweep_lib.sweep_from_config(str(cfg) + ':x')[0] == {'model.alpha': 0.1,
+                                                             'optimizer.clipping': 0.01}
+  main = _sweep_main()
+  wd = tmp_path / 'w'
+  assert main(['--config', str(cfg), '--workdir', str(wd), '--train_cmd', ' '.join(fake_train),
+               '--chance_top1', '0.1']) == 0
+  rows = _read_csv(wd / 'results.csv')
+  assert [(r['model.alpha'], r['optimizer.clipping']) for r in rows] == [
+      ('0.1', '0.01'), ('0.1', 'None'), ('0.2', '0.01'), ('0.2', 'None')]
+  assert float(rows[2]['eval_top1']) == pytest.approx(0.8)
+
+
+def test_nothing_to_sweep_is_a_clear_error(config_file, tmp_path):
+  res = subprocess.run([sys.executable, SWEEP_SCRIPT, '--config', config_file, '--workdir',
+                        str(tmp_path)], capture_output=True, text=True, cwd=REPO)
+  assert res.returncode != 0 and 'nothing to sweep' in res.stderr
+
+
+def test_heatmap_and_markdown_from_rows(tmp_path):
+  rows = [{'model.alpha': a, 'optimizer.clipping': c, 'run_name': 'r', 'status': 'ok',
+           'final_train_loss': 0.5, 'eval_top1': 0.8 + a / 10,
+           'diverged': 'yes' if c is None and a > 0.3 else 'no', 'wall_time_s': 3.0}
+          for a in (0.4, 0.1) for c in (None, 0.16, 0.01)]
+  assert sweep_lib.heatmap_axes(['optimizer.clipping', 'model.alpha']) == \
+      ('model.alpha', 'optimizer.clipping')
+  path = tmp_path / 'h.png'
+  sweep_lib.plot_heatmap(rows, str(path))
+  assert path.stat().st_size > 1000
+  md = sweep_lib.results_markdown(rows)
+  assert md.count('\n') == 8 and '| 0.4 | None | 0.5000 | 84.00 | yes | 3 |' in md
