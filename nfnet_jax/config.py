@@ -60,7 +60,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.optimizer.schedule = 'cosine'      # cosine | constant
   c.optimizer.warmup_steps = 5 * (IMAGENET_TRAIN_EXAMPLES // 4096)
   c.optimizer.weight_decay = 2e-5      # coupled L2, added to the gradient
-  c.optimizer.wd_exclude = r'(gain|bias|/b)$'  # gains, skip gains, biases (regex on 'module/param')
+  # No wd on gains, skip gains, biases and norm scale/offset: the official rule is param
+  # name in (b, scale, offset) or containing 'gain'/'bias' (regex on 'module/param').
+  c.optimizer.wd_exclude = r'(^|/)(b|scale|offset|[^/]*gain[^/]*|[^/]*bias[^/]*)$'
   c.optimizer.clipping = 0.01          # AGC lambda; None disables AGC
   c.optimizer.clip_eps = 1e-3
   c.optimizer.clip_exclude = r'^[^/]+/~/linear/w$'  # the classifier weight
