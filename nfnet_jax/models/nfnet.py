@@ -1,0 +1,334 @@
+"""NFNets (F0-F7 and F0+-F7+), with the official parameter names and shapes.
+
+Architecture facts follow the NFNet paper (arXiv 2102.06171) and DeepMind's
+reference implementation, so that official checkpoints load unchanged:
+  stem: WS 3x3 convs 16/2 -> 32 -> 64 -> widths[0]//2 (/2), activation
+    between them but not after the last (each block activates its input);
+  block: `out = act(x) * beta`; shortcut = avg-pool(2x2, SAME) + 1x1 conv at
+    strided transitions, 1x1 conv on channel change, else `x`; branch conv0
+    1x1 -> act -> conv1 3x3 grouped (stride) -> act -> conv1b 3x3 grouped ->
+    act -> conv2 1x1 -> `2 * se * out` -> stochastic depth -> `* skip_gain`;
+    returns `alpha * branch + shortcut`;
+  head: final_conv 1x1 (2x the last width) -> act -> mean pool -> dropout ->
+    linear (N(0, 0.01) weights, zero bias).
+"""
+from typing import Any, Callable, Mapping, Optional, Sequence, Union
+
+import haiku as hk
+import jax.numpy as jnp
+import numpy as np
+
+from nfnet_jax import nn as nfnn
+from nfnet_jax.nn.grouped_conv import IMPLS
+
+_BASE_WIDTHS = (256, 512, 1536, 1536)
+_PLUS_WIDTHS = (384, 768, 2048, 2048)
+_F_SERIES = {
+    # depth pattern, train res, test res, dropout, RandAugment level (layers, magnitude)
+    'F0': ((1, 2, 6, 3), 192, 256, 0.2, (4, 5)),
+    'F1': ((2, 4, 12, 6), 224, 320, 0.3, (4, 10)),
+    'F2': ((3, 6, 18, 9), 256, 352, 0.4, (4, 10)),
+    'F3': ((4, 8, 24, 12), 320, 416, 0.4, (4, 15)),
+    'F4': ((5, 10, 30, 15), 384, 512, 0.5, (4, 15)),
+    'F5': ((6, 12, 36, 18), 416, 544, 0.5, (4, 15)),
+    'F6': ((7, 14, 42, 21), 448, 576, 0.5, (4, 15)),
+    'F7': ((8, 16, 48, 24), 480, 608, 0.5, (4, 15)),
+}
+
+
+def _variant_table():
+  table = {}
+  for key, (depth, train, test, drop, ra) in _F_SERIES.items():
+    base = dict(depth=depth, train_imsize=train, test_imsize=test, drop_rate=drop,
+                randaugment=ra)
+    table[key] = dict(base, width=_BASE_WIDTHS)
+    table[key + '+'] = dict(base, width=_PLUS_WIDTHS)
+  return table
+
+
+NFNET_VARIANTS = _variant_table()
+STRIDES = (1, 2, 2, 2)
+
+
+def _init_fn(value: Union[float, Callable]) -> Callable:
+  """A Haiku initializer from a constant or an initializer."""
+  if callable(value):
+    return value
+  return hk.initializers.Constant(float(value))
+
+
+class NFBlock(hk.Module):
+  """Normalizer-free bottleneck block with two grouped 3x3 convs and SE."""
+
+  def __init__(self, in_ch: int, out_ch: int, *, expansion: float = 0.5,
+               se_ratio: float = 0.5, kernel_shape: int = 3, group_size: int = 128,
+               stride: int = 1, beta: float = 1.0, alpha: float = 0.2,
+               activation: Callable = None, use_two_convs: bool = True,
+               stochdepth_rate: Optional[float] = None, skipinit_gain=0.0,
+               conv_impl: str = 'auto', name: Optional[str] = None):
+    super().__init__(name=name)
+    self.in_ch, self.out_ch = in_ch, out_ch
+    self.activation = activation or nfnn.get_activation('gelu')
+    self.beta, self.alpha = beta, alpha
+    self.stride = stride
+    self.use_two_convs = use_two_convs
+    self.skipinit_gain = _init_fn(skipinit_gain)
+    width = int(out_ch * expansion)
+    # Round the bottleneck width down to a whole number of groups.
+    self.groups = width // group_size
+    self.width = group_size * self.groups
+    if self.groups < 1:
+      raise ValueError(f'NFBlock: bottleneck width {width} (= {out_ch} * {expansion}) is '
+                       f'smaller than the group width {group_size}')
+    conv = lambda *a, **k: nfnn.WSConv2D(*a, conv_impl=conv_impl, **k)
+    self.conv0 = conv(self.width, kernel_shape=1, name='conv0')
+    self.conv1 = conv(self.width, kernel_shape=kernel_shape, stride=stride,
+                      feature_group_count=self.groups, name='conv1')
+    if use_two_convs:
+      self.conv1b = conv(self.width, kernel_shape=kernel_shape, stride=1,
+                         feature_group_count=self.groups, name='conv1b')
+    self.conv2 = conv(out_ch, kernel_shape=1, name='conv2')
+    self.use_projection = stride > 1 or in_ch != out_ch
+    if self.use_projection:
+      self.conv_shortcut = conv(out_ch, kernel_shape=1, name='conv_shortcut')
+    self.se = nfnn.SqueezeExcite(out_ch, out_ch, se_ratio) if se_ratio > 0 else None
+    self.stoch_depth = (nfnn.StochDepth(stochdepth_rate)
+                        if stochdepth_rate is not None and 0.0 < stochdepth_rate < 1.0
+                        else None)
+
+  def __call__(self, x, is_training: bool):
+    """Returns (block output, residual branch output before stochdepth/gain)."""
+    out = self.activation(x) * self.beta
+    if self.stride > 1:
+      shortcut = hk.avg_pool(out, window_shape=(1, 2, 2, 1), strides=(1, 2, 2, 1),
+                             padding='SAME')
+      if self.use_projection:
+        shortcut = self.conv_shortcut(shortcut)
+    elif self.use_projection:
+      shortcut = self.conv_shortcut(out)
+    else:
+      shortcut = x
+    out = self.conv0(out)
+    out = self.conv1(self.activation(out))
+    if self.use_two_convs:
+      out = self.conv1b(self.activation(out))
+    out = self.conv2(self.activation(out))
+    if self.se is not None:
+      out = (self.se(out) * 2) * out  # 2x: sigmoid(0) = 0.5 would halve the signal
+    branch = out
+    if self.stoch_depth is not None:
+      out = self.stoch_depth(out, is_training)
+    out = out * hk.get_parameter('skip_gain', (), out.dtype, init=self.skipinit_gain)
+    return out * self.alpha + shortcut, branch
+
+
+class NFNet(hk.Module):
+  """Normalizer-Free Network (NFNet-F*) with the official module tree."""
+
+  VARIANTS = NFNET_VARIANTS
+
+  def __init__(self, num_classes: int, variant: str = 'F0', width: float = 1.0,
+               se_ratio: float = 0.5, alpha: float = 0.2, stochdepth_rate: float = 0.1,
+               drop_rate: Optional[float] = None, activation: str = 'gelu',
+               fc_init: Optional[Callable] = None, final_conv_mult: Optional[float] = 2,
+               final_conv_ch: Optional[int] = None, use_two_convs: bool = True,
+               group_width: int = 128, bottleneck_ratio: float = 0.5,
+               depths: Optional[Sequence[int]] = None,
+               widths: Optional[Sequence[int]] = None,
+               stem_widths: Optional[Sequence[int]] = None,
+               skipinit_gain: Union[float, Callable] = 0.0,
+               conv_impl: str = 'auto', name: str = 'NFNet'):
+    """Builds the network.
+
+    Args:
+      num_classes: classifier outputs.
+      variant: 'F0'..'F7' or 'F0+'..'F7+'.
+      width: multiplier of the stage widths (not of the stem, as officially).
+      se_ratio: squeeze-excite hidden ratio (0 disables SE; not official).
+      alpha: residual branch scale.
+      stochdepth_rate: final block's stochastic-depth rate (block i: rate*i/N).
+      drop_rate: dropout before the classifier; None -> the variant's table value.
+      activation: name in `nfnet_jax.nn.ACTIVATIONS` (gamma-scaled).
+      fc_init: classifier weight initializer; None -> N(0, 0.01).
+      final_conv_mult: final 1x1 conv width = mult * last stage width.
+      final_conv_ch: explicit final conv width (used when final_conv_mult is None).
+      use_two_convs: two grouped 3x3 convs per block (conv1, conv1b).
+      group_width: channels per group of the grouped convs.
+      bottleneck_ratio: bottleneck width = ratio * block output width.
+      depths: override of the 4 stage depths (tiny test models).
+      widths: override of the 4 stage widths (before `width` scaling).
+      stem_widths: override of the 4 stem widths (default 16, 32, 64, widths[0]//2).
+      skipinit_gain: initial value (or initializer) of every block's skip_gain.
+      conv_impl: grouped conv implementation ('auto', 'xla', 'split').
+      name: module name ('NFNet' for official checkpoints).
+    """
+    super().__init__(name=name)
+    if variant not in self.VARIANTS:
+      raise ValueError(f'Unknown NFNet variant {variant!r}; allowed: {sorted(self.VARIANTS)}')
+    params = self.VARIANTS[variant]
+    self.num_classes = num_classes
+    self.variant = variant
+    self.train_imsize = params['train_imsize']
+    self.test_imsize = params['test_imsize']
+    self.depth_pattern = tuple(depths if depths is not None else params['depth'])
+    self.width_pattern = tuple(widths if widths is not None else params['width'])
+    self.drop_rate = params['drop_rate'] if drop_rate is None else drop_rate
+    self.activation = nfnn.get_activation(activation)
+    stem_widths = tuple(stem_widths if stem_widths is not None else
+                        (16, 32, 64, self.width_pattern[0] // 2))
+    if len(stem_widths) != 4 or len(self.depth_pattern) != 4 or len(self.width_pattern) != 4:
+      raise ValueError('NFNet needs 4 stem widths, 4 stage depths and 4 stage widths, got '
+                       f'{stem_widths}, {self.depth_pattern}, {self.width_pattern}')
+    conv = lambda *a, **k: nfnn.WSConv2D(*a, conv_impl=conv_impl, **k)
+    self.stem = [conv(ch, kernel_shape=3, stride=s, name=f'stem_conv{i}')
+                 for i, (ch, s) in enumerate(zip(stem_widths, (2, 1, 1, 2)))]
+
+    self.schedule = nfnn.nf_block_schedule(self.depth_pattern, alpha, stochdepth_rate)
+    self.blocks = []
+    ch = stem_widths[-1]
+    for info in self.schedule:
+      out_ch = int(self.width_pattern[info['stage']] * width)
+      stride = STRIDES[info['stage']] if info['block_index'] == 0 else 1
+      self.blocks.append(NFBlock(
+          ch, out_ch, expansion=bottleneck_ratio, se_ratio=se_ratio,
+          group_size=group_width, stride=stride, beta=info['beta'], alpha=alpha,
+          activation=self.activation, use_two_convs=use_two_convs,
+          stochdepth_rate=info['stochdepth_rate'], skipinit_gain=skipinit_gain,
+          conv_impl=conv_impl))
+      ch = out_ch
+
+    if final_conv_mult is None:
+      if final_conv_ch is None:
+        raise ValueError('NFNet needs final_conv_mult or final_conv_ch')
+      ch = final_conv_ch
+    else:
+      ch = int(final_conv_mult * ch)
+    self.final_conv = conv(ch, kernel_shape=1, name='final_conv')
+    if fc_init is None:
+      fc_init = hk.initializers.RandomNormal(stddev=0.01, mean=0.0)
+    self.fc = hk.Linear(num_classes, w_init=fc_init, with_bias=True)
+
+  def __call__(self, x, is_training: bool = True, return_metrics: bool = False) -> dict:
+    """Returns {'logits': [N, num_classes] float32} (+ 'spp' with return_metrics)."""
+    out = x
+    for i, conv in enumerate(self.stem):
+      out = conv(out)
+      if i < len(self.stem) - 1:
+        out = self.activation(out)
+    stats = []
+    for info, block in zip(self.schedule, self.blocks):
+      out, branch = block(out, is_training=is_training)
+      if return_metrics:
+        stats.append(dict(nfnn.signal_stats(out),
+                          res_avg_var=nfnn.avg_channel_var(branch),
+                          expected_var=info['expected_var'],
+                          is_transition=info['is_transition']))
+    out = self.activation(self.final_conv(out))
+    pool = jnp.mean(out, axis=(1, 2))
+    if is_training and self.drop_rate > 0.0:
+      pool = hk.dropout(hk.next_rng_key(), self.drop_rate, pool)
+    outputs = {'logits': self.fc(pool).astype(jnp.float32)}
+    if return_metrics:
+      outputs['spp'] = nfnn.stack_block_stats(stats)
+    return outputs
+
+
+# ---------------------------------------------------------------------------
+# Config validation (no tracing), shared with nf_resnet.py.
+
+def _is_number(v) -> bool:
+  return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+
+
+def _is_pos_int(v) -> bool:
+  return isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v > 0
+
+
+def _bad(model: str, field: str, value, allowed: str):
+  raise ValueError(f'config.model.{field}={value!r} is not valid for {model}; '
+                   f'allowed: {allowed}')
+
+
+def check_nf_common(model: str, kw: Mapping[str, Any], known: Sequence[str],
+                    variants: Mapping[str, Any], num_classes=None) -> None:
+  """Checks the fields NFNet and NF-ResNet share; raises one ValueError."""
+  for field in kw:
+    if field not in known:
+      _bad(model, field, kw[field], f'one of the fields {sorted(known)}')
+  if num_classes is not None and not _is_pos_int(num_classes):
+    raise ValueError(f'num_classes={num_classes!r} must be a positive int')
+  if 'variant' in kw and kw['variant'] not in variants:
+    _bad(model, 'variant', kw['variant'], str(sorted(variants)))
+  if 'activation' in kw:
+    act = kw['activation']
+    usable = sorted(set(nfnn.ACTIVATIONS) - set(nfnn.SHAPE_CHANGING_ACTIVATIONS))
+    if act not in usable:
+      extra = (' (glu halves the channel count, so it cannot be a block activation)'
+               if act == 'glu' else '')
+      _bad(model, 'activation', act, f'{usable}{extra}')
+  if 'alpha' in kw and (not _is_number(kw['alpha']) or kw['alpha'] <= 0):
+    _bad(model, 'alpha', kw['alpha'], 'a number > 0')
+  for field in ('stochdepth_rate', 'drop_rate'):
+    if field in kw and (not _is_number(kw[field]) or not 0.0 <= kw[field] < 1.0):
+      _bad(model, field, kw[field], 'a number in [0, 1)')
+  if 'se_ratio' in kw and (not _is_number(kw['se_ratio']) or kw['se_ratio'] < 0):
+    _bad(model, 'se_ratio', kw['se_ratio'], 'a number >= 0 (0 disables squeeze-excite)')
+  if 'width' in kw and (not _is_number(kw['width']) or kw['width'] <= 0):
+    _bad(model, 'width', kw['width'], 'a number > 0')
+  if 'conv_impl' in kw and kw['conv_impl'] not in IMPLS:
+    _bad(model, 'conv_impl', kw['conv_impl'], str(list(IMPLS)))
+  if 'skipinit_gain' in kw and not (_is_number(kw['skipinit_gain'])
+                                    or callable(kw['skipinit_gain'])):
+    _bad(model, 'skipinit_gain', kw['skipinit_gain'], 'a number or an initializer')
+  if 'fc_init' in kw and not callable(kw['fc_init']):
+    _bad(model, 'fc_init', kw['fc_init'], 'None or a Haiku initializer')
+  for field in ('depths', 'widths', 'stem_widths'):
+    v = kw.get(field)
+    if v is not None and (isinstance(v, (str, bytes)) or not hasattr(v, '__len__')
+                          or len(v) != 4 or not all(_is_pos_int(d) for d in v)):
+      _bad(model, field, v, 'None or a list of 4 positive ints')
+
+
+_NFNET_FIELDS = ('variant', 'width', 'se_ratio', 'alpha', 'stochdepth_rate', 'drop_rate',
+                 'activation', 'fc_init', 'final_conv_mult', 'final_conv_ch',
+                 'use_two_convs', 'group_width', 'bottleneck_ratio', 'depths', 'widths',
+                 'stem_widths', 'skipinit_gain', 'conv_impl')
+
+
+def validate_config(model_kwargs: Mapping[str, Any], num_classes=None) -> None:
+  """Checks NFNet constructor kwargs (`config.model` minus `name`), no tracing.
+
+  Raises:
+    ValueError: naming `config.model.<field>`, the bad value and what is allowed.
+  """
+  kw = {k: v for k, v in dict(model_kwargs).items() if v is not None and k != 'name'}
+  model = 'NFNet'
+  check_nf_common(model, kw, _NFNET_FIELDS, NFNET_VARIANTS, num_classes)
+  if 'use_two_convs' in kw and not isinstance(kw['use_two_convs'], (bool, np.bool_)):
+    _bad(model, 'use_two_convs', kw['use_two_convs'], 'True or False')
+  if 'final_conv_mult' in kw and (not _is_number(kw['final_conv_mult'])
+                                  or kw['final_conv_mult'] <= 0):
+    _bad(model, 'final_conv_mult', kw['final_conv_mult'], 'None or a number > 0')
+  if 'final_conv_ch' in kw and not _is_pos_int(kw['final_conv_ch']):
+    _bad(model, 'final_conv_ch', kw['final_conv_ch'], 'None or a positive int')
+  if 'bottleneck_ratio' in kw and (not _is_number(kw['bottleneck_ratio'])
+                                   or kw['bottleneck_ratio'] <= 0):
+    _bad(model, 'bottleneck_ratio', kw['bottleneck_ratio'], 'a number > 0')
+  if 'group_width' in kw and not _is_pos_int(kw['group_width']):
+    _bad(model, 'group_width', kw['group_width'], 'a positive int')
+  # Every stage's bottleneck must hold at least one group.
+  widths = kw.get('widths') or NFNET_VARIANTS[kw.get('variant', 'F0')]['width']
+  group_width = kw.get('group_width', 128)
+  ratio = kw.get('bottleneck_ratio', 0.5)
+  for w in widths:
+    bneck = int(int(w * kw.get('width', 1.0)) * ratio)
+    if bneck < group_width:
+      _bad(model, 'group_width', group_width,
+           f'at most the smallest bottleneck width {bneck} (stage width {w} x width '
+           f"{kw.get('width', 1.0)} x bottleneck_ratio {ratio})")
+
+
+def min_resolution(model_kwargs: Optional[Mapping[str, Any]] = None) -> int:
+  """Five stride-2 steps (two in the stem, three stages): 32 pixels."""
+  del model_kwargs
+  return 32

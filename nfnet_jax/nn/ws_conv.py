@@ -1,0 +1,89 @@
+"""Scaled weight-standardized convolution (the official NFNet numerics)."""
+from typing import Optional, Sequence, Union
+
+import haiku as hk
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from nfnet_jax.nn.grouped_conv import grouped_conv
+
+# Floor on `var * fan_in` (not added to it), as in the official code.
+WS_EPS = 1e-4
+
+
+def standardize_weight(w: jnp.ndarray, gain: jnp.ndarray,
+                       eps: float = WS_EPS) -> jnp.ndarray:
+  """Scaled Weight Standardization of an HWIO kernel.
+
+  `w_hat = gain * (w - mean) / sqrt(max(var * fan_in, eps))`, with mean and
+  variance taken per output unit over its fan-in (axes 0, 1, 2). The shift is
+  fused the way the official code does it (`w*scale - mean*scale`) so the
+  rounding matches official checkpoints bit for bit as far as XLA allows.
+
+  Args:
+    w: kernel [kh, kw, in_per_group, out].
+    gain: per-output gain [out].
+    eps: floor on `var * fan_in`.
+
+  Returns:
+    The standardized kernel, same shape and dtype as `w`.
+  """
+  mean = jnp.mean(w, axis=(0, 1, 2), keepdims=True)
+  var = jnp.var(w, axis=(0, 1, 2), keepdims=True)
+  fan_in = np.prod(w.shape[:-1])
+  scale = jax.lax.rsqrt(jnp.maximum(var * fan_in, eps)) * gain
+  return w * scale - mean * scale
+
+
+class WSConv2D(hk.Module):
+  """2-D convolution with Scaled Weight Standardization, gain and bias.
+
+  Parameters (official names): `w` HWIO (VarianceScaling(1, fan_in, normal)),
+  `gain` [O] (ones), `bias` [O] (zeros, always present).
+  """
+
+  def __init__(self, output_channels: int,
+               kernel_shape: Union[int, Sequence[int]] = 3,
+               stride: Union[int, Sequence[int]] = 1,
+               padding: str = 'SAME',
+               feature_group_count: int = 1,
+               conv_impl: str = 'auto',
+               eps: float = WS_EPS,
+               name: Optional[str] = None):
+    """Builds the module.
+
+    Args:
+      output_channels: number of output channels O.
+      kernel_shape: int or (kh, kw).
+      stride: int or (sh, sw).
+      padding: 'SAME' (official everywhere) or 'VALID'.
+      feature_group_count: number of groups; the kernel's input dim is C/groups.
+      conv_impl: implementation of grouped convs, passed to `grouped_conv`.
+      eps: floor on `var * fan_in`.
+      name: Haiku module name.
+    """
+    super().__init__(name=name)
+    self.output_channels = output_channels
+    self.kernel_shape = ((kernel_shape, kernel_shape) if isinstance(kernel_shape, int)
+                         else tuple(kernel_shape))
+    self.stride = (stride, stride) if isinstance(stride, int) else tuple(stride)
+    self.padding = padding
+    self.feature_group_count = feature_group_count
+    self.conv_impl = conv_impl
+    self.eps = eps
+
+  def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+    in_ch = x.shape[-1]
+    groups = self.feature_group_count
+    if in_ch % groups or self.output_channels % groups:
+      raise ValueError(f'{self.module_name}: channels in={in_ch} out={self.output_channels} '
+                       f'are not divisible by feature_group_count={groups}')
+    w_shape = self.kernel_shape + (in_ch // groups, self.output_channels)
+    w_init = hk.initializers.VarianceScaling(1.0, 'fan_in', 'normal')
+    w = hk.get_parameter('w', w_shape, x.dtype, init=w_init)
+    gain = hk.get_parameter('gain', (self.output_channels,), x.dtype, init=jnp.ones)
+    w_hat = standardize_weight(w, gain, self.eps)
+    out = grouped_conv(x, w_hat, self.stride, self.padding, groups, self.conv_impl)
+    bias = hk.get_parameter('bias', (self.output_channels,), x.dtype, init=jnp.zeros)
+    return out + bias
