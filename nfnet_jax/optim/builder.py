@@ -1,0 +1,343 @@
+"""Turns ``config.optimizer`` into the NFNet paper's optax chain.
+
+The default chain reproduces the official ``SGD_AGC`` update
+(``nfnets/optim.py`` + ``experiment_nfnets.py``), per parameter, at global
+step t (0 for the first update):
+
+    g = mean gradient over all devices        (done by the train step)
+    g = AGC(g, p)           unless p is the classifier weight
+    g = g + wd * p          unless p is a gain, skip gain, bias or BN scale/offset
+    m = mu * m + g
+    g = g + mu * m          (Nesterov; plain SGD uses g = m)
+    p = p - lr(t) * g
+
+with lr(t) a linear warm-up from 0 to ``base_lr * batch / lr_batch_base``
+over ``warmup_steps`` followed by a cosine decay to 0 at ``total_steps``.
+The Nesterov form above is exactly ``optax.trace(mu, nesterov=True)``
+(tested against a numpy transcription of the official update).
+
+Other choices: ``name='sgd', nesterov=False``; ``'adam'`` (coupled L2 added
+to the gradient, like the official Adam without ``use_adamw``); ``'adamw'``
+(decoupled weight decay with the same mask); ``clipping=None`` (no AGC);
+``sam_rho`` (SAM, see `build_optimizer`); ``accum_steps`` (gradient
+accumulation with ``optax.MultiSteps``).
+"""
+import math
+import numbers
+import re
+from typing import Any, Callable, List, Optional, Tuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from nfnet_jax import config as config_lib
+from nfnet_jax.optim import agc as agc_lib
+from nfnet_jax.optim import masks
+
+OPTIMIZERS = ('sgd', 'adam', 'adamw')
+SCHEDULES = ('cosine', 'constant')
+ADAM_B2 = 0.999
+ADAM_EPS = 1e-8
+
+
+def _defaults():
+  return config_lib.base_config().optimizer
+
+
+def _field(opt_config, name: str, defaults=None):
+  """Reads a field from a ConfigDict or dict, falling back to the default."""
+  if isinstance(opt_config, dict):
+    if name in opt_config:
+      return opt_config[name]
+  elif name in opt_config:
+    return opt_config[name]
+  defaults = _defaults() if defaults is None else defaults
+  return defaults[name]
+
+
+def _is_number(x) -> bool:
+  return isinstance(x, numbers.Real) and not isinstance(x, bool)
+
+
+def _is_int(x) -> bool:
+  return isinstance(x, numbers.Integral) and not isinstance(x, bool)
+
+
+def validate_optimizer_config(opt_config, total_steps: Optional[int] = None
+                             ) -> None:
+  """Checks ``config.optimizer`` before anything is traced.
+
+  Every bad field gets its own line in the error, naming
+  ``config.optimizer.<field>``, the bad value and what is allowed. Missing
+  fields take their `nfnet_jax.config.base_config` defaults.
+
+  Args:
+    opt_config: ``config.optimizer`` (ConfigDict or dict).
+    total_steps: if given (``config.train.total_steps``), also checks
+      ``warmup_steps <= total_steps`` and ``accum_steps <= total_steps``.
+
+  Raises:
+    ValueError: listing every bad field.
+  """
+  defaults = _defaults()
+  get = lambda name: _field(opt_config, name, defaults)
+  errors: List[str] = []
+
+  def bad(field, value, allowed):
+    errors.append(f'config.optimizer.{field}={value!r} is invalid: {allowed}.')
+
+  name = get('name')
+  if name not in OPTIMIZERS:
+    bad('name', name, f'expected one of {OPTIMIZERS}')
+
+  momentum = get('momentum')
+  if not _is_number(momentum) or not 0.0 <= momentum < 1.0:
+    bad('momentum', momentum, 'expected a number in [0, 1) (0.9 in the paper)')
+
+  nesterov = get('nesterov')
+  if not isinstance(nesterov, bool):
+    bad('nesterov', nesterov, 'expected True or False')
+
+  base_lr = get('base_lr')
+  if not _is_number(base_lr) or not base_lr > 0 or not math.isfinite(base_lr):
+    bad('base_lr', base_lr, 'expected a finite number > 0 (0.1 per 256 '
+        'examples in the paper)')
+
+  lr_batch_base = get('lr_batch_base')
+  if not _is_number(lr_batch_base) or not lr_batch_base > 0:
+    bad('lr_batch_base', lr_batch_base, 'expected a number > 0 (256)')
+
+  schedule = get('schedule')
+  if schedule not in SCHEDULES:
+    bad('schedule', schedule, f'expected one of {SCHEDULES}')
+
+  warmup = get('warmup_steps')
+  if not _is_int(warmup) or warmup < 0:
+    bad('warmup_steps', warmup, 'expected an integer >= 0')
+  elif total_steps is not None and warmup > total_steps:
+    bad('warmup_steps', warmup, f'must be <= config.train.total_steps '
+        f'({total_steps})')
+
+  wd = get('weight_decay')
+  if wd is not None and (not _is_number(wd) or not wd >= 0):
+    bad('weight_decay', wd, 'expected a number >= 0 or None (2e-5 in the '
+        'paper)')
+
+  for field in ('wd_exclude', 'clip_exclude'):
+    value = get(field)
+    if value is None:
+      continue
+    if not isinstance(value, str):
+      bad(field, value, "expected a regex string on 'module/param' paths "
+          'or None')
+      continue
+    try:
+      re.compile(value)
+    except re.error as e:
+      bad(field, value, f'not a valid regular expression ({e})')
+
+  clipping = get('clipping')
+  if clipping is not None and (not _is_number(clipping) or not clipping > 0):
+    bad('clipping', clipping, 'expected a number > 0 (AGC lambda, 0.01 at '
+        'batch 4096) or None to disable AGC')
+
+  clip_eps = get('clip_eps')
+  if not _is_number(clip_eps) or not clip_eps >= 0:
+    bad('clip_eps', clip_eps, 'expected a number >= 0 (1e-3)')
+
+  accum = get('accum_steps')
+  accum_ok = _is_int(accum) and accum >= 1
+  if not accum_ok:
+    bad('accum_steps', accum, 'expected an integer >= 1')
+  elif total_steps is not None and accum > total_steps:
+    bad('accum_steps', accum, f'must be <= config.train.total_steps '
+        f'({total_steps})')
+
+  sam_rho = get('sam_rho')
+  if sam_rho is not None:
+    if not _is_number(sam_rho) or not sam_rho > 0:
+      bad('sam_rho', sam_rho, 'expected a number > 0 or None to disable SAM')
+    elif accum_ok and accum > 1:
+      bad('sam_rho', sam_rho, f'SAM cannot be combined with '
+          f'config.optimizer.accum_steps={accum} > 1 (its second gradient '
+          'would only see the last micro-batch); set one of them off')
+
+  ema = get('ema_decay')
+  if ema is not None and (not _is_number(ema) or not 0.0 <= ema < 1.0):
+    bad('ema_decay', ema, 'expected a number in [0, 1) or None to disable '
+        'the EMA (0.99999 in the paper)')
+
+  ls = get('label_smoothing')
+  if not _is_number(ls) or not 0.0 <= ls < 1.0:
+    bad('label_smoothing', ls, 'expected a number in [0, 1) (0.1 in the '
+        'paper)')
+
+  if errors:
+    raise ValueError('Invalid optimizer config:\n  ' + '\n  '.join(errors))
+
+
+def warmup_cosine_schedule(peak_value: float, warmup_steps: int,
+                           total_steps: int, kind: str = 'cosine'
+                           ) -> Callable[[Any], jnp.ndarray]:
+  """Linear warm-up from 0, then cosine decay to 0 (or constant).
+
+  ``lr(t) = peak * t / warmup`` for ``t <= warmup`` and
+  ``lr(t) = peak * (1 + cos(pi * (t - warmup) / (total - warmup))) / 2``
+  after it, as the official ``WarmupCosineDecay(start_val=0, min_val=0)``.
+  Unlike the official schedule the cosine is clamped at 0 after
+  ``total_steps`` (it would rise again).
+
+  Args:
+    peak_value: the LR at the end of warm-up.
+    warmup_steps: warm-up length (0: start at the peak).
+    total_steps: the step at which the cosine reaches 0.
+    kind: 'cosine' or 'constant' (stay at the peak after warm-up).
+
+  Returns:
+    A function of the (0-based) step returning a float32 scalar.
+  """
+  if kind not in SCHEDULES:
+    raise ValueError(f'schedule kind must be one of {SCHEDULES}, got {kind!r}')
+  peak = float(peak_value)
+  warmup = float(warmup_steps)
+  decay_len = float(total_steps) - warmup
+
+  def schedule(step):
+    t = jnp.asarray(step, jnp.float32)
+    warm = peak * t / max(warmup, 1.0)
+    if kind == 'constant':
+      after = jnp.full_like(t, peak)
+    elif decay_len <= 0:
+      after = jnp.zeros_like(t)
+    else:
+      frac = jnp.clip((t - warmup) / decay_len, 0.0, 1.0)
+      after = 0.5 * peak * (1.0 + jnp.cos(jnp.pi * frac))
+    return jnp.where(t < warmup, warm, after)
+
+  return schedule
+
+
+def _global_normalize_and_scale(scale: float) -> optax.GradientTransformation:
+  """``g -> scale * g / ||g||`` with the global norm (SAM's ascent step).
+
+  Unlike ``optax.contrib.normalize`` the norm is floored, so an all-zero
+  gradient gives a zero perturbation instead of NaN.
+  """
+
+  def update_fn(updates, state, params=None):
+    del params
+    norm = optax.tree.norm(updates)
+    factor = scale / jnp.maximum(norm, 1e-12)
+    return jax.tree_util.tree_map(lambda g: g * factor, updates), state
+
+  return optax.GradientTransformation(lambda p: optax.EmptyState(), update_fn)
+
+
+def _wd_mask_fn(wd_exclude):
+  """optax mask callable: True (decay) for every param NOT matching."""
+  return lambda params: masks.invert_mask(masks.make_mask(params, wd_exclude))
+
+
+def build_optimizer(opt_config, batch_size: int, total_steps: int
+                   ) -> Tuple[optax.GradientTransformation,
+                              Callable[[Any], jnp.ndarray]]:
+  """Builds the optimizer chain and LR schedule from ``config.optimizer``.
+
+  The gradients passed to ``tx.update(grads, state, params)`` must already be
+  averaged over devices (AGC must see the global mean gradient).
+
+  * Peak LR = ``base_lr * batch_size * accum_steps / lr_batch_base`` (the
+    effective batch of one optimizer update).
+  * Gradient accumulation (``accum_steps = k > 1``): ``optax.MultiSteps``;
+    ``batch_size`` and ``total_steps`` (and ``warmup_steps``) count train
+    steps, i.e. micro-batches; the parameters change every k-th call (the
+    other calls return zero updates) and the whole chain, AGC included, sees
+    the mean gradient of the k micro-batches.
+  * SAM (``sam_rho`` set): ``optax.contrib.sam`` in opaque mode with one
+    ascent step ``params + rho * g / ||g||`` (global norm). The train step
+    must then pass a gradient function::
+
+        def grad_fn(p, _):   # gradient at the perturbed params p
+          g = jax.grad(loss)(p, batch)
+          return lax.pmean(g, 'batch')   # the same cross-device mean
+        updates, opt_state = tx.update(grads, opt_state, params,
+                                       grad_fn=grad_fn)
+
+    so each train step costs two forward/backward passes and is one real
+    update; the outer chain (AGC, wd, momentum, LR) acts on the gradient at
+    the perturbed point, with AGC measured against the unperturbed params.
+    Passing ``grad_fn`` is harmless without SAM (the chain ignores it).
+
+  Args:
+    opt_config: ``config.optimizer`` (ConfigDict or dict).
+    batch_size: global batch size of one train step.
+    total_steps: number of train steps (``config.train.total_steps``).
+
+  Returns:
+    ``(tx, schedule_fn)``: the transformation and a function from the
+    0-based train step to the LR of the update that step contributes to
+    (for logging; ``schedule_fn(0) == 0``, as in the official code where the
+    first update uses lr(0)).
+
+  Raises:
+    ValueError: on any invalid field (see `validate_optimizer_config`) or a
+      non-positive ``batch_size`` / ``total_steps``.
+  """
+  if not _is_int(batch_size) or batch_size < 1:
+    raise ValueError(f'build_optimizer: batch_size={batch_size!r} is invalid: '
+                     'expected an integer >= 1 (config.train.batch_size).')
+  if not _is_int(total_steps) or total_steps < 1:
+    raise ValueError(f'build_optimizer: total_steps={total_steps!r} is '
+                     'invalid: expected an integer >= 1 '
+                     '(config.train.total_steps).')
+  validate_optimizer_config(opt_config, total_steps=total_steps)
+  get = lambda name: _field(opt_config, name)
+
+  k = int(get('accum_steps'))
+  peak = get('base_lr') * batch_size * k / get('lr_batch_base')
+  train_step_schedule = warmup_cosine_schedule(
+      peak, get('warmup_steps'), total_steps, get('schedule'))
+  # Inside MultiSteps the inner chain's step counter counts updates, and
+  # update u is taken at train step u * k.
+  update_schedule = (train_step_schedule if k == 1 else
+                     (lambda u: train_step_schedule(u * k)))
+
+  def schedule_fn(step):
+    step = jnp.asarray(step)
+    return train_step_schedule((step // k) * k)
+
+  parts = []
+  clipping = get('clipping')
+  if clipping is not None:
+    parts.append(agc_lib.adaptive_grad_clip(
+        clipping, eps=get('clip_eps'), exclude=get('clip_exclude')))
+
+  name = get('name')
+  wd = get('weight_decay') or 0.0
+  wd_mask = _wd_mask_fn(get('wd_exclude'))
+  if wd and name in ('sgd', 'adam'):
+    # Coupled L2: added to the gradient after AGC, before momentum (the
+    # official SGD_AGC order), so the decay term is never clipped.
+    parts.append(optax.add_decayed_weights(wd, mask=wd_mask))
+
+  momentum = get('momentum')
+  if name == 'sgd':
+    parts.append(optax.sgd(update_schedule, momentum=momentum or None,
+                           nesterov=bool(get('nesterov'))))
+  elif name == 'adam':
+    parts.append(optax.adam(update_schedule, b1=momentum, b2=ADAM_B2,
+                            eps=ADAM_EPS))
+  else:  # adamw: decoupled decay p -= lr * wd * p, same mask.
+    parts.append(optax.adamw(update_schedule, b1=momentum, b2=ADAM_B2,
+                             eps=ADAM_EPS, weight_decay=wd, mask=wd_mask))
+  tx = optax.chain(*parts)
+
+  sam_rho = get('sam_rho')
+  if sam_rho is not None:
+    # adv updates are negated by sam and added to params: -(-rho*g/|g|).
+    tx = optax.contrib.sam(tx, _global_normalize_and_scale(-sam_rho),
+                           sync_period=2, opaque_mode=True)
+  if k > 1:
+    tx = optax.MultiSteps(tx, every_k_schedule=k).gradient_transformation()
+  return tx, schedule_fn
