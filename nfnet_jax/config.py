@@ -49,6 +49,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.shuffle_buffer = 10_000
   c.data.num_parallel_calls = -1       # tf.data.AUTOTUNE
   c.data.prefetch = 2
+  c.data.resize_method = 'bicubic'     # bicubic (official) | bilinear | area | nearest
+  c.data.mean = None                   # per-channel, [0, 255] units; None: the data set's
+  c.data.std = None                    # (ImageNet's for imagenet2012)
 
   # ---- optimizer (the paper's chain: AGC -> coupled wd -> SGD Nesterov -> LR)
   c.optimizer = ml_collections.ConfigDict()

@@ -1,0 +1,347 @@
+"""Data set registry: sources (in-memory idx files or tfds), info, validation.
+
+Two kinds of source feed the same pipeline (``pipeline.py``):
+  * ``memory``: numpy arrays (Fashion-MNIST from its idx files) sliced with
+    tf.data from tensors; random access, so resumption is O(1).
+  * ``tfds``: a prepared tensorflow-datasets builder (imagenet2012 or any tfds
+    image classification set), read with ``download=False`` unless the config
+    allows downloads.
+"""
+import dataclasses
+import functools
+import os
+from typing import Any, Optional, Tuple
+
+import numpy as np
+
+from nfnet_jax.data import fashion_mnist
+
+IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
+IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
+# Per-channel statistics in [0, 255] units for data sets we know; others use
+# ImageNet's (3 channels) or 127.5/127.5 (1 channel) unless the config sets
+# data.mean / data.std.
+KNOWN_STATS = {
+    'imagenet2012': (IMAGENET_MEAN, IMAGENET_STD),
+    'fashion_mnist': (fashion_mnist.MEAN, fashion_mnist.STD),
+    'mnist': ((33.32,), (78.57,)),
+    'cifar10': ((125.31, 122.95, 113.87), (62.99, 62.09, 66.70)),
+    'cifar100': ((129.30, 124.07, 112.43), (68.17, 65.39, 70.42)),
+}
+
+# Sensible small-image settings for Fashion-MNIST (the base config holds the
+# paper's ImageNet values). Config files apply them with
+# `apply_dataset_defaults`; explicit overrides afterwards still win.
+DATASET_DEFAULTS = {
+    'fashion_mnist': dict(
+        train_split='train', eval_split='test', image_size=28,
+        eval_image_size=28, eval_crop_padding=0, eval_resize='squash',
+        train_crop='pad_crop', pad_crop_padding=4, random_flip=True,
+        randaugment_layers=0, randaugment_magnitude=0, mixup_alpha=0.0,
+        cutmix=False, grayscale_to_rgb=False),
+}
+
+TRAIN_CROPS = ('inception', 'pad_crop', 'none')
+EVAL_RESIZES = ('squash', 'aspect')
+RESIZE_METHODS = ('bicubic', 'bilinear', 'area', 'nearest')
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+  """What the model and loop need to know about a data set.
+
+  Attributes:
+    num_classes: number of labels.
+    num_train: examples in the train split (all hosts).
+    num_eval: examples in the eval split (all hosts).
+    image_shape: (H, W, C) of the train batches' images.
+    mean: per-channel mean subtracted (in [0, 255] units), len C.
+    std: per-channel std divided by, len C.
+    eval_image_shape: (H, W, C) of the eval batches' images.
+    source_channels: channels stored in the data set (1 for grayscale).
+  """
+  num_classes: int
+  num_train: int
+  num_eval: int
+  image_shape: Tuple[int, int, int]
+  mean: Tuple[float, ...]
+  std: Tuple[float, ...]
+  eval_image_shape: Tuple[int, int, int] = (0, 0, 0)
+  source_channels: int = 3
+
+
+def _get(cfg, name, default=None):
+  """Reads a field from a ConfigDict or dict, with a default if absent."""
+  if isinstance(cfg, dict):
+    return cfg.get(name, default)
+  return cfg.get(name, default) if hasattr(cfg, 'get') else getattr(
+      cfg, name, default)
+
+
+def apply_dataset_defaults(data_config):
+  """Sets DATASET_DEFAULTS[data_config.name] fields in place (if any)."""
+  for k, v in DATASET_DEFAULTS.get(_get(data_config, 'name'), {}).items():
+    data_config[k] = v
+  return data_config
+
+
+def _fashion_dir(data_config) -> str:
+  return _get(data_config, 'data_dir') or fashion_mnist.DEFAULT_DIR
+
+
+def _fashion_split(split: str) -> str:
+  # Fashion-MNIST has train/test only; 'validation' (the base config's
+  # ImageNet default) means the 10,000-image test set, which is what
+  # published Fashion-MNIST accuracies are measured on.
+  if split in ('test', 'validation'):
+    return 'test'
+  if split == 'train':
+    return 'train'
+  raise ValueError(f'config.data.eval_split/train_split={split!r}: '
+                   "Fashion-MNIST has splits 'train' and 'test'")
+
+
+def uses_idx_files(data_config) -> bool:
+  """True when Fashion-MNIST is read from local idx files."""
+  if _get(data_config, 'name') != 'fashion_mnist':
+    return False
+  return not fashion_mnist.missing_files(_fashion_dir(data_config))
+
+
+@dataclasses.dataclass
+class Source:
+  """A resolved data source. See module docstring for the two kinds."""
+  kind: str                      # 'memory' | 'tfds'
+  name: str
+  num_classes: int
+  channels: int
+  mean: Tuple[float, ...]
+  std: Tuple[float, ...]
+  split_sizes: dict              # split name -> num examples
+  builder: Any = None            # tfds builder (kind 'tfds')
+  image_key: str = 'image'
+  label_key: str = 'label'
+  jpeg: bool = False             # tfds images stored as JPEG (crop-decode)
+  data_dir: Optional[str] = None  # idx folder (kind 'memory')
+  fixed_size: Optional[Tuple[int, int]] = None  # stored (H, W) if fixed
+
+  def split_name(self, split: str) -> str:
+    return _fashion_split(split) if self.kind == 'memory' else split
+
+  def load_arrays(self, split: str):
+    """Returns (images uint8 [N,H,W,C], labels int32 [N]) (memory kind)."""
+    return _load_fashion_cached(self.data_dir, self.split_name(split))
+
+
+@functools.lru_cache(maxsize=4)
+def _load_fashion_cached(data_dir, split):
+  images, labels = fashion_mnist.load_split(data_dir, split)
+  if labels.size and (labels.min() < 0 or labels.max() >= 10):
+    raise ValueError(f'Fashion-MNIST labels in {data_dir} ({split}) out of '
+                     f'range [0, 10): min {labels.min()}, max {labels.max()}')
+  return images, labels
+
+
+def _stats(name, channels, data_config):
+  mean, std = _get(data_config, 'mean'), _get(data_config, 'std')
+  if name in KNOWN_STATS:
+    d_mean, d_std = KNOWN_STATS[name]
+  elif channels == 3:
+    d_mean, d_std = IMAGENET_MEAN, IMAGENET_STD
+  else:
+    d_mean, d_std = (127.5,) * channels, (127.5,) * channels
+  mean = tuple(float(m) for m in (mean if mean is not None else d_mean))
+  std = tuple(float(s) for s in (std if std is not None else d_std))
+  if len(mean) == 1 and channels > 1:
+    mean, std = mean * channels, std * channels
+  return mean, std
+
+
+def _tfds_builder(data_config):
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  name = _get(data_config, 'name')
+  try:
+    return tfds.builder(name, data_dir=_get(data_config, 'data_dir'),
+                        try_gcs=False)
+  except Exception as e:  # DatasetNotFoundError and registry errors
+    raise ValueError(
+        f'config.data.name={name!r}: not a tensorflow-datasets builder '
+        f'({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ""}). '
+        "Use 'imagenet2012', 'fashion_mnist' or a tfds image data set name."
+    ) from e
+
+
+def _find_keys(features):
+  """Finds the (image, label) feature keys of a tfds FeaturesDict."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  image_key = label_key = None
+  for key, feat in features.items():
+    if image_key is None and isinstance(feat, tfds.features.Image):
+      image_key = key
+    if label_key is None and isinstance(feat, tfds.features.ClassLabel):
+      label_key = key
+  return image_key, label_key
+
+
+def get_source(data_config, *, need_splits=True) -> Source:
+  """Resolves `config.data` into a Source (no example is read)."""
+  name = _get(data_config, 'name')
+  if name == 'fashion_mnist' and uses_idx_files(data_config):
+    data_dir = _fashion_dir(data_config)
+    channels = 1
+    mean, std = _stats(name, channels, data_config)
+    sizes = {s: fashion_mnist.num_examples(data_dir, s)
+             for s in ('train', 'test')}
+    return Source(kind='memory', name=name, num_classes=10, channels=1,
+                  mean=mean, std=std, split_sizes=sizes, data_dir=data_dir,
+                  fixed_size=(28, 28))
+  builder = _tfds_builder(data_config)
+  info = builder.info
+  image_key, label_key = _find_keys(info.features)
+  if image_key is None or label_key is None:
+    raise ValueError(f'config.data.name={name!r}: tfds features '
+                     f'{list(info.features.keys())} have no Image and '
+                     'ClassLabel feature; only image classification data '
+                     'sets are supported')
+  img = info.features[image_key]
+  channels = img.shape[-1] or 3
+  fixed = tuple(img.shape[:2]) if None not in img.shape[:2] else None
+  mean, std = _stats(name, channels, data_config)
+  sizes = {}
+  for s in info.splits.keys():
+    try:
+      sizes[s] = int(info.splits[s].num_examples)
+    except Exception:  # pylint: disable=broad-except
+      pass
+  return Source(kind='tfds', name=name,
+                num_classes=int(info.features[label_key].num_classes),
+                channels=channels, mean=mean, std=std, split_sizes=sizes,
+                builder=builder, image_key=image_key, label_key=label_key,
+                jpeg=(getattr(img, 'encoding_format', None) == 'jpeg'),
+                fixed_size=fixed)
+
+
+def output_channels(source: Source, data_config) -> int:
+  if source.channels == 1 and _get(data_config, 'grayscale_to_rgb'):
+    return 3
+  return source.channels
+
+
+def dataset_info(data_config) -> DatasetInfo:
+  """Returns DatasetInfo without reading the examples (headers/metadata)."""
+  src = get_source(data_config)
+  c = output_channels(src, data_config)
+  mean, std = src.mean, src.std
+  if c == 3 and len(mean) == 1:
+    mean, std = mean * 3, std * 3
+  size = int(_get(data_config, 'image_size'))
+  esize = int(_get(data_config, 'eval_image_size') or size)
+  train_split = src.split_name(_get(data_config, 'train_split', 'train'))
+  eval_split = src.split_name(_get(data_config, 'eval_split', 'validation'))
+  return DatasetInfo(
+      num_classes=src.num_classes,
+      num_train=src.split_sizes.get(train_split, 0),
+      num_eval=src.split_sizes.get(eval_split, 0),
+      image_shape=(size, size, c), mean=tuple(mean), std=tuple(std),
+      eval_image_shape=(esize, esize, c), source_channels=src.channels)
+
+
+def _check_choice(data_config, field, allowed):
+  v = _get(data_config, field)
+  if v not in allowed:
+    raise ValueError(f'config.data.{field}={v!r} is not allowed; '
+                     f'expected one of {list(allowed)}')
+
+
+def _check_number(data_config, field, lo, hi=None, integer=False,
+                  allow_none=False):
+  v = _get(data_config, field)
+  if v is None and allow_none:
+    return
+  ok = isinstance(v, (int, float, np.integer, np.floating)) and not \
+      isinstance(v, bool)
+  if ok and integer:
+    ok = float(v) == int(v)
+  if ok:
+    ok = v >= lo and (hi is None or v <= hi)
+  if not ok:
+    rng = f'[{lo}, {hi}]' if hi is not None else f'>= {lo}'
+    kind = 'an integer' if integer else 'a number'
+    raise ValueError(f'config.data.{field}={v!r} is not allowed; expected '
+                     f'{kind} in {rng}')
+
+
+def validate_data_config(data_config):
+  """Checks `config.data` before anything is built.
+
+  Raises:
+    ValueError: naming the field, the bad value and what is allowed; also when
+      the data files are missing (naming the folder and files expected).
+  """
+  name = _get(data_config, 'name')
+  if not isinstance(name, str) or not name:
+    raise ValueError(f'config.data.name={name!r}: expected a data set name '
+                     "such as 'imagenet2012' or 'fashion_mnist'")
+  _check_number(data_config, 'image_size', 1, integer=True)
+  _check_number(data_config, 'eval_image_size', 1, integer=True,
+                allow_none=True)
+  _check_number(data_config, 'eval_crop_padding', 0, integer=True)
+  _check_choice(data_config, 'eval_resize', EVAL_RESIZES)
+  _check_choice(data_config, 'train_crop', TRAIN_CROPS)
+  _check_number(data_config, 'pad_crop_padding', 0, integer=True)
+  _check_number(data_config, 'randaugment_layers', 0, 20, integer=True)
+  _check_number(data_config, 'randaugment_magnitude', 0, 30)
+  _check_number(data_config, 'mixup_alpha', 0)
+  _check_number(data_config, 'shuffle_buffer', 1, integer=True)
+  _check_number(data_config, 'prefetch', 0, integer=True)
+  npc = _get(data_config, 'num_parallel_calls')
+  if not (npc == -1 or (isinstance(npc, int) and npc >= 1)):
+    raise ValueError(f'config.data.num_parallel_calls={npc!r}: expected -1 '
+                     '(AUTOTUNE) or a positive integer')
+  if _get(data_config, 'resize_method', 'bicubic') not in RESIZE_METHODS:
+    _check_choice(data_config, 'resize_method', RESIZE_METHODS)
+  for field in ('mean', 'std'):
+    v = _get(data_config, field)
+    if v is not None:
+      vals = np.asarray(v, dtype=np.float64).reshape(-1)
+      if vals.size not in (1, 3) or (field == 'std' and (vals <= 0).any()):
+        raise ValueError(f'config.data.{field}={v!r}: expected None or 1 or '
+                         '3 numbers (std > 0), in [0, 255] pixel units')
+  if name == 'fashion_mnist':
+    d = _fashion_dir(data_config)
+    missing = fashion_mnist.missing_files(d)
+    if missing and not _get(data_config, 'allow_download'):
+      raise ValueError(
+          f'config.data.data_dir={_get(data_config, "data_dir")!r}: '
+          f'Fashion-MNIST idx files missing in {d}: {missing}. Install the '
+          'Debian package dataset-fashion-mnist, point config.data.data_dir '
+          'at a folder holding the four idx(.gz) files, or set '
+          'config.data.allow_download=True to use the tfds builder.')
+    if missing:
+      return  # the tfds builder will download; nothing more to check here
+    for field in ('train_split', 'eval_split'):
+      try:
+        _fashion_split(_get(data_config, field))
+      except ValueError as e:
+        raise ValueError(f'config.data.{field}: {e}') from None
+    return
+  src = get_source(data_config)
+  builder = src.builder
+  if not src.split_sizes and not _get(data_config, 'allow_download'):
+    d = getattr(builder, 'data_dir', None)
+    hint = ''
+    if name == 'imagenet2012':
+      hint = (' Prepare it with: python scripts/prepare_data.py --dataset '
+              'imagenet2012 --data_dir <data_dir> (needs ILSVRC2012_img_train'
+              '.tar and ILSVRC2012_img_val.tar in <data_dir>/downloads/manual'
+              ').')
+    raise ValueError(
+        f'config.data.data_dir={_get(data_config, "data_dir")!r}: data set '
+        f'{name!r} is not prepared under {d} (no dataset_info.json with '
+        f'splits), and config.data.allow_download is False.{hint}')
+  for field in ('train_split', 'eval_split'):
+    split = _get(data_config, field)
+    base = str(split).split('[')[0]
+    if src.split_sizes and base not in src.split_sizes:
+      raise ValueError(f'config.data.{field}={split!r}: data set {name!r} '
+                       f'has splits {sorted(src.split_sizes)}')
