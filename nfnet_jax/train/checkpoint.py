@@ -1,0 +1,190 @@
+"""Orbax checkpoints of the train state: atomic, kept k deep, corruption-safe.
+
+Layout: ``<workdir>/checkpoints/<step>/`` written by an
+``orbax.checkpoint.CheckpointManager``. Orbax writes every checkpoint into a
+temporary directory (``<step>.orbax-checkpoint-tmp-*``) and renames it only
+when complete, so a process killed mid-save leaves no directory that looks
+finished; such leftovers are never listed (and are cleaned up at start-up).
+
+The state is stored as a flat mapping ``{'000000': leaf, ...}`` plus JSON
+metadata holding each leaf's tree path, shape and dtype. Restoring checks
+the paths and shapes against the state the current config builds, so a
+checkpoint of another model fails with a clear message instead of a cryptic
+tree mismatch (and optax's NamedTuple states need no orbax support).
+
+If the newest checkpoint cannot be read (truncated, corrupt, half-copied),
+the error is reported, the directory is moved to
+``<workdir>/corrupt_checkpoints/`` (kept for inspection, out of orbax's way)
+and the previous checkpoint is used.
+"""
+import os
+import shutil
+import time
+from typing import Any, Optional
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+PyTree = Any
+
+
+class CheckpointMismatchError(ValueError):
+  """A checkpoint does not fit the state built from the current config."""
+
+
+def _flatten(tree: PyTree):
+  leaves_with_path, treedef = jax.tree_util.tree_flatten_with_path(tree)
+  paths = [jax.tree_util.keystr(p) for p, _ in leaves_with_path]
+  leaves = [np.asarray(x) for _, x in leaves_with_path]
+  return paths, leaves, treedef
+
+
+def _key(i: int) -> str:
+  return f'{i:06d}'
+
+
+def all_finite(tree: PyTree) -> bool:
+  """Whether every inexact leaf of ``tree`` (host arrays) is finite."""
+  for x in jax.tree.leaves(tree):
+    x = np.asarray(x)
+    if np.issubdtype(x.dtype, np.inexact) and not np.all(np.isfinite(x)):
+      return False
+  return True
+
+
+class Checkpointer:
+  """Saves and restores a train-state pytree under ``directory``.
+
+  Args:
+    directory: where the step directories live.
+    keep: how many most recent checkpoints to keep (>= 1).
+    log: a ``print``-like function for reports.
+  """
+
+  def __init__(self, directory: str, keep: int = 3, log=print):
+    self.directory = os.path.abspath(directory)
+    self.keep = max(int(keep), 1)
+    self.log = log
+    self._manager = None
+    self._open()
+
+  def _open(self):
+    if self._manager is not None:
+      self._manager.close()
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=self.keep, create=True, cleanup_tmp_directories=True,
+        enable_async_checkpointing=False)
+    self._manager = ocp.CheckpointManager(self.directory, options=options)
+
+  def steps(self) -> list[int]:
+    """Finalized checkpoint steps, oldest first."""
+    return sorted(self._manager.all_steps())
+
+  def latest_step(self) -> Optional[int]:
+    steps = self.steps()
+    return steps[-1] if steps else None
+
+  def save(self, step: int, state: PyTree, meta: Optional[dict] = None) -> bool:
+    """Writes ``state`` (host numpy pytree) as checkpoint ``step``.
+
+    A state with non-finite values is never written (returns False).
+    Saving a step that already exists replaces nothing and returns False.
+    """
+    if not all_finite(state):
+      self.log(f'[checkpoint] NOT saving step {step}: the state holds '
+               'non-finite values.')
+      return False
+    if step in self._manager.all_steps():
+      return False
+    paths, leaves, _ = _flatten(state)
+    items = {_key(i): leaf for i, leaf in enumerate(leaves)}
+    info = dict(meta or {})
+    info['step'] = int(step)
+    info['paths'] = paths
+    info['shapes'] = [list(x.shape) for x in leaves]
+    info['dtypes'] = [str(x.dtype) for x in leaves]
+    info['saved_at'] = time.time()
+    self._manager.save(step, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(items), meta=ocp.args.JsonSave(info)),
+                       force=True)
+    self._manager.wait_until_finished()
+    return True
+
+  def _check_compatible(self, step: int, info: dict, paths, leaves):
+    saved = list(info.get('paths', []))
+    if saved != paths:
+      missing = sorted(set(paths) - set(saved))[:5]
+      extra = sorted(set(saved) - set(paths))[:5]
+      raise CheckpointMismatchError(
+          f'checkpoint {self.directory}/{step} does not match the state of '
+          f'the current config (different model/optimizer?): missing '
+          f'{missing}, unexpected {extra}. Use a fresh --workdir.')
+    for path, shape, leaf in zip(paths, info.get('shapes', []), leaves):
+      if tuple(shape) != tuple(leaf.shape):
+        raise CheckpointMismatchError(
+            f'checkpoint {self.directory}/{step}: {path} has shape '
+            f'{tuple(shape)} but the current config builds {leaf.shape}. '
+            'Use a fresh --workdir.')
+
+  def restore(self, step: int, template: PyTree) -> tuple[PyTree, dict]:
+    """Restores checkpoint ``step`` into the structure of ``template``."""
+    paths, leaves, treedef = _flatten(template)
+    info = self._manager.restore(step, args=ocp.args.Composite(
+        meta=ocp.args.JsonRestore()))['meta']
+    self._check_compatible(step, info, paths, leaves)
+    target = {_key(i): np.zeros(x.shape, x.dtype) for i, x in enumerate(leaves)}
+    restored = self._manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(target)))['state']
+    out = [np.asarray(restored[_key(i)]).astype(leaves[i].dtype)
+           for i in range(len(leaves))]
+    for i, x in enumerate(out):
+      if x.shape != leaves[i].shape:
+        raise IOError(f'{paths[i]} restored with shape {x.shape}, expected '
+                      f'{leaves[i].shape}')
+    return jax.tree_util.tree_unflatten(treedef, out), info
+
+  def restore_latest(self, template: PyTree):
+    """The newest readable checkpoint: ``(state, meta, step)`` or None.
+
+    Unreadable checkpoints are reported, moved aside and skipped; a
+    checkpoint that reads fine but does not fit ``template`` raises
+    :class:`CheckpointMismatchError` (older ones would not fit either).
+    """
+    while True:
+      steps = self.steps()
+      if not steps:
+        return None
+      step = steps[-1]
+      try:
+        state, info = self.restore(step, template)
+      except CheckpointMismatchError:
+        raise
+      except Exception as e:  # pylint: disable=broad-except
+        self.log(f'[checkpoint] checkpoint {self.directory}/{step} is '
+                 f'unreadable ({type(e).__name__}: {str(e)[:300]}); '
+                 'moving it aside and using the previous one.')
+        self._quarantine(step)
+        continue
+      return state, info, step
+
+  def _quarantine(self, step: int):
+    src = os.path.join(self.directory, str(step))
+    dst_dir = os.path.join(os.path.dirname(self.directory),
+                           'corrupt_checkpoints')
+    if jax.process_index() == 0 and os.path.exists(src):
+      os.makedirs(dst_dir, exist_ok=True)
+      shutil.move(src, os.path.join(dst_dir, f'{step}-{int(time.time())}'))
+    if jax.process_count() > 1:
+      # Every process must see the move before listing the steps again.
+      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+      multihost_utils.sync_global_devices(f'quarantine_checkpoint_{step}')
+    self._open()
+    if step in self._manager.all_steps():
+      raise IOError(f'could not move the unreadable checkpoint {src} aside; '
+                    'delete it and restart.')
+
+  def close(self):
+    if self._manager is not None:
+      self._manager.close()
+      self._manager = None

@@ -1,0 +1,221 @@
+"""Device placement and the two wrappers of the per-device step.
+
+Both wrappers run the same per-device function (see ``step.py``) over a 1-D
+``('batch',)`` mesh:
+
+* ``pmap``: ``jax.pmap(axis_name='batch')``; the train state carries a leading
+  device axis (one replica per device), batches are ``[devices, b, ...]``.
+* ``shard_map``: ``jax.jit(jax.shard_map(...))`` with the state replicated
+  (``P()``) and the batch sharded along its first axis (``P('batch')``).
+
+On many hosts every process builds global arrays from its own slice with
+``jax.make_array_from_process_local_data``; the same code serves one host.
+"""
+import os
+from typing import Any, Callable, Sequence
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from nfnet_jax.train.step import AXIS
+
+PyTree = Any
+
+MODES = ('pmap', 'shard_map')
+DISTRIBUTED = ('auto', 'on', 'off')
+
+# Environment variables that mean "this process is one of several of a job"
+# (JAX's own coordinator settings, SLURM, Open MPI, Cloud TPU pods).
+_MULTIPROCESS_ENV = ('JAX_COORDINATOR_ADDRESS', 'COORDINATOR_ADDRESS',
+                     'SLURM_NTASKS', 'OMPI_COMM_WORLD_SIZE',
+                     'TPU_WORKER_HOSTNAMES', 'MEGASCALE_COORDINATOR_ADDRESS')
+
+
+def _env_asks_for_distributed(env=None) -> bool:
+  env = os.environ if env is None else env
+  for name in _MULTIPROCESS_ENV:
+    value = env.get(name)
+    if not value:
+      continue
+    if name in ('SLURM_NTASKS', 'OMPI_COMM_WORLD_SIZE'):
+      try:
+        if int(value) > 1:
+          return True
+      except ValueError:
+        continue
+    elif name == 'TPU_WORKER_HOSTNAMES':
+      if len(value.split(',')) > 1:
+        return True
+    else:
+      return True
+  return False
+
+
+def maybe_initialize_distributed(mode: str, env=None) -> bool:
+  """Calls ``jax.distributed.initialize()`` when asked to.
+
+  Args:
+    mode: ``config.parallel.distributed``: ``'on'`` always initialises,
+      ``'off'`` never, ``'auto'`` when the environment names a multi-process
+      job (``JAX_COORDINATOR_ADDRESS``, SLURM with >1 task, Open MPI with >1
+      rank, a multi-host Cloud TPU slice).
+    env: the environment (default ``os.environ``), for tests.
+
+  Returns:
+    Whether ``jax.distributed.initialize()`` was called.
+  """
+  if mode == 'off' or (mode == 'auto' and not _env_asks_for_distributed(env)):
+    return False
+  if jax.distributed.is_initialized():
+    return False
+  jax.distributed.initialize()
+  return True
+
+
+def select_devices(num_devices: int = 0) -> list:
+  """The devices of the run: all of them, or the first ``num_devices``."""
+  devices = jax.devices()
+  if num_devices:
+    if jax.process_count() > 1:
+      raise ValueError('config.parallel.num_devices must be 0 (every device) '
+                       f'on multi-host runs; got {num_devices}.')
+    devices = devices[:num_devices]
+  return devices
+
+
+def make_mesh(devices: Sequence[Any]) -> Mesh:
+  """A 1-D mesh with axis ``'batch'`` over ``devices``."""
+  return Mesh(np.asarray(devices), (AXIS,))
+
+
+def local_devices(mesh: Mesh) -> list:
+  """The mesh's devices attached to this process, in mesh order."""
+  pid = jax.process_index()
+  return [d for d in mesh.devices.flat if d.process_index == pid]
+
+
+class Parallel:
+  """Places data/state on a mesh and wraps per-device functions.
+
+  Attributes:
+    mode: ``'pmap'`` or ``'shard_map'``.
+    mesh: the ``('batch',)`` mesh.
+    num_devices: devices in the mesh (all hosts).
+    num_local: devices of this process.
+  """
+
+  def __init__(self, mode: str, devices: Sequence[Any]):
+    if mode not in MODES:
+      raise ValueError(f'config.parallel.mode={mode!r} is not one of {MODES}.')
+    self.mode = mode
+    self.mesh = make_mesh(devices)
+    self.devices = list(devices)
+    self.num_devices = len(self.devices)
+    self.local = local_devices(self.mesh)
+    self.num_local = len(self.local)
+    self._sharded = NamedSharding(self.mesh, P(AXIS))
+    self._replicated = NamedSharding(self.mesh, P())
+
+  # ---- placement --------------------------------------------------------
+
+  def put_replicated(self, tree: PyTree) -> PyTree:
+    """Host values identical on every process -> the wrapper's state layout.
+
+    pmap: a leading device axis (one copy per device); shard_map: one
+    replicated global array.
+    """
+    if self.mode == 'pmap':
+      def put(x):
+        x = np.asarray(x)
+        stacked = np.broadcast_to(x, (self.num_local,) + x.shape)
+        return jax.make_array_from_process_local_data(self._sharded, stacked)
+    else:
+      def put(x):
+        return jax.make_array_from_process_local_data(self._replicated,
+                                                      np.asarray(x))
+    return jax.tree.map(put, tree)
+
+  def put_batch(self, batch: dict) -> dict:
+    """This host's slice of the global batch -> a global device array.
+
+    Args:
+      batch: arrays ``[host_batch, ...]`` (the ``'host'`` layout).
+
+    Returns:
+      pmap: arrays ``[devices, per_device_batch, ...]``; shard_map: arrays
+      ``[global_batch, ...]`` sharded along the first axis.
+    """
+    def put(x):
+      x = np.asarray(x)
+      if x.shape[0] % self.num_local:
+        raise ValueError(f'a host batch of {x.shape[0]} examples does not '
+                         f'split over {self.num_local} local devices.')
+      if self.mode == 'pmap':
+        x = x.reshape((self.num_local, x.shape[0] // self.num_local)
+                      + x.shape[1:])
+      return jax.make_array_from_process_local_data(self._sharded, x)
+    return jax.tree.map(put, batch)
+
+  def get_replicated(self, tree: PyTree) -> PyTree:
+    """The wrapper's state layout -> host numpy values (one copy)."""
+    def get(x):
+      shard = np.asarray(x.addressable_data(0))
+      return shard[0] if self.mode == 'pmap' else shard
+    return jax.tree.map(get, tree)
+
+  # ---- wrappers ----------------------------------------------------------
+
+  def wrap_train_step(self, step_fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``(state, batch) -> (state, metrics)`` over the mesh; donates state."""
+    if self.mode == 'pmap':
+      return jax.pmap(step_fn, axis_name=AXIS, devices=self.devices,
+                      donate_argnums=(0,))
+    fn = jax.shard_map(step_fn, mesh=self.mesh, in_specs=(P(), P(AXIS)),
+                       out_specs=(P(), P()), check_vma=True)
+    return jax.jit(fn, donate_argnums=(0,))
+
+  def wrap_eval_step(self, eval_fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``(params, model_state, batch) -> sums`` over the mesh."""
+    if self.mode == 'pmap':
+      return jax.pmap(eval_fn, axis_name=AXIS, devices=self.devices)
+    fn = jax.shard_map(eval_fn, mesh=self.mesh, in_specs=(P(), P(), P(AXIS)),
+                       out_specs=P(), check_vma=True)
+    return jax.jit(fn)
+
+  def get_metrics(self, metrics: PyTree) -> PyTree:
+    """Device metrics (identical on every device) -> host numpy scalars."""
+    return jax.device_get(self.get_replicated(metrics))
+
+
+def pad_batch(batch: dict, size: int) -> dict:
+  """Pads an eval batch to ``size`` examples with ``mask`` 0."""
+  n = len(batch['labels'])
+  if 'mask' not in batch:
+    batch = dict(batch, mask=np.ones((n,), np.float32))
+  if n == size:
+    return batch
+  if n > size:
+    raise ValueError(f'eval batch of {n} examples is larger than {size}.')
+  def pad(x):
+    x = np.asarray(x)
+    return np.concatenate([x, np.zeros((size - n,) + x.shape[1:], x.dtype)])
+  return {k: pad(v) for k, v in batch.items()}
+
+
+def prefetch_to_device(iterator, put: Callable[[dict], dict], size: int = 2):
+  """Keeps ``size`` batches in flight on the devices (transfer overlap)."""
+  import collections  # pylint: disable=g-import-not-at-top
+  queue = collections.deque()
+  def enqueue(n):
+    for _ in range(n):
+      try:
+        item = next(iterator)
+      except StopIteration:
+        return
+      queue.append(put(item))
+  enqueue(size)
+  while queue:
+    yield queue.popleft()
+    enqueue(1)
+

@@ -1,0 +1,233 @@
+"""Config validation: every field is checked before anything is traced.
+
+:func:`validate_config` runs the model, optimizer and data validators and the
+train/parallel/finetune checks below. Problems are collected and raised as a
+single ``ValueError``; each line names the field (``config.train.batch_size``),
+the bad value and what is allowed.
+"""
+import numbers
+import os
+from typing import Any, Callable, Optional
+
+from nfnet_jax.train.parallel import DISTRIBUTED, MODES
+
+COMPUTE_DTYPES = ('float32', 'bfloat16')
+NONFINITE = ('skip', 'raise')
+
+# Fields of these sections are fixed by nfnet_jax.config.base_config(); a
+# stray name is almost always a typo in an experiment file.
+_CLOSED_SECTIONS = ('train', 'parallel', 'finetune')
+
+
+def _is_int(v) -> bool:
+  return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+def _is_number(v) -> bool:
+  return isinstance(v, numbers.Real) and not isinstance(v, bool)
+
+
+class _Errors:
+  """Collects problems; each is one line naming field, value and allowed."""
+
+  def __init__(self):
+    self.lines: list[str] = []
+
+  def add(self, field: str, value: Any, allowed: str):
+    self.lines.append(f'config.{field}={value!r} is invalid: {allowed}.')
+
+  def run(self, fn: Callable[[], Any]) -> tuple[bool, Any]:
+    """Runs a part's validator, recording its ValueError: (ok, result)."""
+    try:
+      return True, fn()
+    except ValueError as e:
+      self.lines.append(str(e))
+    return False, None
+
+  def raise_if_any(self):
+    if len(self.lines) == 1:
+      raise ValueError(self.lines[0])
+    if self.lines:
+      raise ValueError(f'{len(self.lines)} config errors:\n  - '
+                       + '\n  - '.join(self.lines))
+
+
+def _get(config, dotted: str, default=None):
+  node = config
+  for part in dotted.split('.'):
+    try:
+      node = node[part]
+    except (KeyError, TypeError, AttributeError):
+      return default
+  return node
+
+
+def _check_int(err, config, field, minimum, allowed=None):
+  v = _get(config, field)
+  if not _is_int(v) or v < minimum:
+    err.add(field, v, allowed or f'an integer >= {minimum}')
+  return v
+
+
+def device_count_for(config) -> int:
+  """Devices the run will use (after ``jax.distributed`` initialisation)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  n = _get(config, 'parallel.num_devices', 0) or 0
+  total = jax.device_count()
+  return min(n, total) if _is_int(n) and n > 0 else total
+
+
+def validate_config(config, *, check_devices: bool = True,
+                    num_devices: Optional[int] = None,
+                    process_count: Optional[int] = None) -> None:
+  """Checks the whole config; raises one ``ValueError`` listing every problem.
+
+  Nothing is traced or compiled. Sub-validators of the model, optimizer and
+  data parts are called too.
+
+  Args:
+    config: the experiment ``ConfigDict``.
+    check_devices: also check divisibility by the device count (calls
+      ``jax.device_count()``, so on multi-host runs only after
+      ``jax.distributed.initialize()``).
+    num_devices: the device count to check against (default: from JAX and
+      ``config.parallel.num_devices``).
+    process_count: number of processes (default: ``jax.process_count()``).
+
+  Raises:
+    ValueError: naming each bad field, its value and the allowed values.
+  """
+  from nfnet_jax import config as base_lib  # pylint: disable=g-import-not-at-top
+  err = _Errors()
+  base = base_lib.base_config()
+
+  # ---- top level and closed sections
+  for key in config.keys():
+    if key not in base:
+      err.add(key, '...', f'unknown top-level field; allowed: '
+              f'{sorted(base.keys())}')
+  for section in _CLOSED_SECTIONS:
+    node = _get(config, section)
+    if node is None:
+      err.add(section, None, 'a section of base_config() is missing')
+      continue
+    for key in node.keys():
+      if key not in base[section]:
+        err.add(f'{section}.{key}', node[key], 'unknown field; allowed: '
+                f'{sorted(base[section].keys())}')
+  if not _is_int(_get(config, 'seed')):
+    err.add('seed', _get(config, 'seed'), 'an integer')
+  if _get(config, 'compute_dtype') not in COMPUTE_DTYPES:
+    err.add('compute_dtype', _get(config, 'compute_dtype'),
+            f'one of {COMPUTE_DTYPES}')
+
+  # ---- data first: the model check needs the number of classes
+  num_classes = None
+  try:
+    from nfnet_jax import data as data_lib  # pylint: disable=g-import-not-at-top
+  except ImportError as e:  # pragma: no cover - the data package is missing
+    err.lines.append(f'nfnet_jax.data cannot be imported: {e}')
+    data_lib = None
+  if data_lib is not None:
+    ok, _ = err.run(lambda: data_lib.validate_data_config(config.data))
+    if ok:
+      _, info = err.run(lambda: data_lib.dataset_info(config.data))
+      num_classes = getattr(info, 'num_classes', None)
+
+  # ---- model
+  try:
+    from nfnet_jax import models as models_lib  # pylint: disable=g-import-not-at-top
+  except ImportError as e:  # pragma: no cover
+    err.lines.append(f'nfnet_jax.models cannot be imported: {e}')
+    models_lib = None
+  min_res = None
+  if models_lib is not None:
+    ok, _ = err.run(lambda: models_lib.validate_model_config(
+        config.model, num_classes=num_classes))
+    if ok:
+      _, min_res = err.run(
+          lambda: models_lib.model_min_resolution(config.model))
+  for field in ('data.image_size', 'data.eval_image_size'):
+    res = _get(config, field)
+    if not _is_int(res) or res < 1:
+      err.add(field, res, 'a positive integer (pixels)')
+    elif min_res and res < min_res:
+      err.add(field, res, f'at least {min_res}, the smallest input '
+              f'{_get(config, "model.name")} accepts')
+
+  # ---- optimizer
+  try:
+    from nfnet_jax import optim as optim_lib  # pylint: disable=g-import-not-at-top
+  except ImportError as e:  # pragma: no cover
+    err.lines.append(f'nfnet_jax.optim cannot be imported: {e}')
+    optim_lib = None
+  if optim_lib is not None:
+    err.run(lambda: optim_lib.validate_optimizer_config(config.optimizer))
+  ls = _get(config, 'optimizer.label_smoothing')
+  if not _is_number(ls) or not 0.0 <= ls < 1.0:
+    err.add('optimizer.label_smoothing', ls, 'a number in [0, 1)')
+  ema = _get(config, 'optimizer.ema_decay')
+  if ema is not None and (not _is_number(ema) or not 0.0 < ema < 1.0):
+    err.add('optimizer.ema_decay', ema, 'None (no EMA) or a number in (0, 1)')
+  rho = _get(config, 'optimizer.sam_rho')
+  if rho is not None and (not _is_number(rho) or rho <= 0):
+    err.add('optimizer.sam_rho', rho, 'None (no SAM) or a number > 0')
+
+  # ---- train
+  batch = _check_int(err, config, 'train.batch_size', 1)
+  _check_int(err, config, 'train.total_steps', 1)
+  eval_batch = _check_int(err, config, 'train.eval_batch_size', 1)
+  _check_int(err, config, 'train.eval_every', 0,
+             'an integer >= 0 (steps; 0 = only at the end)')
+  _check_int(err, config, 'train.log_every', 1)
+  _check_int(err, config, 'train.checkpoint_every', 0,
+             'an integer >= 0 (steps; 0 = only the final checkpoint)')
+  _check_int(err, config, 'train.keep_checkpoints', 1)
+  if _get(config, 'train.nonfinite') not in NONFINITE:
+    err.add('train.nonfinite', _get(config, 'train.nonfinite'),
+            f'one of {NONFINITE}')
+  _check_int(err, config, 'train.max_consecutive_nonfinite', 1)
+  if not isinstance(_get(config, 'train.eval_with_ema'), bool):
+    err.add('train.eval_with_ema', _get(config, 'train.eval_with_ema'),
+            'True or False')
+
+  # ---- parallel
+  mode = _get(config, 'parallel.mode')
+  if mode not in MODES:
+    err.add('parallel.mode', mode, f'one of {MODES}')
+  if _get(config, 'parallel.distributed') not in DISTRIBUTED:
+    err.add('parallel.distributed', _get(config, 'parallel.distributed'),
+            f'one of {DISTRIBUTED}')
+  ndev_cfg = _check_int(err, config, 'parallel.num_devices', 0,
+                        'an integer >= 0 (0 = every device)')
+  if check_devices:
+    import jax  # pylint: disable=g-import-not-at-top
+    total = jax.device_count()
+    if _is_int(ndev_cfg) and ndev_cfg > total:
+      err.add('parallel.num_devices', ndev_cfg,
+              f'at most {total}, the number of devices')
+    ndev = num_devices if num_devices is not None else device_count_for(config)
+    nproc = process_count if process_count is not None else jax.process_count()
+    for field, value in (('train.batch_size', batch),
+                         ('train.eval_batch_size', eval_batch)):
+      if _is_int(value) and value >= 1 and value % ndev:
+        err.add(field, value, f'a multiple of the number of devices ({ndev}); '
+                f'e.g. {max(ndev, value // ndev * ndev)}')
+      elif _is_int(value) and value >= 1 and value % nproc:
+        err.add(field, value, f'a multiple of the number of processes '
+                f'({nproc})')
+
+  # ---- finetune
+  ckpt = _get(config, 'finetune.checkpoint')
+  if ckpt is not None:
+    if not isinstance(ckpt, str) or not ckpt:
+      err.add('finetune.checkpoint', ckpt, 'None or a path to an official '
+              'F*_haiku.npz file or an nfnet_jax checkpoint directory')
+    elif not os.path.exists(ckpt):
+      err.add('finetune.checkpoint', ckpt, 'an existing file or directory '
+              '(not found)')
+  if not isinstance(_get(config, 'finetune.reset_classifier'), bool):
+    err.add('finetune.reset_classifier',
+            _get(config, 'finetune.reset_classifier'), 'True or False')
+
+  err.raise_if_any()
