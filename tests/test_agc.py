@@ -83,10 +83,10 @@ def test_matches_optax_where_conventions_overlap():
   # WIO conv kernels and reduce (0, 1), so that leaf is compared against
   # optax with an explicit axis=(0, 1) instead.
   params, grads = _tree(1)
-  ours, _ = agc.adaptive_grad_clip(CLIP, EPS, exclude=None).update(
+  ours, _ = jax.jit(agc.adaptive_grad_clip(CLIP, EPS, exclude=None).update)(
       grads, None, params)
   ref = optax.adaptive_grad_clip(CLIP, EPS)
-  theirs, _ = ref.update(grads, ref.init(params), params)
+  theirs, _ = jax.jit(ref.update)(grads, ref.init(params), params)
   for name in SHAPES:
     if name == 'conv1d_wio':
       continue

@@ -240,8 +240,9 @@ def test_gradient_accumulation_equals_big_batch():
       _opt_config(accum_steps=1, warmup_steps=1), 512, 4)
   state = tx_k.init(params)
   p_k = params
+  update_k = jax.jit(tx_k.update)
   for t, g in enumerate(micro):
-    u, state = tx_k.update(g, state, p_k)
+    u, state = update_k(g, state, p_k)
     if t % 2 == 0:  # mid-accumulation calls leave the params alone
       assert all(np.all(x == 0) for x in jax.tree_util.tree_leaves(u))
     p_k = optax.apply_updates(p_k, u)
@@ -256,33 +257,76 @@ def test_gradient_accumulation_equals_big_batch():
                              [sched_1(t // 2) for t in range(8)], rtol=1e-6)
 
 
-def test_sam_uses_gradient_at_perturbed_point():
+def _quadratic():
+  a = {'m': {'w': np.asarray([[1.0, 2.0], [3.0, 0.5]], np.float32)},
+       'n': {'b': np.asarray([0.7, 1.5], np.float32)}}
+  loss = lambda p: 0.5 * sum(jnp.sum(a[k][n] * p[k][n] ** 2)
+                             for k in a for n in a[k])
+  params = {'m': {'w': np.asarray([[1.0, -1.0], [0.5, 2.0]], np.float32)},
+            'n': {'b': np.asarray([0.2, -0.4], np.float32)}}
+  return a, loss, params
+
+
+def test_sam_opaque_uses_gradient_at_perturbed_point():
   rho, lr = 0.05, 0.1
-  a = {'m': {'w': np.asarray([[1.0, 2.0], [3.0, 0.5]], np.float32)}}
-  loss = lambda p: 0.5 * jnp.sum(a['m']['w'] * p['m']['w'] ** 2)
-  params = {'m': {'w': np.asarray([[1.0, -1.0], [0.5, 2.0]], np.float32)}}
+  a, loss, params = _quadratic()
   c = _opt_config(sam_rho=rho, clipping=None, weight_decay=0.0, momentum=0.0,
                   nesterov=False, warmup_steps=0, schedule='constant')
-  tx, _ = optim.build_optimizer(c, 256, 10)
+  tx, _ = optim.build_optimizer(c, 256, 10, sam_mode='opaque')
   grad_fn = lambda p, _: jax.grad(loss)(p)
   g = jax.grad(loss)(params)
   u, _ = tx.update(g, tx.init(params), params, grad_fn=grad_fn)
-  w, am = params['m']['w'].astype(np.float64), a['m']['w']
-  gw = am * w
-  w_adv = w + rho * gw / np.linalg.norm(gw)
-  np.testing.assert_allclose(u['m']['w'], -lr * am * w_adv, rtol=1e-5)
+  # numpy: w_adv = w + rho * g / ||g|| (global norm), update = -lr * g(w_adv).
+  flat = lambda t: [np.asarray(t['m']['w'], np.float64),
+                    np.asarray(t['n']['b'], np.float64)]
+  w, am = flat(params), flat(a)
+  gw = [x * y for x, y in zip(am, w)]
+  norm = np.sqrt(sum(np.sum(x * x) for x in gw))
+  want = [-lr * x * (y + rho * z / norm) for x, y, z in zip(am, w, gw)]
+  for got, exp in zip(flat(u), want):
+    np.testing.assert_allclose(got, exp, rtol=1e-5)
+  with pytest.raises(ValueError, match='grad_fn'):
+    tx.update(g, tx.init(params), params)
   # Without SAM, passing grad_fn is accepted and ignored.
   c2 = _opt_config(clipping=None, weight_decay=0.0, momentum=0.0,
                    nesterov=False, warmup_steps=0, schedule='constant')
   tx2, _ = optim.build_optimizer(c2, 256, 10)
   u2, _ = tx2.update(g, tx2.init(params), params, grad_fn=grad_fn)
-  np.testing.assert_allclose(u2['m']['w'], -lr * gw, rtol=1e-6)
+  for got, exp in zip(flat(u2), gw):
+    np.testing.assert_allclose(got, -lr * exp, rtol=1e-6)
+
+
+def test_sam_train_step_mode_equals_opaque_mode():
+  # Full chain (AGC, wd, Nesterov, warm-up) for 3 steps: perturbing in the
+  # train step and calling the plain chain == optax's opaque SAM.
+  rho = 0.05
+  _, loss, params = _quadratic()
+  c = _opt_config(sam_rho=rho, warmup_steps=1)
+  tx_step, _ = optim.build_optimizer(c, 256, 5)
+  tx_opaque, _ = optim.build_optimizer(c, 256, 5, sam_mode='opaque')
+  grad = jax.grad(loss)
+  s1, s2 = tx_step.init(params), tx_opaque.init(params)
+  p1 = p2 = params
+  for _ in range(3):
+    g1 = grad(optim.sam_perturbation(grad(p1), p1, rho))
+    u1, s1 = tx_step.update(g1, s1, p1)
+    p1 = optax.apply_updates(p1, u1)
+    u2, s2 = tx_opaque.update(grad(p2), s2, p2, grad_fn=lambda p, _: grad(p))
+    p2 = optax.apply_updates(p2, u2)
+  for x, y in zip(jax.tree_util.tree_leaves(p1), jax.tree_util.tree_leaves(p2)):
+    np.testing.assert_allclose(x, y, rtol=1e-6)
+  assert not np.allclose(p1['m']['w'], params['m']['w'])
+  with pytest.raises(ValueError, match="sam_mode='x'"):
+    optim.build_optimizer(c, 256, 5, sam_mode='x')
 
 
 def test_sam_zero_gradient_is_finite():
   params = {'m': {'w': np.ones((2, 2), np.float32)}}
   zero = {'m': {'w': np.zeros((2, 2), np.float32)}}
-  tx, _ = optim.build_optimizer(_opt_config(sam_rho=0.05), 256, 10)
+  np.testing.assert_array_equal(
+      optim.sam_perturbation(zero, params, 0.05)['m']['w'], 1.0)
+  tx, _ = optim.build_optimizer(_opt_config(sam_rho=0.05), 256, 10,
+                                sam_mode='opaque')
   u, _ = tx.update(zero, tx.init(params), params,
                    grad_fn=lambda p, _: zero)
   assert np.all(np.isfinite(u['m']['w']))

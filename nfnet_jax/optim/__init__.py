@@ -5,8 +5,10 @@ from nfnet_jax.optim.agc import CLASSIFIER_REGEX
 from nfnet_jax.optim.agc import adaptive_grad_clip
 from nfnet_jax.optim.agc import unitwise_norm
 from nfnet_jax.optim.builder import OPTIMIZERS
+from nfnet_jax.optim.builder import SAM_MODES
 from nfnet_jax.optim.builder import SCHEDULES
 from nfnet_jax.optim.builder import build_optimizer
+from nfnet_jax.optim.builder import sam_perturbation
 from nfnet_jax.optim.builder import validate_optimizer_config
 from nfnet_jax.optim.builder import warmup_cosine_schedule
 from nfnet_jax.optim.ema import ema_decay
@@ -18,7 +20,8 @@ from nfnet_jax.optim.masks import param_paths
 
 __all__ = [
     'AdaptiveGradClipState', 'CLASSIFIER_REGEX', 'adaptive_grad_clip',
-    'unitwise_norm', 'OPTIMIZERS', 'SCHEDULES', 'build_optimizer',
+    'unitwise_norm', 'OPTIMIZERS', 'SAM_MODES', 'SCHEDULES', 'build_optimizer',
+    'sam_perturbation',
     'validate_optimizer_config', 'warmup_cosine_schedule', 'ema_decay',
     'update_ema', 'softmax_cross_entropy', 'topk_correct', 'make_mask',
     'param_paths',

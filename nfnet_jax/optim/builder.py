@@ -234,12 +234,28 @@ def _global_normalize_and_scale(scale: float) -> optax.GradientTransformation:
   return optax.GradientTransformation(lambda p: optax.EmptyState(), update_fn)
 
 
+def sam_perturbation(grads, params, rho: float):
+  """SAM's ascent point ``params + rho * g / ||g||`` (global L2 norm of g).
+
+  ``grads`` must be the cross-device mean gradient, so every device perturbs
+  identically. The norm is floored at 1e-12: a zero gradient gives the
+  unperturbed params, not NaN.
+  """
+  norm = optax.tree.norm(grads)
+  factor = rho / jnp.maximum(norm, 1e-12)
+  return jax.tree_util.tree_map(lambda p, g: p + factor * g, params, grads)
+
+
 def _wd_mask_fn(wd_exclude):
   """optax mask callable: True (decay) for every param NOT matching."""
   return lambda params: masks.invert_mask(masks.make_mask(params, wd_exclude))
 
 
-def build_optimizer(opt_config, batch_size: int, total_steps: int
+SAM_MODES = ('train_step', 'opaque')
+
+
+def build_optimizer(opt_config, batch_size: int, total_steps: int, *,
+                    sam_mode: str = 'train_step'
                    ) -> Tuple[optax.GradientTransformation,
                               Callable[[Any], jnp.ndarray]]:
   """Builds the optimizer chain and LR schedule from ``config.optimizer``.
@@ -254,25 +270,33 @@ def build_optimizer(opt_config, batch_size: int, total_steps: int
     steps, i.e. micro-batches; the parameters change every k-th call (the
     other calls return zero updates) and the whole chain, AGC included, sees
     the mean gradient of the k micro-batches.
-  * SAM (``sam_rho`` set): ``optax.contrib.sam`` in opaque mode with one
-    ascent step ``params + rho * g / ||g||`` (global norm). The train step
-    must then pass a gradient function::
+  * SAM (``sam_rho`` set) needs a second gradient, at the ascent point
+    ``params + rho * g / ||g||`` (global norm of the mean gradient g); the
+    outer chain (AGC, wd, momentum, LR) then acts on that second gradient,
+    with AGC measured against the unperturbed params. Each train step costs
+    two forward/backward passes and is one real update. Two ways:
 
-        def grad_fn(p, _):   # gradient at the perturbed params p
-          g = jax.grad(loss)(p, batch)
-          return lax.pmean(g, 'batch')   # the same cross-device mean
-        updates, opt_state = tx.update(grads, opt_state, params,
-                                       grad_fn=grad_fn)
+    - ``sam_mode='train_step'`` (default; what ``nfnet_jax/train/step.py``
+      does): ``tx`` is the plain outer chain and the train step computes
+      ``g2 = pmean(grad(loss)(sam_perturbation(g, params, rho)))`` itself,
+      then calls ``tx.update(g2, opt_state, params)``. This keeps the model
+      state / rng handling in the step.
+    - ``sam_mode='opaque'``: ``tx`` is ``optax.contrib.sam(..., opaque_mode=
+      True)`` and the step passes a gradient function::
 
-    so each train step costs two forward/backward passes and is one real
-    update; the outer chain (AGC, wd, momentum, LR) acts on the gradient at
-    the perturbed point, with AGC measured against the unperturbed params.
-    Passing ``grad_fn`` is harmless without SAM (the chain ignores it).
+          def grad_fn(p, _):   # gradient at the perturbed params p
+            return lax.pmean(jax.grad(loss)(p, batch), 'batch')
+          updates, opt_state = tx.update(g, opt_state, params,
+                                         grad_fn=grad_fn)
+
+      (it raises if ``grad_fn`` is missing). Passing ``grad_fn`` to a chain
+      without SAM is harmless (it is ignored).
 
   Args:
     opt_config: ``config.optimizer`` (ConfigDict or dict).
     batch_size: global batch size of one train step.
     total_steps: number of train steps (``config.train.total_steps``).
+    sam_mode: 'train_step' or 'opaque', see above (ignored without SAM).
 
   Returns:
     ``(tx, schedule_fn)``: the transformation and a function from the
@@ -291,6 +315,9 @@ def build_optimizer(opt_config, batch_size: int, total_steps: int
     raise ValueError(f'build_optimizer: total_steps={total_steps!r} is '
                      'invalid: expected an integer >= 1 '
                      '(config.train.total_steps).')
+  if sam_mode not in SAM_MODES:
+    raise ValueError(f'build_optimizer: sam_mode={sam_mode!r} is invalid: '
+                     f'expected one of {SAM_MODES}.')
   validate_optimizer_config(opt_config, total_steps=total_steps)
   get = lambda name: _field(opt_config, name)
 
@@ -334,7 +361,7 @@ def build_optimizer(opt_config, batch_size: int, total_steps: int
   tx = optax.chain(*parts)
 
   sam_rho = get('sam_rho')
-  if sam_rho is not None:
+  if sam_rho is not None and sam_mode == 'opaque':
     # adv updates are negated by sam and added to params: -(-rho*g/|g|).
     tx = optax.contrib.sam(tx, _global_normalize_and_scale(-sam_rho),
                            sync_period=2, opaque_mode=True)

@@ -42,11 +42,13 @@ def softmax_cross_entropy(logits, targets, label_smoothing: float = 0.0):
   elif targets.shape != logits.shape:
     raise ValueError(f'soft targets of shape {targets.shape} do not match '
                      f'logits of shape {logits.shape}.')
-  if not 0.0 <= label_smoothing < 1.0:
+  # Only Python numbers are checked; a traced value is the caller's business.
+  if isinstance(label_smoothing, (int, float)) and not (
+      0.0 <= label_smoothing < 1.0):
     raise ValueError(
         f'label_smoothing must be in [0, 1), got {label_smoothing!r}.')
   soft = _as_soft_targets(targets, num_classes)
-  if label_smoothing:
+  if not isinstance(label_smoothing, (int, float)) or label_smoothing:
     soft = soft * (1.0 - label_smoothing) + label_smoothing / num_classes
   log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
   return -jnp.sum(soft * log_probs, axis=-1)
