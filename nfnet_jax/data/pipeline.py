@@ -20,6 +20,7 @@ uninterrupted one yields from step k on. (Undecodable images are skipped and
 counted in ``decode_errors``; in a run where some were skipped before step k
 the resumed stream is shifted by that many examples.)
 """
+import concurrent.futures
 import itertools
 import math
 from typing import Iterator, Optional
@@ -116,6 +117,17 @@ class DataIterator:
 
   def __iter__(self):
     return self
+
+  def close(self):
+    """Stops the iterator (and any background epoch start-up)."""
+    if hasattr(self._gen, 'close'):
+      self._gen.close()
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc):
+    self.close()
 
   def __next__(self):
     try:
@@ -327,7 +339,9 @@ def _tfds_read_config(seed):
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   opts = tf.data.Options()
   opts.deterministic = True
-  return tfds.ReadConfig(shuffle_seed=seed, options=opts,
+  # No autocache: tfds caches small splits, which would pin a whole epoch
+  # in memory and bypass the per-epoch file order.
+  return tfds.ReadConfig(shuffle_seed=seed, options=opts, try_autocache=False,
                          interleave_cycle_length=16, interleave_block_length=1)
 
 
@@ -358,44 +372,65 @@ def _tfds_train(config, src, split, settings, common, seed, p, P, host_batch,
   size, channels = settings['size'], src.channels
   buffer = int(datasets._get(d, 'shuffle_buffer', 10_000))
 
+  # The per-example and per-batch functions are traced once per iterator
+  # (epoch is an argument), not once per epoch pipeline.
+  @tf.function(autograph=False)
+  def augment(epoch, pos, image, label):
+    key = pp.make_key(key_seed, epoch, pos)
+    img = pp.train_image(image, key, size=size, jpeg=src.jpeg,
+                         channels=channels, crop=settings['crop'],
+                         padding=settings['padding'], flip=settings['flip'],
+                         method=settings['method'],
+                         randaugment=settings['randaugment'])
+    return pos, img, label
+
+  @tf.function(autograph=False)
+  def finalize(epoch, pos, x, y):
+    # The step of a batch comes from its first position, so mixing keys stay
+    # tied to the stream position (exact on resumption).
+    step = epoch * spe + pos[0] // host_batch
+    out = _finalize_train(x, y, step, check_labels=True, **common)
+    out['_pos'] = pos
+    return out
+
   def epoch_dataset(epoch, skip_batches):
     eseed = _seed_int(seed, p, epoch, 3)
+    e = tf.constant(epoch, tf.int64)
     ds = _tfds_raw(src, host_split, shuffle_files=True, seed=eseed)
     ds = ds.shuffle(buffer, seed=eseed, reshuffle_each_iteration=False)
     ds = ds.take(spe * host_batch).enumerate()
     ds = ds.skip(skip_batches * host_batch)
-
-    def augment(pos, ex):
-      image, label = ex
-      key = pp.make_key(key_seed, epoch, pos)
-      img = pp.train_image(image, key, size=size, jpeg=src.jpeg,
-                           channels=channels, crop=settings['crop'],
-                           padding=settings['padding'], flip=settings['flip'],
-                           method=settings['method'],
-                           randaugment=settings['randaugment'])
-      return pos, img, label
-
-    ds = ds.map(augment, num_parallel_calls=_npc(d), deterministic=True)
+    ds = ds.map(lambda pos, ex: augment(e, pos, ex[0], ex[1]),
+                num_parallel_calls=_npc(d), deterministic=True)
     ds = ds.ignore_errors()
     ds = ds.batch(host_batch, drop_remainder=True)
-
-    def finalize(pos, x, y):
-      # The step of a batch is taken from its first position, so mixing keys
-      # stay tied to the stream position (exact on resumption).
-      step = epoch * spe + pos[0] // host_batch
-      out = _finalize_train(x, y, step, check_labels=True, **common)
-      out['_pos'] = pos
-      return out
-
-    ds = ds.map(finalize, num_parallel_calls=_npc(d), deterministic=True)
+    ds = ds.map(lambda pos, x, y: finalize(e, pos, x, y),
+                num_parallel_calls=_npc(d), deterministic=True)
     ds = ds.prefetch(int(datasets._get(d, 'prefetch', 2)) or tf.data.AUTOTUNE)
     return ds.with_options(_options(d))
 
+  def start(epoch):
+    """Builds epoch `epoch`'s pipeline and fetches its first batch."""
+    skip = start_batch if epoch == start_epoch else 0
+    it = _wrap_counted(epoch_dataset(epoch, skip).as_numpy_iterator(), holder)
+    return it, next(it, None)
+
   def gen():
-    for epoch in itertools.count(start_epoch):
-      skip = start_batch if epoch == start_epoch else 0
-      yield from _wrap_counted(epoch_dataset(epoch, skip).as_numpy_iterator(),
-                               holder)
+    # The next epoch's pipeline is built and primed in a background thread
+    # while this epoch runs, hiding its start-up (file open, shuffle-buffer
+    # fill, graph instantiation) from the training loop.
+    pool = concurrent.futures.ThreadPoolExecutor(1)
+    try:
+      future = pool.submit(start, start_epoch)
+      for epoch in itertools.count(start_epoch):
+        it, first = future.result()
+        future = pool.submit(start, epoch + 1)
+        if first is not None:
+          yield first
+          yield from it
+    finally:
+      # Wait for a pipeline start in flight so no thread outlives close().
+      pool.shutdown(wait=True, cancel_futures=True)
 
   holder = [None]
   it = DataIterator(gen(), steps_per_epoch=spe)

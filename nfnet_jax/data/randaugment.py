@@ -18,6 +18,7 @@ we do not reproduce. Geometric ops and Cutout fill with grey (128).
 
 Input and output: uint8 [H, W, C] with C in {1, 3}.
 """
+import functools
 import math
 
 import tensorflow as tf
@@ -211,8 +212,14 @@ def apply_op(index, image, key, magnitude):
   return tf.ensure_shape(out, image.shape)
 
 
+@functools.lru_cache(maxsize=16)
 def make_randaugment(num_layers: int, magnitude: float):
-  """Returns fn(uint8 image [H, W, C], key) -> uint8 image."""
+  """Returns fn(uint8 image [H, W, C], key) -> uint8 image.
+
+  One layer is a `tf.function` shared by all layers and cached per
+  (layers, magnitude), so the 16-branch graph is traced once per image shape
+  and process rather than once per layer and per iterator.
+  """
   if num_layers < 0:
     raise ValueError(f'config.data.randaugment_layers={num_layers} must be '
                      '>= 0')
@@ -220,11 +227,14 @@ def make_randaugment(num_layers: int, magnitude: float):
     raise ValueError(f'config.data.randaugment_magnitude={magnitude} must be '
                      '>= 0')
 
+  @tf.function(autograph=False)
+  def one_layer(image, key):
+    op = tf.random.stateless_uniform([], key, 0, len(OP_NAMES), tf.int32)
+    return apply_op(op, image, fold_in(key, 1), magnitude)
+
   def fn(image, key):
     for layer in range(num_layers):
-      k = fold_in(key, layer)
-      op = tf.random.stateless_uniform([], k, 0, len(OP_NAMES), tf.int32)
-      image = apply_op(op, image, fold_in(k, 1), magnitude)
+      image = one_layer(image, fold_in(key, layer))
     return image
 
   return fn
