@@ -151,7 +151,7 @@ class NFNet(hk.Module):
       activation: name in `nfnet_jax.nn.ACTIVATIONS` (gamma-scaled).
       fc_init: classifier weight initializer; None -> N(0, 0.01).
       final_conv_mult: final 1x1 conv width = mult * last stage width.
-      final_conv_ch: explicit final conv width (used when final_conv_mult is None).
+      final_conv_ch: explicit final conv width; takes precedence over the mult.
       use_two_convs: two grouped 3x3 convs per block (conv1, conv1b).
       group_width: channels per group of the grouped convs.
       bottleneck_ratio: bottleneck width = ratio * block output width.
@@ -197,12 +197,14 @@ class NFNet(hk.Module):
           conv_impl=conv_impl))
       ch = out_ch
 
-    if final_conv_mult is None:
-      if final_conv_ch is None:
-        raise ValueError('NFNet needs final_conv_mult or final_conv_ch')
+    # An explicit final_conv_ch wins (configs cannot set final_conv_mult to
+    # None: None means "default" there); otherwise mult * last width.
+    if final_conv_ch is not None:
       ch = final_conv_ch
-    else:
+    elif final_conv_mult is not None:
       ch = int(final_conv_mult * ch)
+    else:
+      raise ValueError('NFNet needs final_conv_mult or final_conv_ch')
     self.final_conv = conv(ch, kernel_shape=1, name='final_conv')
     if fc_init is None:
       fc_init = hk.initializers.RandomNormal(stddev=0.01, mean=0.0)

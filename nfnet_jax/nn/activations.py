@@ -128,11 +128,11 @@ def estimate_gamma(fn: Callable, num_inputs: int = 1, method: str = 'panels',
   """
   if num_inputs == 1:
     z, w = gaussian_nodes(method, num_points or 15360)
-    y = np.asarray(fn(z.astype(np.float32)), dtype=np.float64)
+    y = np.asarray(fn(z), dtype=np.float64)
   elif num_inputs == 2:
     z1, w1 = gaussian_nodes(method, num_points or 1024, order=8)
     za, zb = np.meshgrid(z1, z1, indexing='ij')
-    z = np.stack([za.ravel(), zb.ravel()], axis=-1).astype(np.float32)
+    z = np.stack([za.ravel(), zb.ravel()], axis=-1)
     w = np.outer(w1, w1).ravel()
     y = np.asarray(fn(z), dtype=np.float64).reshape(z.shape[0], -1)
     w = w[:, None]
