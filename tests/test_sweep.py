@@ -22,9 +22,11 @@ SWEEP_SCRIPT = os.path.join(REPO, 'scripts', 'sweep.py')
 
 # A stand-in for scripts/train.py: parses --workdir and --config.a.b=v, appends
 # one line to calls.txt next to the sweep workdir (to count launches), and
-# writes summary.json/metrics.jsonl. top-1 = 0.5 + alpha (+0.1 when clipping is
-# set); alpha >= 0.4 without clipping "diverges" (NaN loss, chance top-1);
-# alpha == 0.3 crashes without writing a summary.
+# writes summary.json/metrics.jsonl in the training loop's format.
+# top-1 = 0.5 + alpha (+0.1 when clipping is set). alpha = 0.3 crashes
+# (rc 3, no summary: retried on a re-run); alpha = 0.5 without clipping stops
+# with the loop's "training diverged" error (not retried); alpha = 0.5 with
+# clipping finishes with a NaN loss and chance top-1 (diverged).
 FAKE_TRAIN = textwrap.dedent('''
   import json, math, os, sys
   args = sys.argv[1:]
@@ -36,16 +38,21 @@ FAKE_TRAIN = textwrap.dedent('''
   clip = ov.get('optimizer.clipping', 'None')
   if alpha == 0.3:
     sys.exit(3)
+  if alpha == 0.5 and clip == 'None':
+    print('RuntimeError: 20 consecutive non-finite steps: training diverged. Try ...')
+    sys.exit(1)
   os.makedirs(wd, exist_ok=True)
-  diverged = alpha >= 0.4 and clip == 'None'
+  diverged = alpha == 0.5
   loss = float('nan') if diverged else 1.0 - alpha
   top1 = 0.1 if diverged else 0.5 + alpha + (0.1 if clip != 'None' else 0.0)
   with open(os.path.join(wd, 'metrics.jsonl'), 'w') as f:
-    f.write(json.dumps({'step': 1, 'train/loss': 9.0}) + '\\n')
-    f.write(json.dumps({'step': 2, 'train/loss': loss}) + '\\n')
-    f.write(json.dumps({'step': 2, 'eval/top1': top1}) + '\\n')
+    f.write(json.dumps({'step': 1, 'split': 'train', 'train/loss': 9.0}) + '\\n')
+    f.write(json.dumps({'step': 2, 'split': 'train', 'train/loss': loss}) + '\\n')
+    f.write(json.dumps({'step': 2, 'split': 'eval', 'eval/top1': top1, 'eval/loss': 7.0}) + '\\n')
   with open(os.path.join(wd, 'summary.json'), 'w') as f:
-    json.dump({'final': {'eval/top1': top1}, 'steps': 2, 'extra': ov.get('train.total_steps')}, f)
+    json.dump({'status': 'completed', 'final_eval': {'top1': top1, 'loss': 7.0},
+               'best_eval': {'top1': 0.99}, 'wall_time_s': 1.0,
+               'extra': ov.get('train.total_steps')}, f)
 ''')
 
 
@@ -146,7 +153,7 @@ def _read_csv(path):
 def test_sweep_writes_one_row_per_point_and_resumes(config_file, fake_train, tmp_path):
   wd = tmp_path / 'sweep'
   argv = ['--config', config_file, '--workdir', str(wd),
-          '--sweep', 'model.alpha=0.1,0.3,0.4', '--sweep', 'optimizer.clipping=0.01,None',
+          '--sweep', 'model.alpha=0.1,0.3,0.5', '--sweep', 'optimizer.clipping=0.01,None',
           '--parallel', '2', '--train_cmd', ' '.join(fake_train), '--chance_top1', '0.1',
           '--config.train.total_steps=3']
   main = _sweep_main()
@@ -160,19 +167,24 @@ def test_sweep_writes_one_row_per_point_and_resumes(config_file, fake_train, tmp
   by = {(r['model.alpha'], r['optimizer.clipping']): r for r in rows}
   ok = by[('0.1', '0.01')]
   assert ok['status'] == 'ok' and ok['diverged'] == 'no'
-  assert float(ok['final_train_loss']) == pytest.approx(0.9)  # the LAST logged loss
+  # The last train loss of metrics.jsonl (the fake's summary has none) and the
+  # FINAL eval top-1 (not best_eval).
+  assert float(ok['final_train_loss']) == pytest.approx(0.9)
   assert float(ok['eval_top1']) == pytest.approx(0.7)
   assert float(ok['wall_time_s']) >= 0
   assert by[('0.1', 'None')]['diverged'] == 'no'
-  assert by[('0.4', 'None')]['diverged'] == 'yes'          # NaN loss, chance top-1
-  assert by[('0.4', '0.01')]['diverged'] == 'no'
+  assert float(by[('0.1', 'None')]['eval_top1']) == pytest.approx(0.6)
+  assert by[('0.5', '0.01')]['status'] == 'ok'             # finished, but NaN loss
+  assert by[('0.5', '0.01')]['diverged'] == 'yes'
+  assert by[('0.5', 'None')]['status'] == 'diverged (rc=1)'  # stopped by the loop
+  assert by[('0.5', 'None')]['diverged'] == 'yes'
   assert by[('0.3', '0.01')]['status'] == 'failed (rc=3)'  # crashed: no summary
   assert by[('0.3', '0.01')]['diverged'] == 'yes'
   assert (wd / 'heatmap.png').stat().st_size > 1000
   log = (wd / 'alpha=0.1,clipping=0.01' / 'train.log').read_text()
   assert '--config.train.total_steps=3' in log
 
-  # Re-run: the 4 finished runs are skipped, the 2 crashed ones re-launched.
+  # Re-run: finished and diverged runs are skipped, the 2 crashed ones re-launched.
   assert main(argv) == 0
   calls = (wd / 'calls.txt').read_text().split()
   assert len(calls) == 8
@@ -219,3 +231,18 @@ def test_heatmap_and_markdown_from_rows(tmp_path):
   assert path.stat().st_size > 1000
   md = sweep_lib.results_markdown(rows)
   assert md.count('\n') == 8 and '| 0.4 | None | 0.5000 | 84.00 | yes | 3 |' in md
+
+
+def test_reads_the_training_loops_summary_layout():
+  summary = {'status': 'completed', 'final_train_loss': 0.31,
+             'final_train': {'loss': 0.35, 'top1': 0.9},
+             'final_eval': {'top1': 0.8, 'loss': 0.5, 'top5': 0.99},
+             'best_eval': {'top1': 0.9, 'loss': 0.4}}
+  metrics = [{'split': 'train', 'train/loss': 2.0}, {'split': 'eval', 'eval/top1': 0.1}]
+  assert sweep_lib.final_train_loss(summary, metrics) == pytest.approx(0.31)
+  assert sweep_lib.final_top1(summary, metrics) == pytest.approx(0.8)
+  del summary['final_train_loss']
+  assert sweep_lib.final_train_loss(summary, metrics) == pytest.approx(0.35)
+  assert sweep_lib.final_train_loss(None, metrics) == pytest.approx(2.0)
+  assert sweep_lib.final_top1(None, metrics) == pytest.approx(0.1)
+  assert sweep_lib.final_top1({'final_eval': {'top1': 85.0}}, []) == pytest.approx(0.85)

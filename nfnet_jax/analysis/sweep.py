@@ -233,9 +233,27 @@ def shell_join(argv: Sequence[str]) -> str:
   return ' '.join(shlex.quote(a) for a in argv)
 
 
+# Messages with which the training loop stops a run that blew up: such a run
+# failed deterministically and counts as finished (diverged), not as a crash
+# to retry.
+DIVERGED_MARKERS = ('training diverged', 'FloatingPointError')
+
+
 def is_finished(run_workdir: str) -> bool:
-  """A run is finished when the training loop wrote its summary.json."""
-  return os.path.exists(os.path.join(run_workdir, 'summary.json'))
+  """Finished: the loop wrote summary.json, or the run stopped as diverged."""
+  if os.path.exists(os.path.join(run_workdir, 'summary.json')):
+    return True
+  record = _read_json(os.path.join(run_workdir, RUN_RECORD)) or {}
+  return bool(record.get('diverged'))
+
+
+def _log_tail(path: str, size: int = 20_000) -> str:
+  try:
+    with open(path, 'rb') as f:
+      f.seek(max(0, os.path.getsize(path) - size))
+      return f.read().decode(errors='replace')
+  except OSError:
+    return ''
 
 
 def _run_one(cmd: List[str], run_workdir: str, timeout: Optional[float]) -> Dict[str, Any]:
@@ -253,6 +271,9 @@ def _run_one(cmd: List[str], run_workdir: str, timeout: Optional[float]) -> Dict
     except subprocess.TimeoutExpired:
       rc = 'timeout'
   record = {'returncode': rc, 'wall_time_s': time.time() - start, 'command': cmd}
+  if rc != 0:
+    tail = _log_tail(log_path)
+    record['diverged'] = any(m in tail for m in DIVERGED_MARKERS)
   with open(os.path.join(run_workdir, RUN_RECORD), 'w') as f:
     json.dump(record, f, indent=1)
   return record
@@ -298,9 +319,12 @@ def run_sweep(config: str, workdir: str, grid: Sequence[Overrides], *, parallel:
     log(f'[sweep] {name}: start')
     rec = _run_one(cmd, rdir, timeout)
     ok = rec['returncode'] == 0
-    log(f"[sweep] {name}: {'ok' if ok else 'FAILED rc=%s' % rec['returncode']} "
+    outcome = 'ok' if ok else ('DIVERGED' if rec.get('diverged') else 'FAILED')
+    log(f"[sweep] {name}: {outcome} rc={rec['returncode']} "
         f"in {rec['wall_time_s']:.0f}s (log: {os.path.join(rdir, 'train.log')})")
-    return name, 'ok' if ok else f"failed (rc={rec['returncode']})"
+    if ok:
+      return name, 'ok'
+    return name, f"{'diverged' if rec.get('diverged') else 'failed'} (rc={rec['returncode']})"
 
   with concurrent.futures.ThreadPoolExecutor(max_workers=parallel) as pool:
     for name, st in pool.map(_go, todo):
@@ -345,33 +369,32 @@ def _as_float(v: Any) -> Optional[float]:
     return None
 
 
-def _find(d: Any, names: Sequence[str]) -> Optional[float]:
-  """First numeric value under any of ``names`` (also one level deep)."""
+def _find(d: Any, names: Sequence[str], subs: Sequence[str] = ()) -> Optional[float]:
+  """First numeric value under any of ``names`` in ``d``, else in ``d[sub]``."""
   if not isinstance(d, dict):
     return None
   for n in names:
     if n in d and _as_float(d[n]) is not None:
       return _as_float(d[n])
-  for sub in ('final', 'final_eval', 'eval', 'final_train', 'train', 'last'):
-    if isinstance(d.get(sub), dict):
-      v = _find(d[sub], names)
-      if v is not None:
-        return v
+  for sub in subs:
+    v = _find(d.get(sub), names)
+    if v is not None:
+      return v
   return None
-
-
-TRAIN_LOSS_KEYS = ('final_train_loss', 'train_loss', 'train/loss', 'loss')
-TOP1_KEYS = ('eval_top1', 'eval/top1', 'top1', 'top_1', 'eval_top_1', 'accuracy')
 
 
 def final_train_loss(summary: Optional[Dict[str, Any]], metrics: List[Dict[str, Any]]
                      ) -> Optional[float]:
-  """The last logged training loss (summary first, else the metrics log)."""
-  v = _find(summary, TRAIN_LOSS_KEYS)
+  """The last logged training loss (summary.json first, else metrics.jsonl)."""
+  # summary.json of nfnet_jax.train: 'final_train_loss' and 'final_train'.
+  v = _find(summary, ('final_train_loss', 'train_loss', 'train/loss'),
+            subs=('final_train',))
+  if v is None and isinstance(summary, dict):
+    v = _find(summary.get('final_train'), ('loss',))
   if v is not None:
     return v
   for rec in reversed(metrics):
-    if rec.get('split', rec.get('kind', 'train')) not in ('train', None):
+    if rec.get('split', 'train') != 'train':
       continue
     for k in ('train/loss', 'train_loss', 'loss'):
       if k in rec and _as_float(rec[k]) is not None:
@@ -381,15 +404,14 @@ def final_train_loss(summary: Optional[Dict[str, Any]], metrics: List[Dict[str, 
 
 def final_top1(summary: Optional[Dict[str, Any]], metrics: List[Dict[str, Any]]
                ) -> Optional[float]:
-  """The final eval top-1 (a fraction in [0, 1])."""
-  v = _find(summary, TOP1_KEYS)
+  """The final (not best) eval top-1 as a fraction in [0, 1]."""
+  v = _find(summary, ('eval_top1', 'eval/top1'), subs=('final_eval',))
+  if v is None and isinstance(summary, dict):
+    v = _find(summary.get('final_eval'), ('top1',))
   if v is None:
     for rec in reversed(metrics):
-      for k in ('eval/top1', 'eval_top1', 'eval/top_1'):
-        if k in rec and _as_float(rec[k]) is not None:
-          v = _as_float(rec[k])
-          break
-      if v is not None:
+      if 'eval/top1' in rec and _as_float(rec['eval/top1']) is not None:
+        v = _as_float(rec['eval/top1'])
         break
   if v is not None and v > 1.0:  # given in percent
     v /= 100.0
@@ -405,7 +427,7 @@ def is_diverged(status: str, loss: Optional[float], top1: Optional[float],
   ``2 * chance_top1`` (a model that blew up and recovered to a constant
   prediction has a finite loss but chance accuracy).
   """
-  if status.startswith('failed') or status == 'missing':
+  if status.startswith(('failed', 'diverged')) or status == 'missing':
     return True
   if isinstance(summary, dict) and summary.get('diverged'):
     return True
@@ -440,14 +462,15 @@ def collect_results(workdir: str, grid: Sequence[Overrides], *, chance_top1: flo
     if summary is not None:
       status = 'ok'
     elif record:
-      status = f"failed (rc={record.get('returncode')})"
+      status = (f"{'diverged' if record.get('diverged') else 'failed'} "
+                f"(rc={record.get('returncode')})")
     else:
       status = 'missing'
     loss = final_train_loss(summary, metrics)
     top1 = final_top1(summary, metrics)
     wall = _as_float(record.get('wall_time_s'))
     if wall is None:
-      wall = _find(summary, ('wall_time_s', 'wall_time', 'train_time_s'))
+      wall = _find(summary, ('cumulative_wall_time_s', 'wall_time_s'))
     row = {k: point.get(k) for k in keys}
     row.update(run_name=name, status=status, final_train_loss=loss, eval_top1=top1,
                diverged='yes' if is_diverged(status, loss, top1, chance_top1, summary) else 'no',
