@@ -79,14 +79,12 @@ def test_train_epoch_is_a_permutation_without_augmentation(idx_dir):
   info = data.dataset_info(c.data)
   it = data.train_iterator(c, layout='host', process_index=0, process_count=1,
                            local_device_count=1)
-  flat = images.reshape(N_TRAIN, -1).astype(np.float32)
+  index = {images[i].tobytes(): i for i in range(N_TRAIN)}
   seen = []
   for _ in range(it.steps_per_epoch):
     b = next(it)
-    raw = b['images'].reshape(32, -1) * info.std[0] + info.mean[0]
-    d = ((raw[:, None, :] - flat[None]) ** 2).sum(-1)
-    idx = d.argmin(1)
-    assert np.allclose(d[np.arange(32), idx], 0, atol=1e-2)
+    raw = np.round(b['images'] * info.std[0] + info.mean[0]).astype(np.uint8)
+    idx = np.array([index[r.tobytes()] for r in raw])   # KeyError: not exact
     np.testing.assert_array_equal(b['labels'].argmax(-1), labels[idx])
     seen.extend(idx.tolist())
   assert len(set(seen)) == len(seen) == it.steps_per_epoch * 32
@@ -106,11 +104,9 @@ def test_determinism_and_resumption(idx_dir, overrides):
   kw = dict(layout='pmap', process_index=0, process_count=1,
             local_device_count=2)
   ref = _take(data.train_iterator(c, **kw), 12)   # crosses an epoch (9/epoch)
-  again = _take(data.train_iterator(c, **kw), 12)
-  for a, b in zip(ref, again):
-    np.testing.assert_array_equal(a['images'], b['images'])
-    np.testing.assert_array_equal(a['labels'], b['labels'])
-  for k in (3, 9, 10):
+  # start_step=0 checks "same seed, same batches"; 3 and 10 resume inside
+  # epochs 0 and 1 (the augmented path is slower: only the cross-epoch one).
+  for k in ((0, 3, 10) if not overrides else (10,)):
     resumed = _take(data.train_iterator(c, start_step=k, **kw), 12 - k)
     for a, b in zip(ref[k:], resumed):
       np.testing.assert_array_equal(a['images'], b['images'])
@@ -126,7 +122,7 @@ def test_determinism_and_resumption(idx_dir, overrides):
 def test_hosts_train_disjoint(idx_dir):
   c = make_config(idx_dir, train_crop='none', random_flip=False, batch=40)
   images, _ = fashion_mnist.load_split(idx_dir, 'train')
-  flat = images.reshape(N_TRAIN, -1).astype(np.float32)
+  index = {images[i].tobytes(): i for i in range(N_TRAIN)}
   info = data.dataset_info(c.data)
   per_host = []
   for p in range(2):
@@ -136,8 +132,9 @@ def test_hosts_train_disjoint(idx_dir):
     for _ in range(it.steps_per_epoch):
       b = next(it)
       assert b['images'].shape == (20, 28, 28, 1)
-      raw = b['images'].reshape(20, -1) * info.std[0] + info.mean[0]
-      ids |= set(((raw[:, None] - flat[None]) ** 2).sum(-1).argmin(1).tolist())
+      raw = np.round(b['images'] * info.std[0] + info.mean[0]).astype(
+          np.uint8)
+      ids |= {index[r.tobytes()] for r in raw}
     per_host.append(ids)
   assert not per_host[0] & per_host[1]
   assert all(i < N_TRAIN // 2 for i in per_host[0])
@@ -166,12 +163,10 @@ def test_eval_covers_split_once_with_mask(idx_dir, process_count):
     counts.append(n)
   assert len(set(counts)) == 1          # every host the same batch count
   assert len(got_labels) == N_TEST      # each example exactly once
-  order = np.argsort([tuple(r) for r in got_first_px], axis=0)
   np.testing.assert_array_equal(
       sorted(map(tuple, got_first_px)),
       sorted(map(tuple, images.reshape(N_TEST, -1)[:, :50].astype(np.int64))))
   np.testing.assert_array_equal(sorted(got_labels), sorted(labels.tolist()))
-  del order
 
 
 def test_grayscale_to_rgb_and_resize(idx_dir):

@@ -1,11 +1,12 @@
 """imagenet2012 end to end: preparation from tiny fake tars (a few classes,
 a partial validation tar), then the train/eval pipeline on the prepared
 files and under tfds.testing.mock_data."""
+import importlib.util
 import io
 import os
-import subprocess
-import sys
 import tarfile
+
+import fcntl
 
 import numpy as np
 import pytest
@@ -40,11 +41,18 @@ def _add(tar, name, payload):
   tar.addfile(info, io.BytesIO(payload))
 
 
-@pytest.fixture(scope='module')
-def prepared(tmp_path_factory):
-  root = tmp_path_factory.mktemp('imagenet')
+def _run_prepare(argv):
+  """Runs scripts/prepare_data.py's main in this process (no TF re-import)."""
+  spec = importlib.util.spec_from_file_location(
+      'prepare_data', os.path.join(ROOT, 'scripts', 'prepare_data.py'))
+  mod = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(mod)
+  return mod.main(argv)
+
+
+def _build(root):
   manual = root / 'manual'
-  manual.mkdir()
+  manual.mkdir(parents=True, exist_ok=True)
   with tarfile.open(manual / imagenet.TRAIN_TAR, 'w') as outer:
     for c in TRAIN_CLASSES:
       buf = io.BytesIO()
@@ -57,13 +65,25 @@ def prepared(tmp_path_factory):
     for n in VAL_NUMBERS:
       _add(val, f'ILSVRC2012_val_{n:08d}.JPEG', _jpeg(50, 70, n))
   data_dir = str(root / 'tfds')
-  r = subprocess.run([sys.executable, os.path.join(ROOT, 'scripts',
-                                                   'prepare_data.py'),
-                      '--dataset', 'imagenet2012', '--data_dir', data_dir,
-                      '--manual_dir', str(manual), '--no_progress'],
-                     capture_output=True, text=True, timeout=300)
-  assert r.returncode == 0, r.stderr[-3000:]
+  assert _run_prepare(['--dataset', 'imagenet2012', '--data_dir', data_dir,
+                       '--manual_dir', str(manual), '--no_progress']) == 0
+  (root / 'done').write_text('ok')
   return data_dir
+
+
+@pytest.fixture(scope='module')
+def prepared(tmp_path_factory):
+  # Prepared once per test session, shared by pytest-xdist workers.
+  root = tmp_path_factory.getbasetemp().parent / 'nfnet_fake_imagenet'
+  root.mkdir(exist_ok=True)
+  with open(str(root) + '.lock', 'w') as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    try:
+      if (root / 'done').exists():
+        return str(root / 'tfds')
+      return _build(root)
+    finally:
+      fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def make_config(data_dir, batch=8, eval_batch=8, **overrides):
@@ -82,17 +102,15 @@ def make_config(data_dir, batch=8, eval_batch=8, **overrides):
   return c
 
 
-def test_missing_tars_message(tmp_path):
-  r = subprocess.run([sys.executable, os.path.join(ROOT, 'scripts',
-                                                   'prepare_data.py'),
-                      '--dataset', 'imagenet2012', '--data_dir',
-                      str(tmp_path)], capture_output=True, text=True,
-                     timeout=120)
-  assert r.returncode == 1
+def test_missing_tars_message(tmp_path, capsys):
+  assert _run_prepare(['--dataset', 'imagenet2012', '--data_dir',
+                       str(tmp_path)]) == 1
+  err = capsys.readouterr().err
   manual = os.path.join(str(tmp_path), 'downloads', 'manual')
   for name in (imagenet.TRAIN_TAR, imagenet.VAL_TAR):
-    assert f'missing {name}: expected at {os.path.join(manual, name)}' in \
-        r.stderr
+    assert f'missing {name}: expected at {os.path.join(manual, name)}' in err
+  with pytest.raises(FileNotFoundError, match=imagenet.TRAIN_TAR):
+    imagenet.prepare_imagenet2012(str(tmp_path))
   c = make_config(str(tmp_path))
   with pytest.raises(ValueError, match='not prepared.*prepare_data.py'):
     data.validate_data_config(c.data)

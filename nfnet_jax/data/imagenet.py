@@ -124,3 +124,46 @@ def prepare_tfds(name: str, data_dir: str, manual_dir: Optional[str] = None,
     kw['download_config'] = tfds.download.DownloadConfig(manual_dir=manual_dir)
   builder.download_and_prepare(**kw)
   return builder
+
+
+def _synthetic_jpeg(h, w, seed):
+  """A smooth colour image with some texture (JPEG-size like a photo)."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(seed)
+  yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+  img = np.stack([128 + 100 * np.sin(xx / rng.uniform(10, 60) + c) *
+                  np.cos(yy / rng.uniform(10, 60) - c) for c in range(3)], -1)
+  img += rng.normal(0, 12, size=img.shape)
+  img = np.clip(img, 0, 255).astype(np.uint8)
+  return tf.io.encode_jpeg(img, quality=90).numpy()
+
+
+def write_fake_manual_tars(manual_dir, synsets, per_class, val_numbers,
+                           size=(375, 500), seed=0):
+  """Writes ILSVRC2012-style train/val tars of synthetic JPEGs.
+
+  Train: one nested `<synset>.tar` per class with `per_class` images; val:
+  flat `ILSVRC2012_val_<n>.JPEG` for each n in `val_numbers`. Used by tests
+  and the data benchmark (a few classes: a partial ImageNet).
+  """
+  import io  # pylint: disable=g-import-not-at-top
+
+  def add(tar, name, payload):
+    info = tarfile.TarInfo(name)
+    info.size = len(payload)
+    tar.addfile(info, io.BytesIO(payload))
+
+  os.makedirs(manual_dir, exist_ok=True)
+  h, w = size
+  with tarfile.open(os.path.join(manual_dir, TRAIN_TAR), 'w') as outer:
+    for ci, syn in enumerate(synsets):
+      buf = io.BytesIO()
+      with tarfile.open(fileobj=buf, mode='w') as inner:
+        for i in range(per_class):
+          add(inner, f'{syn}_{i}.JPEG',
+              _synthetic_jpeg(h, w, seed + 1000 * ci + i))
+      add(outer, f'{syn}.tar', buf.getvalue())
+  with tarfile.open(os.path.join(manual_dir, VAL_TAR), 'w') as val:
+    for n in val_numbers:
+      add(val, f'ILSVRC2012_val_{n:08d}.JPEG', _synthetic_jpeg(h, w, 10**6 + seed + n))
