@@ -286,9 +286,7 @@ def _memory_train(config, src, split, settings, common, seed, p, P,
       y = tf.gather(host_labels, idx)
       x = pp.batch_pad_crop_flip(
           x, pp.make_key(key_seed, step, 1), size=size, padding=padding,
-          flip=settings['flip'],
-          method='bilinear' if settings['method'] == 'bicubic' else
-          settings['method'])
+          flip=settings['flip'], method=settings['method'])
       return _finalize_train(x, y, step, check_labels=False, **common)
 
     ds = ds.map(make_batch, num_parallel_calls=_npc(d), deterministic=True)
