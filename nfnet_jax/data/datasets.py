@@ -196,6 +196,10 @@ def get_source(data_config, *, need_splits=True) -> Source:
                   mean=mean, std=std, split_sizes=sizes, data_dir=data_dir,
                   fixed_size=(28, 28))
   builder = _tfds_builder(data_config)
+  if (need_splits and _get(data_config, 'allow_download') and
+      not builder.info.splits):
+    # Only with config.data.allow_download: tfds downloads can hang offline.
+    builder.download_and_prepare()
   info = builder.info
   image_key, label_key = _find_keys(info.features)
   if image_key is None or label_key is None:
