@@ -335,3 +335,16 @@ def test_validate_model_config_accepts_defaults_and_nfresnet():
   assert models.model_min_resolution({'name': 'NFNet'}) == 32
   assert models.model_min_resolution({'name': 'NFResNet'}) == 32
   assert models.get_model_class('NFNet') is nfnet_mod.NFNet
+
+
+@pytest.mark.parametrize('config', [TINY_NFNET, TINY_NFRESNET], ids=['nfnet', 'nfresnet'])
+def test_bfloat16_compute_gives_float32_logits(config):
+  """Callers cast params and images to bf16; logits come back in float32."""
+  f = models.create_model(config, 5)
+  params = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s, jnp.bfloat16),
+                        param_shapes(config, 5), is_leaf=lambda s: isinstance(s, tuple))
+  x = jax.ShapeDtypeStruct((2, 32, 32, 3), jnp.bfloat16)
+  out, _ = jax.eval_shape(functools.partial(f.apply, is_training=True, return_metrics=True),
+                          params, {}, jax.random.PRNGKey(0), x)
+  assert out['logits'].dtype == jnp.float32
+  assert out['spp']['avg_var'].dtype == jnp.float32

@@ -10,32 +10,13 @@ from typing import Any, Mapping, Optional
 
 import haiku as hk
 
-# Registry name -> (module path, class name). Imported lazily so one model
-# file with a problem does not break the others.
+# Registry name -> (module path, class name). A model whose file fails to
+# import is left out of MODELS (get_model_class still raises its error).
 _REGISTRY = {
     'NFNet': ('nfnet_jax.models.nfnet', 'NFNet'),
     'NFResNet': ('nfnet_jax.models.nf_resnet', 'NFResNet'),
     'ResNet': ('nfnet_jax.models.resnet', 'ResNet'),
 }
-
-
-class _LazyModels(dict):
-  """A dict of registry name -> class whose values are imported on access."""
-
-  def __getitem__(self, name):
-    return get_model_class(name)
-
-  def values(self):
-    return [get_model_class(n) for n in self]
-
-  def items(self):
-    return [(n, get_model_class(n)) for n in self]
-
-  def get(self, name, default=None):
-    return get_model_class(name) if name in self else default
-
-
-MODELS = _LazyModels({name: None for name in _REGISTRY})
 
 
 def get_model_class(name: str) -> type:
@@ -45,6 +26,20 @@ def get_model_class(name: str) -> type:
                      f'allowed: {sorted(_REGISTRY)}')
   module_path, cls_name = _REGISTRY[name]
   return getattr(importlib.import_module(module_path), cls_name)
+
+
+def _import_all() -> dict:
+  out = {}
+  for name in _REGISTRY:
+    try:
+      out[name] = get_model_class(name)
+    except ImportError:  # a model file not written yet must not break the others
+      pass
+  return out
+
+
+# name -> class for every model whose module imports.
+MODELS = _import_all()
 
 
 def _as_kwargs(model_config) -> dict:
