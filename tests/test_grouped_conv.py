@@ -112,6 +112,26 @@ def test_grad_under_jit_with_bfloat16_inputs():
   assert _rel_err(out.astype(jnp.float32), ref) < 2e-2
 
 
+@pytest.mark.parametrize('stride', [1, 2])
+@pytest.mark.parametrize('padding', ['SAME', 'VALID'])
+def test_1x1_matmul_path_matches_conv(stride, padding):
+  rng = np.random.default_rng(11)
+  x = jnp.asarray(rng.standard_normal((2, 7, 6, 12)), jnp.float32)
+  w = jnp.asarray(rng.standard_normal((1, 1, 12, 5)), jnp.float32)
+  ref = _reference(x, w, stride, padding, 1)
+  out = gc.grouped_conv(x, w, stride, padding, 1, 'split')
+  assert out.shape == ref.shape
+  assert _rel_err(out, ref) < RTOL
+  ct = jnp.asarray(rng.standard_normal(ref.shape), jnp.float32)
+  want = jax.grad(lambda a, b: jnp.vdot(_reference(a, b, stride, padding, 1), ct),
+                  (0, 1))(x, w)
+  got = jax.jit(jax.grad(
+      lambda a, b: jnp.vdot(gc.grouped_conv(a, b, stride, padding, 1, 'split'), ct),
+      (0, 1)))(x, w)
+  for a, b in zip(got, want):
+    assert _rel_err(a, b) < RTOL
+
+
 def test_resolve_impl():
   assert gc.resolve_impl('xla') == 'xla'
   assert gc.resolve_impl('split', groups=6) == 'split'

@@ -14,6 +14,12 @@ block-diagonal dense kernel (G times the FLOPs), im2col + batched matmul, vmap
 over groups (JAX batches it back into `feature_group_count`), and a
 space-to-depth rewrite of the strided convs. On GPU/TPU `feature_group_count`
 is native and fast, so 'auto' keeps it there.
+
+The CPU path also runs 1x1 convolutions (groups == 1) as one matrix
+multiplication over the flattened N*H*W rows: XLA:CPU computes a 1x1 conv's
+kernel gradient as a convolution whose window is the whole feature map, after
+transposing both operands, while the matmul's gradients are plain GEMMs with
+transposed operands; fwd+bwd is ~2x faster on NFNet's 1x1 shapes.
 """
 from typing import Optional, Sequence, Union
 
@@ -75,7 +81,8 @@ def grouped_conv(x: jnp.ndarray,
     padding: 'SAME' or 'VALID' (TF semantics) or explicit [(lo, hi), (lo, hi)].
     groups: number of feature groups.
     impl: 'auto' (fast path for the backend) | 'xla' (feature_group_count) |
-      'split' (one dense conv per group, concatenated).
+      'split' (the CPU fast path: one dense conv per group, concatenated, and
+      1x1 convs as matrix multiplications).
 
   Returns:
     The output [N, H', W', O].
@@ -93,6 +100,8 @@ def grouped_conv(x: jnp.ndarray,
         f'fit groups={groups} (need kernel I = C / groups and O divisible by '
         'groups)')
   impl = resolve_impl(impl, groups)
+  if impl == 'split' and groups == 1 and w.shape[:2] == (1, 1) and isinstance(padding, str):
+    return _conv1x1_as_matmul(x, w, strides)
   if groups == 1 or impl == 'xla':
     return lax.conv_general_dilated(
         x, w, strides, padding, dimension_numbers=_DIMENSION_NUMBERS,
@@ -105,3 +114,13 @@ def grouped_conv(x: jnp.ndarray,
       for g in range(groups)
   ]
   return jnp.concatenate(outs, axis=-1)
+
+
+def _conv1x1_as_matmul(x: jnp.ndarray, w: jnp.ndarray, strides) -> jnp.ndarray:
+  """A 1x1 conv (no padding under SAME or VALID) as [N*H'*W', C] @ [C, O]."""
+  if strides != (1, 1):
+    x = x[:, ::strides[0], ::strides[1], :]
+  n, h, wd, c = x.shape
+  y = lax.dot_general(x.reshape(n * h * wd, c), w.reshape(c, w.shape[-1]),
+                      (((1,), (0,)), ((), ())))
+  return y.reshape(n, h, wd, w.shape[-1])

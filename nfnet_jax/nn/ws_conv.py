@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from nfnet_jax.nn.grouped_conv import grouped_conv
+from nfnet_jax.nn.ws_fused import standardize_weight_fused
 
 # Floor on `var * fan_in` (not added to it), as in the official code.
 WS_EPS = 1e-4
@@ -83,7 +84,9 @@ class WSConv2D(hk.Module):
     w_init = hk.initializers.VarianceScaling(1.0, 'fan_in', 'normal')
     w = hk.get_parameter('w', w_shape, x.dtype, init=w_init)
     gain = hk.get_parameter('gain', (self.output_channels,), x.dtype, init=jnp.ones)
-    w_hat = standardize_weight(w, gain, self.eps)
+    # Same forward numerics as standardize_weight, with a closed-form gradient
+    # that is ~10x cheaper on XLA:CPU for large kernels (nn/ws_fused.py).
+    w_hat = standardize_weight_fused(w, gain, self.eps)
     out = grouped_conv(x, w_hat, self.stride, self.padding, groups, self.conv_impl)
     bias = hk.get_parameter('bias', (self.output_channels,), x.dtype, init=jnp.zeros)
     return out + bias
