@@ -59,7 +59,7 @@ def main(argv=None):
   if args.resolution < 1 or args.batch < 2:
     p.error('--resolution must be >= 1 and --batch >= 2 (variances need 2 samples)')
 
-  names = [m.strip() for m in args.models.split(',') if m.strip()]
+  names = spp_lib.split_models(args.models)
   try:
     configs = {n: spp_lib.apply_overrides(spp_lib.resolve_spec(n), overrides) for n in names}
   except ValueError as e:

@@ -26,6 +26,8 @@ def test_resolve_spec_table_patterns_and_overrides():
       'ResNet101', 0.5, 'gelu', 1)
   # Analysis runs never sample stochastic depth or dropout.
   assert cfg['stochdepth_rate'] == 0.0 and cfg['drop_rate'] == 0.0
+  assert spp_lib.split_models('a:widths=(1,2);x=3, b ,c:d=[1,2]') == [
+      'a:widths=(1,2);x=3', 'b', 'c:d=[1,2]']
   with pytest.raises(ValueError, match='unknown model spec'):
     spp_lib.resolve_spec('vgg16')
   with pytest.raises(ValueError, match='key=value'):
@@ -53,23 +55,28 @@ def test_expected_variance_staircase_by_hand():
 def test_nf_resnet_follows_the_expected_staircase():
   """NF-ResNet-50 (alpha 0.5 so the steps are large) on Gaussian input.
 
+  All four stages are 128 wide (the depth pattern, strides and transitions
+  are ResNet-50's): equal shapes keep the op-by-op initialisation cheap.
+
   Three checks, from exact to approximate:
   1. the model's analytic beta^2 (block-input variance) is our staircase
      shifted by one block (exact bookkeeping);
   2. within a stage every block adds alpha^2 * Var(branch) to the variance:
      at init the branch is independent of the skip path, so the covariance
      term is only sampling noise (measured <= 0.012 here; tolerance 0.03);
-  3. the measured variance follows 1 + k*alpha^2 within 25%, and stays below
-     it. The analytic model assumes every branch preserves variance; here a
-     branch has variance 0.65-1.0 because its 3x3 SAME convs see zero padding
-     on small maps (4x4 in the last stage at 128px: about (10/12)^2 = 69% of
-     the taps are inside) and because ReLU outputs are positively correlated
+  3. the measured variance follows 1 + k*alpha^2 within -20%/+8%. The
+     analytic model assumes every branch preserves variance; here a branch
+     has variance 0.7-1.0 because its 3x3 SAME convs see zero padding on
+     small maps (4x4 in the last stage at 128px: about (10/12)^2 = 69% of the
+     taps are inside) and because ReLU outputs are positively correlated
      across channels, which the zero-mean WS filters partly cancel. The
-     shortfall compounds over stages (stage-end ratios measured 0.97, 0.94,
-     0.87, 0.78), hence 25% and "below".
+     shortfall compounds over stages (measured ratios 1.02 in stage 1 down
+     to 0.86 at the last block), hence -20%; +8% covers sampling noise of a
+     batch of 8 (measured at most +2%).
   """
   alpha = 0.5
-  cfg = spp_lib.apply_overrides(spp_lib.resolve_spec(f'nf_resnet50:width=1;alpha={alpha}'), {})
+  cfg = spp_lib.apply_overrides(spp_lib.resolve_spec(
+      f'nf_resnet50:widths=(128,128,128,128);stem_width=64;alpha={alpha}'), {})
   s = spp_lib.compute_spp(cfg, spp_lib.gaussian_batch(8, 128))
   assert len(s['avg_var']) == 16
   np.testing.assert_array_equal(np.nonzero(s['is_transition'])[0], [0, 3, 7, 13])
@@ -84,14 +91,14 @@ def test_nf_resnet_follows_the_expected_staircase():
   assert np.all(incr[~inner] < 0)  # the variance drops back at each transition
   # 3. the staircase itself.
   ratio = s['avg_var'] / exp
-  assert np.all(ratio > 0.75) and np.all(ratio < 1.05), ratio
+  assert np.all(ratio > 0.8) and np.all(ratio < 1.08), ratio
   # The squared channel mean stays small next to the variance (scaled WS
   # removes the mean shift the ReLU introduces).
   assert np.all(s['avg_sq_mean'] < 0.1 * s['avg_var'])
 
 
 def test_zero_skip_gain_hides_the_residual_branches():
-  cfg = spp_lib.apply_overrides(spp_lib.resolve_spec('nf_resnet26:width=0.5'), {})
+  cfg = spp_lib.apply_overrides(spp_lib.resolve_spec('nf_resnet26:widths=(64,64,64,64);stem_width=32'), {})
   x = spp_lib.gaussian_batch(4, 32)
   s0 = spp_lib.compute_spp(cfg, x, skip_gain=None)  # SkipInit's init value 0
   inner = s0['is_transition'][1:] < 0.5
@@ -110,8 +117,10 @@ def _spp_main():
 
 
 def test_script_writes_csv_json_png_and_shows_the_baselines(tmp_path):
-  models = ['bn_resnet26_bn_relu_conv:width=0.25', 'resnet26_plain:width=0.25',
-            'nf_resnet26:width=1']
+  # Equal stage widths keep the op-by-op initialisation cheap; the stem is
+  # narrower so that the first block still has its projection shortcut.
+  w = 'widths=(64,64,64,64);stem_width=32'
+  models = [f'bn_resnet26_bn_relu_conv:{w}', f'resnet26_plain:{w}', f'nf_resnet26:{w}']
   out = tmp_path / 'spp'
   assert _spp_main()(['--models', ','.join(models), '--out', str(out), '--resolution', '32',
                       '--batch', '4', '--config.model.alpha=0.4']) == 0
@@ -132,10 +141,11 @@ def test_script_writes_csv_json_png_and_shows_the_baselines(tmp_path):
   bn = np.array(blob['models'][models[0]]['stats']['avg_var'])
   nf = np.array(blob['models'][models[2]]['stats']['avg_var'])
   # Unnormalized ResNet with He-init convs: Var(x + f(x)) ~ 2 Var(x) in every
-  # non-transition block, so the variance explodes with depth: at least 1.5x
-  # in blocks 1, 3, 5 and 2^3 over the first six blocks. (Block 7 works on a
-  # 1x1 map at 32px, where its 3x3 conv sees one tap in nine.)
-  assert np.all(plain[1:7:2] > 1.5 * plain[0:6:2])
+  # non-transition block, so the variance explodes with depth: 2^3 over the
+  # first six blocks and at least 1.2x in blocks 1, 3, 5 (less than 2x: at
+  # 32px the maps are 8x8 to 2x2, where zero padding hides 15-55% of the 3x3
+  # taps; block 7 works on a 1x1 map, where its 3x3 conv sees one tap in nine).
+  assert np.all(plain[1:7:2] > 1.2 * plain[0:6:2])
   assert plain[5] > 8 * plain[0]
   # BatchNorm: each block adds a branch of ~constant variance, so the
   # variance grows inside every stage (and resets at transitions).

@@ -66,6 +66,21 @@ _PATTERNS = (
 )
 
 
+def split_models(text: str) -> List[str]:
+  """Splits ``--models`` on commas outside brackets (``a:widths=(64,64),b``)."""
+  out, depth, cur = [], 0, ''
+  for ch in text:
+    depth += ch in '([{'
+    depth -= ch in ')]}'
+    if ch == ',' and depth == 0:
+      out.append(cur)
+      cur = ''
+    else:
+      cur += ch
+  out.append(cur)
+  return [m.strip() for m in out if m.strip()]
+
+
 def _parse_value(text: str) -> Any:
   from nfnet_jax.analysis.sweep import parse_value  # pylint: disable=g-import-not-at-top
   return parse_value(text)
