@@ -20,6 +20,7 @@ and the previous checkpoint is used.
 import os
 import shutil
 import time
+import zlib
 from typing import Any, Optional
 
 import jax
@@ -42,6 +43,11 @@ def _flatten(tree: PyTree):
 
 def _key(i: int) -> str:
   return f'{i:06d}'
+
+
+def _crc32(x: np.ndarray) -> int:
+  """CRC-32 of an array's bytes (detects bit rot that still decodes)."""
+  return zlib.crc32(memoryview(np.ascontiguousarray(x)).cast('B'))
 
 
 def all_finite(tree: PyTree) -> bool:
@@ -104,6 +110,7 @@ class Checkpointer:
     info['paths'] = paths
     info['shapes'] = [list(x.shape) for x in leaves]
     info['dtypes'] = [str(x.dtype) for x in leaves]
+    info['crc32'] = [_crc32(x) for x in leaves]
     info['saved_at'] = time.time()
     self._manager.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(items), meta=ocp.args.JsonSave(info)),
@@ -142,6 +149,15 @@ class Checkpointer:
       if x.shape != leaves[i].shape:
         raise IOError(f'{paths[i]} restored with shape {x.shape}, expected '
                       f'{leaves[i].shape}')
+    # A damaged file can still decode (to wrong numbers): compare checksums
+    # (checkpoints written before they were recorded, or leaves restored in
+    # another dtype, are not checked).
+    dtypes = info.get('dtypes') or []
+    for i, crc in enumerate(info.get('crc32') or []):
+      if i < len(dtypes) and dtypes[i] == str(out[i].dtype) and (
+          _crc32(out[i]) != crc):
+        raise IOError(f'{paths[i]}: checksum mismatch (the data changed '
+                      'after it was written)')
     return jax.tree_util.tree_unflatten(treedef, out), info
 
   def restore_latest(self, template: PyTree):
