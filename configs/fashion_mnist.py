@@ -64,7 +64,7 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   c.model.conv_impl = 'auto'
 
   batch = 256
-  epochs = 6
+  epochs = 5
   c.train.batch_size = batch
   c.train.eval_batch_size = 1000
   c.optimizer.base_lr = 0.1

@@ -160,6 +160,21 @@ class Checkpointer:
                       'after it was written)')
     return jax.tree_util.tree_unflatten(treedef, out), info
 
+  def restore_flat(self, step: Optional[int] = None) -> tuple[dict, dict]:
+    """Reads a checkpoint without a template: ``({path: array}, meta)``.
+
+    Paths are ``jax.tree_util.keystr`` strings of the train state, e.g.
+    ``".params['NFNet/~/linear']['w']"``. ``step`` defaults to the newest.
+    """
+    step = self.latest_step() if step is None else step
+    if step is None:
+      raise FileNotFoundError(f'no finished checkpoint in {self.directory}')
+    out = self._manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore()))
+    info, flat = out['meta'], out['state']
+    return ({p: np.asarray(flat[_key(i)]) for i, p in enumerate(info['paths'])},
+            info)
+
   def restore_latest(self, template: PyTree):
     """The newest readable checkpoint: ``(state, meta, step)`` or None.
 

@@ -155,8 +155,9 @@ def make_train_step(
     if sam_rho is not None:
       # SAM: the gradient at the worst-case neighbour params + rho * g/|g|,
       # with the global-mean gradient g; the update uses the new gradient.
-      gnorm = optax.global_norm(grads)
-      eps = jax.tree.map(lambda g: g * (sam_rho / (gnorm + 1e-12)), grads)
+      gnorm = optax.tree.norm(grads)
+      eps = jax.tree.map(
+          lambda g: g * (sam_rho / jnp.maximum(gnorm, 1e-12)), grads)
       perturbed = jax.tree.map(jnp.add, state.params, eps)
       (_, (new_model_state, _)), grads = local_grads(
           perturbed, state.model_state, images, labels, rng)
@@ -171,10 +172,17 @@ def make_train_step(
     else:
       new_ema = state.ema_params
 
-    finite = (jnp.isfinite(loss) & tree_all_finite(grads)
-              & tree_all_finite(new_params))
+    # Finiteness from the global norms (one reduction per leaf, which the
+    # metrics need anyway): a NaN/inf anywhere makes the norm NaN/inf. (A
+    # finite gradient so large that its squared norm overflows float32 also
+    # counts as non-finite, which is the right call for such a step.)
+    grad_norm = optax.tree.norm(grads)
+    new_param_norm = optax.tree.norm(new_params)
+    finite = (jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+              & jnp.isfinite(new_param_norm))
     keep = lambda new, old: jax.tree.map(  # pylint: disable=g-long-lambda
-        lambda n, o: jnp.where(finite, n, o), new, old)
+        lambda n, o: jax.lax.select(
+            jnp.broadcast_to(finite, jnp.shape(n)), n, o), new, old)
     nonfinite = (~finite).astype(jnp.int32)
     new_state = TrainState(
         step=state.step + 1,
@@ -195,8 +203,9 @@ def make_train_step(
     metrics = {
         'loss': loss,
         'top1': jax.lax.pmean(top1, AXIS),
-        'grad_norm': optax.global_norm(grads),
-        'param_norm': optax.global_norm(new_state.params),
+        'grad_norm': grad_norm,
+        'param_norm': jnp.where(finite, new_param_norm,
+                                optax.tree.norm(state.params)),
         'finite': finite.astype(jnp.float32),
         'step': state.step,
         'nonfinite_total': new_state.nonfinite_total,
