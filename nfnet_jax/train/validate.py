@@ -161,17 +161,10 @@ def validate_config(config, *, check_devices: bool = True,
   except ImportError as e:  # pragma: no cover
     err.lines.append(f'nfnet_jax.optim cannot be imported: {e}')
     optim_lib = None
+  # (label_smoothing, ema_decay and sam_rho are checked there too: checking
+  # them again here reported one bad field twice.)
   if optim_lib is not None:
     err.run(lambda: optim_lib.validate_optimizer_config(config.optimizer))
-  ls = _get(config, 'optimizer.label_smoothing')
-  if not _is_number(ls) or not 0.0 <= ls < 1.0:
-    err.add('optimizer.label_smoothing', ls, 'a number in [0, 1)')
-  ema = _get(config, 'optimizer.ema_decay')
-  if ema is not None and (not _is_number(ema) or not 0.0 < ema < 1.0):
-    err.add('optimizer.ema_decay', ema, 'None (no EMA) or a number in (0, 1)')
-  rho = _get(config, 'optimizer.sam_rho')
-  if rho is not None and (not _is_number(rho) or rho <= 0):
-    err.add('optimizer.sam_rho', rho, 'None (no SAM) or a number > 0')
 
   # ---- train
   batch = _check_int(err, config, 'train.batch_size', 1)
