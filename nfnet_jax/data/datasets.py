@@ -335,10 +335,20 @@ def validate_data_config(data_config):
     d = getattr(builder, 'data_dir', None)
     hint = ''
     if name == 'imagenet2012':
-      hint = (' Prepare it with: python scripts/prepare_data.py --dataset '
-              'imagenet2012 --data_dir <data_dir> (needs ILSVRC2012_img_train'
-              '.tar and ILSVRC2012_img_val.tar in <data_dir>/downloads/manual'
-              ').')
+      # Say which manual files are missing and where they belong (the
+      # builder's data_dir is <root>/imagenet2012/<version>).
+      from nfnet_jax.data import imagenet  # pylint: disable=g-import-not-at-top
+      root = _get(data_config, 'data_dir') or (
+          os.path.dirname(os.path.dirname(d)) if d else '<data_dir>')
+      manual = imagenet.default_manual_dir(str(root))
+      missing = imagenet.missing_manual_files(manual)
+      if missing:
+        hint = ' ' + imagenet.missing_files_message(manual, missing).replace(
+            '\n', ' ')
+      else:
+        hint = f' The manual files are in {manual}.'
+      hint += (' Then prepare it with: python scripts/prepare_data.py '
+               f'--dataset imagenet2012 --data_dir {root}')
     raise ValueError(
         f'config.data.data_dir={_get(data_config, "data_dir")!r}: data set '
         f'{name!r} is not prepared under {d} (no dataset_info.json with '
