@@ -276,6 +276,16 @@ def write_csv(results: Mapping[str, Mapping[str, np.ndarray]], path: str) -> int
   return n
 
 
+def read_json(path: str):
+  """Reads spp.json back: (results, configs, meta), e.g. to re-plot."""
+  with open(path) as f:
+    blob = json.load(f)
+  results = {n: {k: np.asarray([np.nan if v is None else v for v in vals], np.float64)
+                 for k, vals in m['stats'].items()} for n, m in blob['models'].items()}
+  configs = {n: m['config'] for n, m in blob['models'].items()}
+  return results, configs, blob.get('meta', {})
+
+
 def write_json(results: Mapping[str, Mapping[str, np.ndarray]], configs: Mapping[str, Any],
                path: str, meta: Optional[Dict[str, Any]] = None) -> None:
   """All statistics (incl. expected_var, is_transition) and the model configs as JSON."""
@@ -331,7 +341,7 @@ def plot_spp(results: Mapping[str, Mapping[str, np.ndarray]], path: str,
       if key == 'avg_var' and cfg is not None and is_nf_model(cfg):
         alpha = model_alpha(cfg)
         exp = expected_variance(s['is_transition'], alpha)
-        ax.plot(x, exp, '--', color=col, lw=1.2, alpha=0.9,
+        ax.plot(x, exp, '--', color='k', lw=1.0, alpha=0.8,
                 label=f'{name}: expected 1+k*alpha^2 (alpha={alpha:g})')
         series.append(exp)
     if _log_scale(series):
