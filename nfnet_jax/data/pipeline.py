@@ -140,9 +140,15 @@ class DataIterator:
     return batch
 
 
-def _wrap_counted(it, data_iter_ref, batch_examples_key='_pos'):
-  """Yields batches without the position key, updating decode_errors."""
+def _wrap_counted(it, data_iter_ref, batch_examples_key='_pos', total=None):
+  """Yields batches without the position key, updating decode_errors.
+
+  Gaps in the positions only show errors before the last good example; with
+  ``total`` (the examples the stream holds, eval) the exhausted stream also
+  counts undecodable examples at its very end.
+  """
   expected_next = None
+  seen = 0
   for batch in it:
     pos = batch.pop(batch_examples_key)
     pos = pos[pos >= 0]
@@ -152,7 +158,11 @@ def _wrap_counted(it, data_iter_ref, batch_examples_key='_pos'):
       gap = int(pos.max()) + 1 - expected_next - pos.size
       data_iter_ref[0].decode_errors += max(gap, 0)
       expected_next = int(pos.max()) + 1
+      seen += pos.size
     yield batch
+  if total is not None:
+    data_iter_ref[0].decode_errors = max(data_iter_ref[0].decode_errors,
+                                         int(total) - seen)
 
 
 def _train_settings(config):
@@ -527,7 +537,8 @@ def eval_iterator(config, *, layout: str = 'pmap',
   ds = ds.map(finalize, num_parallel_calls=_npc(d), deterministic=True)
   ds = ds.prefetch(2).with_options(_options(d))
   holder = [None]
-  it = DataIterator(_wrap_counted(ds.as_numpy_iterator(), holder),
+  it = DataIterator(_wrap_counted(ds.as_numpy_iterator(), holder,
+                                  total=sizes[p]),
                     num_batches=num_batches)
   holder[0] = it
   return it
