@@ -103,7 +103,14 @@ def load_finetune_params(config, params: dict, log=print) -> dict:
     loaded = trees['params']
   else:
     from nfnet_jax import pretrained  # pylint: disable=g-import-not-at-top
-    loaded = pretrained.load_official(path)
+    # Only the file format is checked here; names and shapes are checked
+    # below against the params built from config (any model, any input
+    # channels, the classifier exempt). load_official(path) instead infers
+    # an RGB NFNet from the file and rejected everything else.
+    try:
+      loaded = pretrained._to_params(pretrained._load_pickle(path), path)  # pylint: disable=protected-access
+    except ValueError as e:
+      raise ValueError(f'config.finetune.checkpoint={path!r}: {e}') from None
   loaded = _flatten_params(loaded)
   reset = config.finetune.reset_classifier
   out, missing, mismatched, kept_fresh = {}, [], [], []
