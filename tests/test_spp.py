@@ -137,6 +137,9 @@ def test_script_writes_csv_json_png_and_shows_the_baselines(tmp_path):
     csv_var = [float(r[3]) for r in rows[1:] if r[0] == m]
     np.testing.assert_allclose(csv_var, blob['models'][m]['stats']['avg_var'], rtol=1e-6)
   assert (out / 'spp.png').stat().st_size > 10_000
+  back, back_cfg, meta = spp_lib.read_json(str(out / 'spp.json'))
+  assert meta['resolution'] == 32 and back_cfg[models[2]]['alpha'] == 0.4
+  assert list(back) == models and set(back[models[0]]) == set(spp_lib.STAT_KEYS)
   plain = np.array(blob['models'][models[1]]['stats']['avg_var'])
   bn = np.array(blob['models'][models[0]]['stats']['avg_var'])
   nf = np.array(blob['models'][models[2]]['stats']['avg_var'])
