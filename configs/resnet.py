@@ -1,0 +1,84 @@
+"""Normalized ResNet baselines (BatchNorm by default) on ImageNet.
+
+    python scripts/train.py --config configs/resnet.py:50 --workdir W
+    python scripts/train.py --config configs/resnet.py:50,gn --workdir W
+    python scripts/train.py --config configs/resnet.py:50,local --workdir W
+
+``arg``: a depth (26, 50, 101, 152, 200; default 50) and modifiers:
+  bn (default) | gn | ws_gn | none   the normalization of the baseline;
+  local                              a tiny model, 10 steps on Fashion-MNIST.
+
+Recipe: the BN-ResNet baseline of the papers (REFERENCE.md): global batch
+1024, 90 epochs, SGD-Nesterov 0.9, LR 0.1 * batch / 256 (= 0.4) with 5
+warm-up epochs and cosine decay, weight decay 1e-4, label smoothing 0.1, no
+AGC, no EMA, no MixUp/CutMix/RandAugment, 224 px.
+"""
+import ml_collections
+
+from nfnet_jax import config as base_lib
+from nfnet_jax.data import datasets
+
+DEPTHS = (26, 50, 101, 152, 200)
+NORMS = {'bn': 'batchnorm', 'gn': 'groupnorm', 'ws_gn': 'ws_groupnorm',
+         'none': 'none'}
+
+
+def _parse(arg: str):
+  depth, norm, local = 50, 'bn', False
+  for p in [p.strip() for p in (arg or '').split(',') if p.strip()]:
+    if p in NORMS:
+      norm = p
+    elif p in ('local', 'tiny'):
+      local = True
+    elif p.isdigit() and int(p) in DEPTHS:
+      depth = int(p)
+    else:
+      raise ValueError(f'configs/resnet.py: unknown argument {p!r}; allowed: '
+                       f'a depth {DEPTHS}, a normalization {tuple(NORMS)} and '
+                       '"local", comma-separated, e.g. "50,gn".')
+  return depth, norm, local
+
+
+def get_config(arg: str = '50') -> ml_collections.ConfigDict:
+  """BN-ResNet baseline config; see the module docstring for ``arg``."""
+  # Imported here so this file stays loadable without the NF-ResNet config.
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  import os  # pylint: disable=g-import-not-at-top
+  spec = importlib.util.spec_from_file_location(
+      'nfnet_configs_nf_resnet',
+      os.path.join(os.path.dirname(os.path.abspath(__file__)), 'nf_resnet.py'))
+  nf_resnet = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(nf_resnet)
+
+  depth, norm, local = _parse(arg)
+  c = base_lib.base_config()
+  c.model = ml_collections.ConfigDict()
+  c.model.name = 'ResNet'
+  c.model.variant = f'ResNet{depth}'
+  c.model.norm = NORMS[norm]
+  c.model.width = 1.0
+  c.model.activation = 'relu'
+  c.model.drop_rate = 0.0
+  c.model.stochdepth_rate = 0.0
+  c.model.depths = None
+  c.model.widths = None
+  c.model.stem_width = None
+  c.data.name = 'imagenet2012'
+  nf_resnet.apply_bn_baseline_recipe(c)
+
+  if local:
+    c.model.depths = (1, 1, 1, 1)
+    c.model.width = 0.25
+    c.data.name = 'fashion_mnist'
+    c.data.data_dir = '/usr/share/datasets/fashion-mnist'
+    datasets.apply_dataset_defaults(c.data)
+    c.data.image_size = 32
+    c.data.eval_image_size = 32
+    c.train.batch_size = 32
+    c.train.eval_batch_size = 1000
+    c.train.total_steps = 10
+    c.train.log_every = 5
+    c.train.eval_every = 0
+    c.train.checkpoint_every = 5
+    c.optimizer.warmup_steps = 2
+  return c

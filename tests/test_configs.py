@@ -1,0 +1,226 @@
+"""Experiment configs, their validation, and the command-line overrides."""
+import importlib.util
+import os
+
+import pytest
+
+from nfnet_jax import config as base_lib
+from nfnet_jax.train import cli
+from nfnet_jax.train.validate import validate_config
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FASHION_DIR = '/usr/share/datasets/fashion-mnist'
+have_fashion = pytest.mark.skipif(
+    not os.path.exists(os.path.join(FASHION_DIR, 'train-images-idx3-ubyte.gz')),
+    reason='Debian dataset-fashion-mnist not installed')
+
+
+def load(name):
+  spec = importlib.util.spec_from_file_location(
+      f'cfg_test_{name}', os.path.join(ROOT, 'configs', f'{name}.py'))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+# ---------------------------------------------------------------------------
+# The paper's values
+
+
+@pytest.mark.parametrize('variant,train,test,drop,mag', [
+    ('F0', 192, 256, 0.2, 5), ('F1', 224, 320, 0.3, 10),
+    ('F2', 256, 352, 0.4, 10), ('F3', 320, 416, 0.4, 15),
+    ('F4', 384, 512, 0.5, 15), ('F5', 416, 544, 0.5, 15),
+    ('F6', 448, 576, 0.5, 15), ('F7', 480, 608, 0.5, 15)])
+def test_nfnet_variants_follow_the_paper(variant, train, test, drop, mag):
+  c = load('nfnet').get_config(variant)
+  assert c.model.name == 'NFNet' and c.model.variant == variant
+  assert (c.data.image_size, c.data.eval_image_size) == (train, test)
+  assert c.model.drop_rate == drop
+  assert c.data.randaugment_magnitude == mag
+  assert c.data.randaugment_layers == 4
+  assert c.train.batch_size == 4096
+  steps_per_epoch = base_lib.IMAGENET_TRAIN_EXAMPLES // 4096
+  assert c.train.total_steps == 360 * steps_per_epoch
+  assert c.optimizer.warmup_steps == 5 * steps_per_epoch
+  assert c.optimizer.base_lr * 4096 / c.optimizer.lr_batch_base == \
+      pytest.approx(1.6)
+  assert (c.optimizer.clipping, c.optimizer.weight_decay,
+          c.optimizer.label_smoothing, c.optimizer.ema_decay) == \
+      (0.01, 2e-5, 0.1, 0.99999)
+  assert c.model.stochdepth_rate == 0.25
+  assert c.data.mixup_alpha == 0.2 and c.data.cutmix
+
+
+def test_plus_variant_and_modifiers():
+  c = load('nfnet').get_config('F3+,bf16')
+  assert c.model.variant == 'F3+' and c.compute_dtype == 'bfloat16'
+  assert c.data.image_size == 320
+  with pytest.raises(ValueError, match='F9'):
+    load('nfnet').get_config('F9')
+
+
+def test_resnet_baseline_recipe():
+  c = load('resnet').get_config('50')
+  assert c.model.name == 'ResNet' and c.model.norm == 'batchnorm'
+  assert c.train.batch_size == 1024
+  assert c.train.total_steps == 90 * (base_lib.IMAGENET_TRAIN_EXAMPLES // 1024)
+  assert c.optimizer.base_lr * 1024 / c.optimizer.lr_batch_base == \
+      pytest.approx(0.4)
+  assert c.optimizer.weight_decay == 1e-4
+  assert c.optimizer.label_smoothing == 0.1
+  assert c.optimizer.clipping is None
+  assert load('resnet').get_config('101,gn').model.norm == 'groupnorm'
+
+
+@pytest.mark.parametrize('depth', [26, 50, 101, 152, 200])
+def test_nf_resnet_depths(depth):
+  c = load('nf_resnet').get_config(str(depth))
+  assert c.model.name == 'NFResNet' and c.model.variant == f'ResNet{depth}'
+  assert c.optimizer.clipping == 0.01 and c.data.image_size == 224
+  b = load('nf_resnet').get_config(f'{depth},baseline')
+  assert b.train.batch_size == 1024 and b.optimizer.clipping is None
+
+
+@have_fashion
+@pytest.mark.parametrize('name,arg', [
+    ('nfnet', 'F0,local'), ('nfnet', 'F1,local'), ('nf_resnet', '50,local'),
+    ('resnet', '50,local'), ('resnet', '26,gn,local'),
+    ('fashion_mnist', ''), ('fashion_mnist', 'long'),
+    ('fashion_mnist', 'local')])
+def test_local_configs_validate(name, arg):
+  validate_config(load(name).get_config(arg))
+
+
+def test_imagenet_configs_pass_model_and_optimizer_validators():
+  from nfnet_jax import models, optim  # pylint: disable=g-import-not-at-top
+  for name, arg in [('nfnet', v) for v in ('F0', 'F3', 'F7', 'F1+')] + [
+      ('nf_resnet', '50'), ('nf_resnet', '200,se'), ('resnet', '101')]:
+    c = load(name).get_config(arg)
+    models.validate_model_config(c.model, num_classes=1000)
+    optim.validate_optimizer_config(c.optimizer)
+    assert c.data.eval_image_size >= models.model_min_resolution(c.model)
+
+
+# ---------------------------------------------------------------------------
+# Validation table: each bad field gives one error naming field and value.
+
+
+def _base():
+  return load('fashion_mnist').get_config('local')
+
+
+def _set(c, dotted, value):
+  parent, _, name = dotted.rpartition('.')
+  node = c
+  for p in parent.split('.') if parent else []:
+    node = node[p]
+  with node.ignore_type():
+    node[name] = value
+  return c
+
+
+class _null:  # pylint: disable=invalid-name
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *a):
+    return False
+
+
+BAD = [
+    # (field, value, substring expected in the message besides the field)
+    ('train.batch_size', 12, 'multiple of the number of devices'),
+    ('train.batch_size', 0, 'integer >= 1'),
+    ('train.batch_size', 64.0, 'integer'),
+    ('train.eval_batch_size', 1001, 'multiple'),
+    ('train.total_steps', 0, 'integer >= 1'),
+    ('train.total_steps', -5, 'integer >= 1'),
+    ('train.checkpoint_every', -1, '>= 0'),
+    ('train.eval_every', -2, '>= 0'),
+    ('train.log_every', 0, '>= 1'),
+    ('train.keep_checkpoints', 0, '>= 1'),
+    ('train.nonfinite', 'ignore', 'skip'),
+    ('train.max_consecutive_nonfinite', 0, '>= 1'),
+    ('train.eval_with_ema', 'yes', 'True or False'),
+    ('parallel.mode', 'pjit', 'shard_map'),
+    ('parallel.distributed', 'maybe', 'auto'),
+    ('parallel.num_devices', 64, 'at most'),
+    ('parallel.num_devices', -1, '>= 0'),
+    ('compute_dtype', 'float16', 'bfloat16'),
+    ('seed', 'zero', 'integer'),
+    ('optimizer.label_smoothing', 1.0, ''),
+    ('optimizer.ema_decay', 1.5, ''),
+    ('optimizer.sam_rho', -0.1, ''),
+    ('optimizer.clipping', -0.01, ''),
+    ('optimizer.clipping', 0.0, ''),
+    ('optimizer.base_lr', -1.0, ''),
+    ('optimizer.name', 'lamb', ''),
+    ('model.name', 'VGG', 'NFNet'),
+    ('model.variant', 'ResNet51', 'ResNet50'),
+    ('model.alpha', 0.0, '> 0'),
+    ('model.alpha', -0.2, '> 0'),
+    ('model.activation', 'swishy', 'relu'),
+    ('model.stochdepth_rate', 1.5, '[0, 1)'),
+    ('data.eval_image_size', 16, '32'),
+    ('data.image_size', 8, '32'),
+    ('data.name', 'no_such_dataset_xyz', ''),
+    ('data.data_dir', '/nonexistent/fmnist', 'missing'),
+    ('data.train_crop', 'random', 'inception'),
+    ('finetune.checkpoint', '/nonexistent/F0_haiku.npz', 'not found'),
+    ('finetune.reset_classifier', 'no', 'True or False'),
+]
+
+
+@have_fashion
+@pytest.mark.parametrize('field,value,expected', BAD,
+                         ids=[f'{f}={v!r}' for f, v, _ in BAD])
+def test_validation_table(field, value, expected):
+  c = _set(_base(), field, value)
+  with pytest.raises(ValueError) as info:
+    validate_config(c, num_devices=8, process_count=1)
+  msg = str(info.value)
+  assert f'config.{field}' in msg, msg
+  assert repr(value) in msg or str(value) in msg, msg
+  assert expected in msg, msg
+
+
+@have_fashion
+def test_several_errors_are_reported_together():
+  c = _base()
+  c.train.total_steps = 0
+  c.parallel.mode = 'xmap'
+  with pytest.raises(ValueError, match=r'\d config errors') as info:
+    validate_config(c, num_devices=8, process_count=1)
+  assert 'config.train.total_steps' in str(info.value)
+  assert 'config.parallel.mode' in str(info.value)
+
+
+@have_fashion
+def test_unknown_train_field_is_rejected():
+  c = _base()
+  with c.train.unlocked() if hasattr(c.train, 'unlocked') else _null():
+    c.train.batchsize = 64
+  with pytest.raises(ValueError, match=r'config\.train\.batchsize'):
+    validate_config(c, num_devices=8, process_count=1)
+
+
+# ---------------------------------------------------------------------------
+# Command-line overrides ml_collections cannot parse on its own.
+
+
+def test_cli_overrides_to_none_and_of_none_fields():
+  argv = ['train.py', '--config', os.path.join(ROOT, 'configs/nfnet.py:F0'),
+          '--workdir', 'w', '--config.optimizer.clipping=None',
+          '--config.optimizer.sam_rho=0.05',
+          '--config.finetune.checkpoint=/ckpt/F0_haiku.npz',
+          '--config.train.batch_size=256']
+  rest, extra = cli.split_unparseable_overrides(argv)
+  assert '--config.train.batch_size=256' in rest
+  assert dict(extra) == {'optimizer.clipping': None, 'optimizer.sam_rho': 0.05,
+                         'finetune.checkpoint': '/ckpt/F0_haiku.npz'}
+  c = load('nfnet').get_config('F0')
+  c.lock()
+  cli.apply_overrides(c, extra)
+  assert c.optimizer.clipping is None and c.optimizer.sam_rho == 0.05
+  assert c.finetune.checkpoint == '/ckpt/F0_haiku.npz'
