@@ -351,7 +351,8 @@ def run_train_steps(compiled: Compiled, state, images, labels, steps: int, warmu
 def run_benchmark(cfg, *, mode: str = 'train', batch: int = 8, resolution: int = 128,
                   num_classes: int = 1000, steps: int = 10, warmup: int = 2,
                   agc_ema_share: bool = True, donate: bool = True,
-                  measure_peak: bool = True, name: str = 'bench') -> List[Any]:
+                  measure_peak: bool = True, name: str = 'bench',
+                  synthetic: bool = False) -> List[Any]:
   """Runs one benchmark configuration; returns a list of `Result`s (or dicts for data).
 
   Args:
@@ -364,6 +365,8 @@ def run_benchmark(cfg, *, mode: str = 'train', batch: int = 8, resolution: int =
     donate: donate the train state buffers.
     measure_peak: measure the f32 matmul peak for the % column.
     name: label of the result lines.
+    synthetic: data mode: time the pipeline on a locally built synthetic
+      imagenet2012 (`nfnet_jax.data.benchmark`).
   """
   if mode not in MODES:
     raise ValueError(f'mode={mode!r} is not supported; allowed: {MODES}')
@@ -372,7 +375,7 @@ def run_benchmark(cfg, *, mode: str = 'train', batch: int = 8, resolution: int =
                      f'allowed: {DTYPES}')
   if mode == 'data':
     from nfnet_jax.data import benchmark as data_bench  # pylint: disable=g-import-not-at-top
-    out = data_bench.benchmark_pipeline(cfg, steps)
+    out = data_bench.benchmark_pipeline(cfg, steps, synthetic=synthetic)
     return [dict(out, name=name, mode='data', load_avg=load_average())]
 
   peak = measure_matmul_peak() if measure_peak else None

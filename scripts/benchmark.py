@@ -26,9 +26,14 @@ _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'ml_collections config file (path:arg); overrides with --config.a.b=v.',
     lock_config=False)
 flags.DEFINE_string('model', None, 'Model name (NFNet | NFResNet | ResNet) when no --config.')
-flags.DEFINE_string('variant', None, "Model variant ('F0', '50', ...) when no --config.")
-flags.DEFINE_integer('batch', 8, 'Batch size.')
-flags.DEFINE_integer('resolution', 128, 'Image side length.')
+flags.DEFINE_string('variant', None,
+                    "Model variant ('F0', 'ResNet50', ...) when no --config.")
+flags.DEFINE_integer('batch', None, 'Batch size (train/eval default 8; data mode default '
+                     'config.train.batch_size).')
+flags.DEFINE_integer('resolution', None, 'Image side length (train/eval default 128; data '
+                     'mode default config.data.image_size).')
+flags.DEFINE_bool('synthetic', False, 'Data mode: read a synthetic imagenet2012 built '
+                  'locally instead of config.data.')
 flags.DEFINE_integer('num_classes', 1000, 'Classifier outputs (ImageNet: 1000).')
 flags.DEFINE_enum('dtype', None, ['float32', 'bfloat16'],
                   'Compute dtype (default: config.compute_dtype).')
@@ -74,8 +79,14 @@ def main(argv):
   del argv
   cfg = _config()
   from nfnet_jax import bench  # pylint: disable=g-import-not-at-top
+  if FLAGS.mode == 'data':
+    if FLAGS.batch:
+      cfg.train.batch_size = FLAGS.batch
+    if FLAGS.resolution:
+      cfg.data.image_size = FLAGS.resolution
   results = bench.run_benchmark(
-      cfg, mode=FLAGS.mode, batch=FLAGS.batch, resolution=FLAGS.resolution,
+      cfg, mode=FLAGS.mode, batch=FLAGS.batch or 8, resolution=FLAGS.resolution or 128,
+      synthetic=FLAGS.synthetic,
       num_classes=FLAGS.num_classes, steps=FLAGS.steps, warmup=FLAGS.warmup,
       agc_ema_share=FLAGS.agc_ema_share, donate=FLAGS.donate, measure_peak=FLAGS.peak,
       name=FLAGS.name)
