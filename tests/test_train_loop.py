@@ -17,7 +17,11 @@ import numpy as np
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TRAIN_EXAMPLES = 32
+# One epoch longer than any test run: the data pipeline builds the next
+# epoch in a background thread, and tfds.testing.mock_data patches file
+# access process-wide while it does, which races with the main thread
+# opening the eval builder.
+TRAIN_EXAMPLES = 256
 EVAL_EXAMPLES = 16
 
 
