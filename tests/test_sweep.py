@@ -1,9 +1,10 @@
 """Tests for the sweep machinery (nfnet_jax/analysis/sweep.py, scripts/sweep.py).
 
-Most tests drive the runner with a fake, instant training command that writes
-the files the real loop writes (summary.json, metrics.jsonl), so they test the
-sweep logic and not the training; one test runs the real scripts/train.py on a
-tiny config when the training loop is importable.
+The tests drive the runner with a fake, instant training command that writes
+the files the real loop writes (summary.json, metrics.jsonl, its "training
+diverged" error), so they test the sweep logic and not the training (a real
+scripts/train.py run costs a minute of compilation and evaluation here; the
+real sweep is docs/sweep_results.md).
 """
 import csv
 import importlib.util
