@@ -5,16 +5,18 @@
     python scripts/train.py --config configs/fashion_mnist.py:local --workdir W
 
 Variants (``get_config(arg)``, comma-separated):
-  (default)  the quickstart: >= 91% test accuracy in under 10 minutes on a
-             2-core CPU, compile included (measured figures in README.md);
+  (default)  the quickstart, 4 epochs at 48 px; measured on the shared
+             2-core machine (load ~7-10): 89.86% test top-1 in 6m52s wall,
+             compile included -- short of the 91% target (see README);
   long       a wider model trained longer, aiming past the published ResNet18
              figure (94.9%);
   local/tiny a few steps of a tiny model (smoke test, ~1 minute).
 
 Data: Debian's ``dataset-fashion-mnist`` idx files in
 ``/usr/share/datasets/fashion-mnist`` (``config.data.data_dir``). The images
-are 28x28 grayscale, resized to 32x32 (the NF-ResNet's smallest input:
-stem /4 and three stride-2 stages), with pad-and-crop + flip augmentation.
+are 28x28 grayscale, resized to 48x48 (the NF-ResNet's smallest input is
+32: stem /4 and three stride-2 stages), with pad-and-crop + flip
+augmentation.
 The test set (10,000 images) is the eval split.
 """
 import ml_collections
@@ -42,8 +44,10 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   c.data.name = 'fashion_mnist'
   c.data.data_dir = '/usr/share/datasets/fashion-mnist'
   datasets.apply_dataset_defaults(c.data)
-  c.data.image_size = 32
-  c.data.eval_image_size = 32
+  # Upsampled 28 -> 48: the NF-ResNet stem divides by 4, and at 32 px the
+  # first stage sees 8x8 maps (measured 88.1% at 32 px vs 89.9% at 48 px).
+  c.data.image_size = 48
+  c.data.eval_image_size = 48
   c.data.pad_crop_padding = 4
   c.data.shuffle_buffer = 60_000
 
@@ -64,7 +68,7 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   c.model.conv_impl = 'auto'
 
   batch = 256
-  epochs = 5
+  epochs = 4
   c.train.batch_size = batch
   c.train.eval_batch_size = 1000
   c.optimizer.base_lr = 0.2             # peak LR 0.2 at batch 256
@@ -104,6 +108,8 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
     c.train.checkpoint_every = _steps(2, batch)
 
   if 'local' in opts or 'tiny' in opts:
+    c.data.image_size = 32
+    c.data.eval_image_size = 32
     c.model.width = 0.25
     c.model.stem_width = 8
     c.train.batch_size = 64
