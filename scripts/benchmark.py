@@ -91,7 +91,13 @@ def main(argv):
       agc_ema_share=FLAGS.agc_ema_share, donate=FLAGS.donate, measure_peak=FLAGS.peak,
       name=FLAGS.name)
   for r in results:
-    print(r.line() if isinstance(r, bench.Result) else r, flush=True)
+    if isinstance(r, bench.Result):
+      print(r.line(), flush=True)
+    else:  # data mode: the pipeline's own record
+      print(f"{r['name']}: data {r.get('dataset')} b{r.get('batch_size')}@"
+            f"{r.get('image_size')} | {r.get('images_per_sec', float('nan')):.1f} img/s "
+            f"| {r.get('images_per_cpu_sec', float('nan')):.1f} img/CPU-s "
+            f"| decode errors {r.get('decode_errors')} | load {r.get('load_avg')}", flush=True)
   if FLAGS.json_out:
     with open(FLAGS.json_out, 'a') as f:
       for r in results:
