@@ -59,6 +59,7 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   c.model.depths = (1, 1, 1, 1)
   c.model.widths = None
   c.model.stem_width = 16
+  c.model.stem = 'imagenet'
   c.model.bottleneck_ratio = 0.5
   c.model.alpha = 0.2
   c.model.activation = 'relu'

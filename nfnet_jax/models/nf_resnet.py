@@ -79,6 +79,9 @@ class NFResBlock(hk.Module):
     return out * self.alpha + shortcut, branch
 
 
+STEMS = ('imagenet', 'small')
+
+
 class NFResNet(hk.Module):
   """Normalizer-free pre-activation ResNet with the official module tree."""
 
@@ -93,6 +96,7 @@ class NFResNet(hk.Module):
                depths: Optional[Sequence[int]] = None,
                widths: Optional[Sequence[int]] = None,
                stem_width: Optional[int] = None,
+               stem: str = 'imagenet',
                conv_impl: str = 'auto', name: str = 'NF_ResNet'):
     """Builds the network.
 
@@ -115,6 +119,9 @@ class NFResNet(hk.Module):
       depths: override of the 4 stage depths (tiny test models).
       widths: override of the 4 stage widths (absolute, not scaled by width).
       stem_width: override of the stem width (default int(16 * width)).
+      stem: 'imagenet' (official: 7x7/2 WS conv + 3x3/2 max-pool, /4) or
+        'small' (3x3/1 WS conv, no pool) for 28-64 px images, where a /4 stem
+        would leave the last stage with 1-2 pixels.
       conv_impl: convolution implementation ('auto', 'xla', 'split').
       name: module name ('NF_ResNet' for official trees).
     """
@@ -131,8 +138,12 @@ class NFResNet(hk.Module):
     self.drop_rate = 0.0 if drop_rate is None else drop_rate
     self.activation = nfnn.get_activation(activation)
     ch = stem_width if stem_width is not None else int(16 * width)
-    self.initial_conv = nfnn.WSConv2D(ch, kernel_shape=7, stride=2, conv_impl=conv_impl,
-                                      name='initial_conv')
+    if stem not in STEMS:
+      raise ValueError(f'Unknown NF-ResNet stem {stem!r}; allowed: {STEMS}')
+    self.stem = stem
+    self.initial_conv = nfnn.WSConv2D(ch, kernel_shape=7 if stem == 'imagenet' else 3,
+                                      stride=2 if stem == 'imagenet' else 1,
+                                      conv_impl=conv_impl, name='initial_conv')
     self.schedule = nfnn.nf_block_schedule(self.depth_pattern, alpha, stochdepth_rate)
     self.blocks = []
     for info in self.schedule:
@@ -151,7 +162,8 @@ class NFResNet(hk.Module):
   def __call__(self, x, is_training: bool = True, return_metrics: bool = False) -> dict:
     """Returns {'logits': [N, num_classes] float32} (+ 'spp' with return_metrics)."""
     out = self.initial_conv(x)
-    out = hk.max_pool(out, window_shape=(1, 3, 3, 1), strides=(1, 2, 2, 1), padding='SAME')
+    if self.stem == 'imagenet':
+      out = hk.max_pool(out, window_shape=(1, 3, 3, 1), strides=(1, 2, 2, 1), padding='SAME')
     stats = []
     for info, block in zip(self.schedule, self.blocks):
       out, branch = block(out, is_training=is_training)
@@ -171,7 +183,7 @@ class NFResNet(hk.Module):
 
 _NF_RESNET_FIELDS = ('variant', 'width', 'se_ratio', 'alpha', 'stochdepth_rate',
                      'drop_rate', 'activation', 'fc_init', 'skipinit_gain',
-                     'bottleneck_ratio', 'depths', 'widths', 'stem_width', 'conv_impl')
+                     'bottleneck_ratio', 'depths', 'widths', 'stem_width', 'stem', 'conv_impl')
 
 
 def validate_config(model_kwargs: Mapping[str, Any], num_classes=None) -> None:
@@ -186,6 +198,8 @@ def validate_config(model_kwargs: Mapping[str, Any], num_classes=None) -> None:
   if 'bottleneck_ratio' in kw and (not _is_number(kw['bottleneck_ratio'])
                                    or kw['bottleneck_ratio'] <= 0):
     _bad(model, 'bottleneck_ratio', kw['bottleneck_ratio'], 'a number > 0')
+  if kw.get('stem', 'imagenet') not in STEMS:
+    _bad(model, 'stem', kw['stem'], f'one of {STEMS}')
   stem = kw.get('stem_width')
   if stem is not None and (isinstance(stem, bool) or not isinstance(stem, int) or stem < 1):
     _bad(model, 'stem_width', stem, 'None or a positive int')
@@ -197,6 +211,6 @@ def validate_config(model_kwargs: Mapping[str, Any], num_classes=None) -> None:
 
 
 def min_resolution(model_kwargs: Optional[Mapping[str, Any]] = None) -> int:
-  """Stem conv /2, max-pool /2, three stride-2 stages: 32 pixels."""
-  del model_kwargs
-  return 32
+  """'imagenet' stem (/4) and three stride-2 stages: 32 px; 'small' stem: 8 px."""
+  stem = dict(model_kwargs or {}).get('stem') or 'imagenet'
+  return 8 if stem == 'small' else 32
