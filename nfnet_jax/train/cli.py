@@ -138,6 +138,9 @@ def main(argv=None) -> None:
   argv = list(sys.argv if argv is None else argv)
   argv, extra = split_unparseable_overrides(argv)
   _EXTRA_OVERRIDES[:] = extra
+  # config_flags looks for `--config.*` override flags in sys.argv itself,
+  # so the flags taken out above must leave sys.argv too.
+  sys.argv[:] = argv
   app.run(_run, argv=argv)
 
 
