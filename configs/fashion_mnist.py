@@ -69,7 +69,7 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   c.model.conv_impl = 'auto'
 
   batch = 256
-  epochs = 4
+  epochs = 11
   c.train.batch_size = batch
   c.train.eval_batch_size = 1000
   c.optimizer.base_lr = 0.2             # peak LR 0.2 at batch 256
