@@ -25,7 +25,6 @@ resolution, dropout and RandAugment magnitude from the paper's table below.
 import ml_collections
 
 from nfnet_jax import config as base_lib
-from nfnet_jax.data import datasets
 
 IMAGENET_TRAIN = base_lib.IMAGENET_TRAIN_EXAMPLES
 
@@ -107,20 +106,9 @@ def get_config(arg: str = 'F0') -> ml_collections.ConfigDict:
 
   if 'local' in mods or 'tiny' in mods:
     tiny_nfnet(c.model)
-    c.data.name = 'fashion_mnist'
-    c.data.data_dir = '/usr/share/datasets/fashion-mnist'
-    datasets.apply_dataset_defaults(c.data)
+    base_lib.apply_local_mode(c)
     c.data.grayscale_to_rgb = True     # exercise the 3-channel ImageNet path
-    c.data.image_size = 32
-    c.data.eval_image_size = 32
     c.data.train_split = 'train'
     c.data.eval_split = 'test'
-    c.train.batch_size = 32
-    c.train.eval_batch_size = 1000
-    c.train.total_steps = 10
-    c.train.log_every = 5
-    c.train.eval_every = 0
-    c.train.checkpoint_every = 5
-    c.optimizer.warmup_steps = 2
     c.optimizer.base_lr = 0.1
   return c

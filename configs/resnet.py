@@ -16,7 +16,6 @@ AGC, no EMA, no MixUp/CutMix/RandAugment, 224 px.
 import ml_collections
 
 from nfnet_jax import config as base_lib
-from nfnet_jax.data import datasets
 
 DEPTHS = (26, 50, 101, 152, 200)
 NORMS = {'bn': 'batchnorm', 'gn': 'groupnorm', 'ws_gn': 'ws_groupnorm',
@@ -69,16 +68,5 @@ def get_config(arg: str = '50') -> ml_collections.ConfigDict:
   if local:
     c.model.depths = (1, 1, 1, 1)
     c.model.width = 0.25
-    c.data.name = 'fashion_mnist'
-    c.data.data_dir = '/usr/share/datasets/fashion-mnist'
-    datasets.apply_dataset_defaults(c.data)
-    c.data.image_size = 32
-    c.data.eval_image_size = 32
-    c.train.batch_size = 32
-    c.train.eval_batch_size = 1000
-    c.train.total_steps = 10
-    c.train.log_every = 5
-    c.train.eval_every = 0
-    c.train.checkpoint_every = 5
-    c.optimizer.warmup_steps = 2
+    base_lib.apply_local_mode(c)
   return c

@@ -98,3 +98,25 @@ def base_config() -> ml_collections.ConfigDict:
   c.finetune.checkpoint = None         # path to F*_haiku.npz or our checkpoint dir
   c.finetune.reset_classifier = True
   return c
+
+
+def apply_local_mode(c: ml_collections.ConfigDict) -> None:
+  """The shared tiny CPU setting of the `local` config variants.
+
+  Trains 10 steps of batch 32 on Fashion-MNIST at 32 px (Debian's idx files)
+  so that any config family runs end to end on a laptop CPU in about a
+  minute; model size is left to the caller.
+  """
+  from nfnet_jax.data import datasets  # pylint: disable=g-import-not-at-top
+  c.data.name = 'fashion_mnist'
+  c.data.data_dir = '/usr/share/datasets/fashion-mnist'
+  datasets.apply_dataset_defaults(c.data)
+  c.data.image_size = 32
+  c.data.eval_image_size = 32
+  c.train.batch_size = 32
+  c.train.eval_batch_size = 1000
+  c.train.total_steps = 10
+  c.train.log_every = 5
+  c.train.eval_every = 0
+  c.train.checkpoint_every = 5
+  c.optimizer.warmup_steps = 2

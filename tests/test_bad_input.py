@@ -443,3 +443,65 @@ def test_incompatible_finetune_checkpoint_names_the_mismatch(idx_dir,
   assert f'{block}/w: checkpoint' in msg, msg
   assert f'{dropped}/w' in msg, msg
   assert 'config.model.variant' in msg
+
+
+def test_incompatible_finetune_checkpoint_fails_before_compiling(idx_dir, tmp_path,
+                                                                  compile_events):
+  # A checkpoint of another model (a conv with other shapes): the loop must
+  # name the mismatch from abstract shapes, before compiling the model's init.
+  config = fashion(idx_dir)
+  config.parallel.num_devices = 1
+  model = nfnet_jax.models.create_model(config.model, 10)
+  shapes, _ = jax.eval_shape(
+      lambda: model.init(jax.random.PRNGKey(0), np.zeros((1, 32, 32, 1), np.float32),
+                         is_training=True))
+  ckpt = {m: {n: np.zeros(s.shape, s.dtype) for n, s in p.items()}
+          for m, p in shapes.items()}
+  conv = next(m for m in ckpt if m.endswith('/conv1'))
+  ckpt[conv]['w'] = np.zeros(ckpt[conv]['w'].shape[:-1] + (5,), np.float32)
+  path = str(tmp_path / 'other_model.npz')
+  with open(path, 'wb') as f:
+    dill.dump(ckpt, f)
+  config.finetune.checkpoint = path
+  compile_events.clear()
+  with pytest.raises(ValueError, match=rf'{conv}/w: checkpoint'):
+    loop.train_and_evaluate(config, str(tmp_path / 'work'))
+  backend_compiles = [e for e in compile_events if 'backend_compile' in e]
+  assert not backend_compiles, compile_events
+
+
+def test_compatible_finetune_checkpoint_is_loaded_with_a_fresh_classifier(idx_dir, tmp_path):
+  # The good path: every parameter but the classifier comes from the file.
+  config = fashion(idx_dir)
+  config.parallel.num_devices = 1
+  config.train.total_steps = 1
+  config.optimizer.warmup_steps = 0
+  model = nfnet_jax.models.create_model(config.model, 10)
+  shapes, _ = jax.eval_shape(
+      lambda: model.init(jax.random.PRNGKey(0), np.zeros((1, 32, 32, 1), np.float32),
+                         is_training=True))
+  rng = np.random.RandomState(0)
+  ckpt = {m: {n: np.asarray(rng.randn(*s.shape), np.float32) for n, s in p.items()}
+          for m, p in shapes.items()}
+  path = str(tmp_path / 'pretrained.npz')
+  with open(path, 'wb') as f:
+    dill.dump(ckpt, f)
+  config.finetune.checkpoint = path
+  captured = {}
+  real = loop.host_state_from
+
+  def spy(params, *args, **kwargs):
+    captured['params'] = params
+    return real(params, *args, **kwargs)
+  loop.host_state_from = spy
+  try:
+    loop.train_and_evaluate(config, str(tmp_path / 'work'))
+  finally:
+    loop.host_state_from = real
+  params = captured['params']
+  for module, sub in ckpt.items():
+    for name, value in sub.items():
+      if loop.CLASSIFIER_MODULE.match(module):
+        assert not np.array_equal(params[module][name], value)   # fresh init
+      else:
+        np.testing.assert_array_equal(params[module][name], value)

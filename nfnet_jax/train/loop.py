@@ -124,11 +124,11 @@ def load_finetune_params(config, params: dict, log=print) -> dict:
       src = loaded.get((module, name))
       if src is None:
         missing.append(f'{module}/{name}')
-      elif tuple(src.shape) != tuple(np.shape(value)):
+      elif tuple(src.shape) != tuple(value.shape):
         mismatched.append(f'{module}/{name}: checkpoint {tuple(src.shape)} '
-                          f'vs model {tuple(np.shape(value))}')
+                          f'vs model {tuple(value.shape)}')
       else:
-        out[module][name] = np.asarray(src, np.asarray(value).dtype)
+        out[module][name] = np.asarray(src, value.dtype)
   if missing or mismatched:
     raise ValueError(
         f'config.finetune.checkpoint={path!r} does not fit config.model: '
@@ -229,6 +229,13 @@ def train_and_evaluate(config, workdir: str) -> dict:
   tcfg = config.train
   tx, schedule = optim_lib.build_optimizer(config.optimizer, tcfg.batch_size,
                                            tcfg.total_steps)
+  finetune_params = None
+  if config.finetune.checkpoint:
+    # Names and shapes are checked against the model's abstract params
+    # (jax.eval_shape: nothing compiles) before the real init is compiled.
+    abstract, _ = jax.eval_shape(lambda: model.init(
+        jax.random.PRNGKey(0), jnp.zeros((1,) + tuple(info.image_shape)), is_training=True))
+    finetune_params = load_finetune_params(config, abstract, log=lambda *a, **k: None)
   host_state = init_train_state(model, tx, config, info.image_shape)
 
   # 3. Resume, or fine-tune.
@@ -243,8 +250,11 @@ def train_and_evaluate(config, workdir: str) -> dict:
     writer_log(f'[train] resuming from {checkpointer.directory}/{start_step}')
   else:
     start_step = 0
-    if config.finetune.checkpoint:
-      params = load_finetune_params(config, host_state.params, log=writer_log)
+    if finetune_params is not None:
+      # Fill in the fresh classifier (kept abstract above) from the real init.
+      params = {m: {n: (host_state.params[m][n] if isinstance(v, jax.ShapeDtypeStruct) else v)
+                    for n, v in sub.items()} for m, sub in finetune_params.items()}
+      writer_log(f'[finetune] loaded params from {config.finetune.checkpoint}')
       host_state = host_state_from(params, host_state.model_state, tx, config)
   start_step = int(host_state.step)
 
