@@ -92,20 +92,26 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   c.train.keep_checkpoints = 2
 
   if 'long' in opts:
-    c.model.width = 1.0                # 64, 128, 256, 512
-    c.model.depths = (2, 2, 2, 2)
-    c.model.stochdepth_rate = 0.1
+    # Native 28 px with the small stem (3x3/1 conv, no pool): stages see
+    # 28, 14, 7 and 4 px maps. Measured on the 2-core machine: 520 img/s,
+    # about 2 minutes per epoch (the quickstart's /4 stem at 48 px runs at
+    # 1,675 img/s but its first stage sees only 12x12 maps).
+    c.data.image_size = 28
+    c.data.eval_image_size = 28
+    c.model.stem = 'small'
+    c.model.stem_width = 32
     c.model.se_ratio = 0.25
-    epochs = 60
+    c.model.stochdepth_rate = 0.1
+    epochs = 24
     c.train.total_steps = _steps(epochs, batch)
-    c.optimizer.warmup_steps = _steps(2, batch)
+    c.optimizer.warmup_steps = _steps(1, batch)
     c.optimizer.weight_decay = 1e-4
-    c.optimizer.ema_decay = 0.9999
+    c.optimizer.ema_decay = 0.999
     # AGC on, but not on the classifier nor on the zero-initialised skip
     # gains (see the note on AGC above).
     c.optimizer.clipping = 0.04
     c.optimizer.clip_exclude = r'(^[^/]+/~/linear/w$)|(skip_gain$)'
-    c.train.eval_every = _steps(5, batch)
+    c.train.eval_every = _steps(4, batch)
     c.train.checkpoint_every = _steps(2, batch)
 
   if 'local' in opts or 'tiny' in opts:

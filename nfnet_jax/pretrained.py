@@ -60,6 +60,27 @@ def _to_params(raw: Any, path: str) -> dict:
   return params
 
 
+def read_official(path: str) -> dict:
+  """Reads an official-format checkpoint without checking it against a model.
+
+  Only the file format is checked (a dill/pickle of ``{module: {param:
+  array}}`` with numeric arrays); callers that know their model (fine-tuning,
+  which exempts the classifier) compare names and shapes themselves.
+  `load_official` is this plus the check against a model.
+
+  Args:
+    path: checkpoint file.
+
+  Returns:
+    ``{module: {param: np.ndarray}}``.
+
+  Raises:
+    FileNotFoundError: no such file.
+    ValueError: unreadable file or wrong structure.
+  """
+  return _to_params(_load_pickle(path), path)
+
+
 def expected_param_shapes(model_config, num_classes: int) -> dict:
   """{module: {param: shape}} of a freshly initialised model, via eval_shape."""
   from nfnet_jax.models import create_model  # avoid an import cycle at load time
@@ -128,7 +149,7 @@ def load_official(path: str, model_config=None, num_classes: Optional[int] = Non
     ValueError: unreadable/corrupt file, or names/shapes differing from the
       model (one message listing all differences).
   """
-  params = _to_params(_load_pickle(path), path)
+  params = read_official(path)
   if expected_params is not None:
     expected = {m: {n: tuple(np.shape(v)) for n, v in d.items()}
                 for m, d in expected_params.items()}

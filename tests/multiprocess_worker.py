@@ -5,7 +5,9 @@
         --coordinator 127.0.0.1:PORT --out DIR
 
 Joins JAX's distributed runtime (CPU collectives over localhost, gloo) when
-``--num_processes > 1``, builds the framework's train step (the optimizer
+``--num_processes > 1`` through the framework's own launch path (the
+``JAX_COORDINATOR_ADDRESS`` / ``JAX_NUM_PROCESSES`` / ``JAX_PROCESS_ID``
+variables read by ``maybe_initialize_distributed('auto')``), builds the framework's train step (the optimizer
 chain of a config: AGC, weight decay, SGD-Nesterov, EMA) for a tiny Haiku
 convnet, wraps it with ``nfnet_jax.train.parallel.Parallel`` in each mode,
 feeds every process its slice of the same deterministic global batches and
@@ -47,10 +49,13 @@ def main():
   import jax  # pylint: disable=g-import-not-at-top
   if args.num_processes > 1:
     jax.config.update('jax_cpu_collectives_implementation', 'gloo')
-    jax.distributed.initialize(coordinator_address=args.coordinator,
-                               num_processes=args.num_processes,
-                               process_id=args.process_id,
-                               initialization_timeout=120)
+    # The README's manual multi-host launch: the framework reads these three
+    # variables ('auto' mode) and calls jax.distributed.initialize().
+    os.environ['JAX_COORDINATOR_ADDRESS'] = args.coordinator
+    os.environ['JAX_NUM_PROCESSES'] = str(args.num_processes)
+    os.environ['JAX_PROCESS_ID'] = str(args.process_id)
+    from nfnet_jax.train import parallel as parallel_lib  # pylint: disable=g-import-not-at-top
+    assert parallel_lib.maybe_initialize_distributed('auto')
   import haiku as hk  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top

@@ -18,6 +18,8 @@ import time
 import numpy as np
 import pytest
 
+from nfnet_jax.train import parallel
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKER = os.path.join(ROOT, 'tests', 'multiprocess_worker.py')
 MODES = ('shard_map', 'pmap')
@@ -115,3 +117,26 @@ def test_two_processes_match_one_process(tmp_path):
         _load(tmp_path / 'two' / 'pmap_process0.npz')[key],
         _load(tmp_path / 'two' / 'shard_map_process0.npz')[key],
         rtol=1e-5, atol=1e-8, err_msg=key)
+
+
+def test_manual_launch_environment():
+  addr = {'JAX_COORDINATOR_ADDRESS': 'host0:1234'}
+  assert parallel.distributed_kwargs({}) == {}
+  assert parallel.distributed_kwargs(
+      dict(addr, JAX_NUM_PROCESSES='4', JAX_PROCESS_ID='3')) == {
+          'num_processes': 4, 'process_id': 3}
+  # A cluster manager JAX recognises supplies the count and id itself.
+  assert parallel.distributed_kwargs(dict(addr, SLURM_NTASKS='4')) == {}
+  with pytest.raises(ValueError, match='also set JAX_NUM_PROCESSES'):
+    parallel.distributed_kwargs(addr)
+  with pytest.raises(ValueError, match='must both be set to integers'):
+    parallel.distributed_kwargs(dict(addr, JAX_NUM_PROCESSES='4'))
+  with pytest.raises(ValueError, match=r'JAX_PROCESS_ID=4 must be in \[0'):
+    parallel.distributed_kwargs(dict(addr, JAX_NUM_PROCESSES='4', JAX_PROCESS_ID='4'))
+  with pytest.raises(ValueError, match='JAX_COORDINATOR_ADDRESS .* is not'):
+    parallel.distributed_kwargs({'JAX_NUM_PROCESSES': '2', 'JAX_PROCESS_ID': '0'})
+  # 'off' never initialises, whatever the environment says.
+  assert not parallel.maybe_initialize_distributed('off', addr)
+  # 'auto' with an incomplete environment fails before initialising anything.
+  with pytest.raises(ValueError, match='JAX_NUM_PROCESSES'):
+    parallel.maybe_initialize_distributed('auto', addr)

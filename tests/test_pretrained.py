@@ -127,3 +127,18 @@ def test_official_f0_shapes_accepted(tmp_path):
   structs['NFNet/~/linear']['w'] = jax.ShapeDtypeStruct((3072, 10), jnp.float32)
   with pytest.raises(ValueError, match=r'NFNet/~/linear/w: file \(3072, 10\)'):
     pretrained.check_params(structs, shapes)
+
+
+def test_read_official_checks_format_only(tiny_params, tmp_path):
+  # A checkpoint of a model that does not match TINY (extra module, other
+  # classifier size) still reads: only the structure is checked.
+  other = dict(tiny_params)
+  other['Extra/~/conv'] = {'w': np.ones((3, 3, 1, 2), np.float32)}
+  path = tmp_path / 'other.npz'
+  pretrained.save_official(other, str(path))
+  _assert_same(pretrained.read_official(str(path)), other)
+  flat = tmp_path / 'flat.npz'
+  with open(flat, 'wb') as f:
+    pickle.dump({'w': np.ones(3)}, f)
+  with pytest.raises(ValueError, match="entry 'w' is not a module name"):
+    pretrained.read_official(str(flat))

@@ -1,15 +1,33 @@
-"""Input pipelines (tfds / tf.data): ImageNet, Fashion-MNIST, any tfds set."""
-from nfnet_jax.data.datasets import apply_dataset_defaults
-from nfnet_jax.data.datasets import DATASET_DEFAULTS
-from nfnet_jax.data.datasets import dataset_info
-from nfnet_jax.data.datasets import DatasetInfo
-from nfnet_jax.data.datasets import validate_data_config
-from nfnet_jax.data.pipeline import DataIterator
-from nfnet_jax.data.pipeline import eval_iterator
-from nfnet_jax.data.pipeline import train_iterator
+"""Input pipelines (tfds / tf.data): ImageNet, Fashion-MNIST, any tfds set.
 
-__all__ = [
-    'apply_dataset_defaults', 'DATASET_DEFAULTS', 'dataset_info',
-    'DatasetInfo', 'validate_data_config', 'DataIterator', 'eval_iterator',
-    'train_iterator',
-]
+The names below are resolved lazily: `datasets` (dataset metadata, config
+defaults and validation) needs only numpy, while the pipelines need
+TensorFlow, whose import takes ~6 s. Configs and the config validator import
+`nfnet_jax.data.datasets` and so stay fast; TensorFlow is imported on first
+use of `train_iterator`, `eval_iterator` or `DataIterator`.
+"""
+import importlib
+
+_EXPORTS = {
+    'apply_dataset_defaults': 'datasets',
+    'DATASET_DEFAULTS': 'datasets',
+    'dataset_info': 'datasets',
+    'DatasetInfo': 'datasets',
+    'validate_data_config': 'datasets',
+    'DataIterator': 'pipeline',
+    'eval_iterator': 'pipeline',
+    'train_iterator': 'pipeline',
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+  if name in _EXPORTS:
+    module = importlib.import_module(f'nfnet_jax.data.{_EXPORTS[name]}')
+    return getattr(module, name)
+  raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
+
+
+def __dir__():
+  return sorted(list(globals()) + __all__)

@@ -143,8 +143,12 @@ def validate_optimizer_config(opt_config, total_steps: Optional[int] = None
         'batch 4096) or None to disable AGC')
 
   clip_eps = get('clip_eps')
-  if not _is_number(clip_eps) or not clip_eps >= 0:
-    bad('clip_eps', clip_eps, 'expected a number >= 0 (1e-3)')
+  if not _is_number(clip_eps) or not clip_eps > 0:
+    # eps = 0 is a valid AGC formula but a silent trap in training: every
+    # zero-initialised parameter (biases, skip gains) gets a clip norm of
+    # lambda * 0 and never moves.
+    bad('clip_eps', clip_eps, 'expected a number > 0 (official 1e-3); with 0, '
+        'AGC pins zero-initialised parameters (biases, skip gains) at zero')
 
   accum = get('accum_steps')
   accum_ok = _is_int(accum) and accum >= 1

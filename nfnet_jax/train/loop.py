@@ -108,7 +108,7 @@ def load_finetune_params(config, params: dict, log=print) -> dict:
     # channels, the classifier exempt). load_official(path) instead infers
     # an RGB NFNet from the file and rejected everything else.
     try:
-      loaded = pretrained._to_params(pretrained._load_pickle(path), path)  # pylint: disable=protected-access
+      loaded = pretrained.read_official(path)
     except ValueError as e:
       raise ValueError(f'config.finetune.checkpoint={path!r}: {e}') from None
   loaded = _flatten_params(loaded)

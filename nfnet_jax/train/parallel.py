@@ -12,7 +12,7 @@ On many hosts every process builds global arrays from its own slice with
 ``jax.make_array_from_process_local_data``; the same code serves one host.
 """
 import os
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Dict, Sequence
 
 import jax
 import numpy as np
@@ -52,6 +52,56 @@ def _env_asks_for_distributed(env=None) -> bool:
   return False
 
 
+def _cluster_env_present(env) -> bool:
+  """Whether JAX can discover the process count and id by itself."""
+  return any(env.get(n) for n in ('SLURM_NTASKS', 'OMPI_COMM_WORLD_SIZE',
+                                  'TPU_WORKER_HOSTNAMES',
+                                  'MEGASCALE_COORDINATOR_ADDRESS'))
+
+
+def distributed_kwargs(env=None) -> Dict[str, Any]:
+  """Arguments for ``jax.distributed.initialize`` from the environment.
+
+  JAX itself reads only ``JAX_COORDINATOR_ADDRESS``; the process count and
+  id come from a cluster manager it recognises (SLURM, Open MPI, Cloud TPU).
+  Without one, this framework reads ``JAX_NUM_PROCESSES`` and
+  ``JAX_PROCESS_ID`` (the README's manual multi-host launch).
+
+  Args:
+    env: the environment (default ``os.environ``).
+
+  Returns:
+    Keyword arguments (possibly empty: JAX auto-detects everything).
+
+  Raises:
+    ValueError: a coordinator address without a detectable cluster and
+      without valid ``JAX_NUM_PROCESSES`` / ``JAX_PROCESS_ID``.
+  """
+  env = os.environ if env is None else env
+  n, i = env.get('JAX_NUM_PROCESSES'), env.get('JAX_PROCESS_ID')
+  if n is None and i is None:
+    if env.get('JAX_COORDINATOR_ADDRESS') and not _cluster_env_present(env):
+      raise ValueError(
+          'JAX_COORDINATOR_ADDRESS is set but no cluster manager (SLURM, Open '
+          'MPI, Cloud TPU) tells JAX how many processes there are: also set '
+          'JAX_NUM_PROCESSES=<number of hosts> and JAX_PROCESS_ID=<0..N-1> on '
+          'every host, or unset JAX_COORDINATOR_ADDRESS for a single-host run')
+    return {}
+  try:
+    n_int, i_int = int(n), int(i)
+  except (TypeError, ValueError):
+    raise ValueError(
+        f'JAX_NUM_PROCESSES={n!r} and JAX_PROCESS_ID={i!r} must both be set to '
+        'integers (number of hosts, and this host\'s index 0..N-1)') from None
+  if not 0 <= i_int < n_int:
+    raise ValueError(f'JAX_PROCESS_ID={i_int} must be in [0, JAX_NUM_PROCESSES='
+                     f'{n_int})')
+  if not env.get('JAX_COORDINATOR_ADDRESS'):
+    raise ValueError('JAX_NUM_PROCESSES/JAX_PROCESS_ID are set but '
+                     'JAX_COORDINATOR_ADDRESS (host0:port) is not')
+  return {'num_processes': n_int, 'process_id': i_int}
+
+
 def maybe_initialize_distributed(mode: str, env=None) -> bool:
   """Calls ``jax.distributed.initialize()`` when asked to.
 
@@ -64,12 +114,16 @@ def maybe_initialize_distributed(mode: str, env=None) -> bool:
 
   Returns:
     Whether ``jax.distributed.initialize()`` was called.
+
+  Raises:
+    ValueError: an incomplete manual launch environment (see
+      `distributed_kwargs`).
   """
   if mode == 'off' or (mode == 'auto' and not _env_asks_for_distributed(env)):
     return False
   if jax.distributed.is_initialized():
     return False
-  jax.distributed.initialize()
+  jax.distributed.initialize(**distributed_kwargs(env))
   return True
 
 
