@@ -18,7 +18,7 @@ import haiku as hk
 import jax.numpy as jnp
 
 from nfnet_jax import nn as nfnn
-from nfnet_jax.models.nfnet import _bad, _init_fn, _is_number, check_nf_common
+from nfnet_jax.models.nfnet import _bad, _init_fn, check_nf_common
 
 # ResNet26 is not in the official variant table (added for the papers'
 # comparisons); the others are.
@@ -192,12 +192,9 @@ def validate_config(model_kwargs: Mapping[str, Any], num_classes=None) -> None:
   Raises:
     ValueError: naming `config.model.<field>`, the bad value and what is allowed.
   """
-  kw = {k: v for k, v in dict(model_kwargs).items() if v is not None and k != 'name'}
   model = 'NFResNet'
-  check_nf_common(model, kw, _NF_RESNET_FIELDS, NF_RESNET_VARIANTS, num_classes)
-  if 'bottleneck_ratio' in kw and (not _is_number(kw['bottleneck_ratio'])
-                                   or kw['bottleneck_ratio'] <= 0):
-    _bad(model, 'bottleneck_ratio', kw['bottleneck_ratio'], 'a number > 0')
+  kw = check_nf_common(model, model_kwargs, _NF_RESNET_FIELDS, NF_RESNET_VARIANTS,
+                       num_classes)
   if kw.get('stem', 'imagenet') not in STEMS:
     _bad(model, 'stem', kw['stem'], f'one of {STEMS}')
   stem = kw.get('stem_width')

@@ -251,9 +251,15 @@ def _bad(model: str, field: str, value, allowed: str):
                    f'allowed: {allowed}')
 
 
-def check_nf_common(model: str, kw: Mapping[str, Any], known: Sequence[str],
-                    variants: Mapping[str, Any], num_classes=None) -> None:
-  """Checks the fields NFNet and NF-ResNet share; raises one ValueError."""
+def check_nf_common(model: str, model_kwargs: Mapping[str, Any], known: Sequence[str],
+                    variants: Mapping[str, Any], num_classes=None) -> dict:
+  """Checks the fields NFNet and NF-ResNet share; raises one ValueError.
+
+  Returns:
+    The kwargs that are set (None values and `name` dropped), for the
+    model-specific checks.
+  """
+  kw = {k: v for k, v in dict(model_kwargs).items() if v is not None and k != 'name'}
   for field in kw:
     if field not in known:
       _bad(model, field, kw[field], f'one of the fields {sorted(known)}')
@@ -275,8 +281,9 @@ def check_nf_common(model: str, kw: Mapping[str, Any], known: Sequence[str],
       _bad(model, field, kw[field], 'a number in [0, 1)')
   if 'se_ratio' in kw and (not _is_number(kw['se_ratio']) or kw['se_ratio'] < 0):
     _bad(model, 'se_ratio', kw['se_ratio'], 'a number >= 0 (0 disables squeeze-excite)')
-  if 'width' in kw and (not _is_number(kw['width']) or kw['width'] <= 0):
-    _bad(model, 'width', kw['width'], 'a number > 0')
+  for field in ('width', 'bottleneck_ratio'):
+    if field in kw and (not _is_number(kw[field]) or kw[field] <= 0):
+      _bad(model, field, kw[field], 'a number > 0')
   if 'conv_impl' in kw and kw['conv_impl'] not in IMPLS:
     _bad(model, 'conv_impl', kw['conv_impl'], str(list(IMPLS)))
   if 'skipinit_gain' in kw and not (_is_number(kw['skipinit_gain'])
@@ -289,6 +296,7 @@ def check_nf_common(model: str, kw: Mapping[str, Any], known: Sequence[str],
     if v is not None and (isinstance(v, (str, bytes)) or not hasattr(v, '__len__')
                           or len(v) != 4 or not all(_is_pos_int(d) for d in v)):
       _bad(model, field, v, 'None or a list of 4 positive ints')
+  return kw
 
 
 _NFNET_FIELDS = ('variant', 'width', 'se_ratio', 'alpha', 'stochdepth_rate', 'drop_rate',
@@ -303,9 +311,8 @@ def validate_config(model_kwargs: Mapping[str, Any], num_classes=None) -> None:
   Raises:
     ValueError: naming `config.model.<field>`, the bad value and what is allowed.
   """
-  kw = {k: v for k, v in dict(model_kwargs).items() if v is not None and k != 'name'}
   model = 'NFNet'
-  check_nf_common(model, kw, _NFNET_FIELDS, NFNET_VARIANTS, num_classes)
+  kw = check_nf_common(model, model_kwargs, _NFNET_FIELDS, NFNET_VARIANTS, num_classes)
   if 'use_two_convs' in kw and not isinstance(kw['use_two_convs'], (bool, np.bool_)):
     _bad(model, 'use_two_convs', kw['use_two_convs'], 'True or False')
   if 'final_conv_mult' in kw and (not _is_number(kw['final_conv_mult'])
@@ -313,9 +320,6 @@ def validate_config(model_kwargs: Mapping[str, Any], num_classes=None) -> None:
     _bad(model, 'final_conv_mult', kw['final_conv_mult'], 'None or a number > 0')
   if 'final_conv_ch' in kw and not _is_pos_int(kw['final_conv_ch']):
     _bad(model, 'final_conv_ch', kw['final_conv_ch'], 'None or a positive int')
-  if 'bottleneck_ratio' in kw and (not _is_number(kw['bottleneck_ratio'])
-                                   or kw['bottleneck_ratio'] <= 0):
-    _bad(model, 'bottleneck_ratio', kw['bottleneck_ratio'], 'a number > 0')
   if 'group_width' in kw and not _is_pos_int(kw['group_width']):
     _bad(model, 'group_width', kw['group_width'], 'a positive int')
   # Every stage's bottleneck must hold at least one group.
