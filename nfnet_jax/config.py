@@ -86,6 +86,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.nonfinite = 'skip'           # skip | raise
   c.train.max_consecutive_nonfinite = 20
   c.train.eval_with_ema = True
+  # Persistent XLA compilation cache: a resumed (pre-empted) or repeated run
+  # loads its compiled step instead of recompiling it. None disables it.
+  c.train.compilation_cache_dir = '~/.cache/nfnet_jax/xla'
 
   # ---- parallelism
   c.parallel = ml_collections.ConfigDict()

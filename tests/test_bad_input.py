@@ -148,6 +148,8 @@ BAD_CONFIGS = [
      'train.keep_checkpoints', 0, ['>= 1']),
     ('log_every', fashion, _set('train', log_every=0), 'train.log_every', 0,
      ['>= 1']),
+    ('compilation_cache_dir', fashion, _set('train', compilation_cache_dir=''),
+     'train.compilation_cache_dir', '', ['None to disable']),
     ('eval_every', fashion, _set('train', eval_every=-5), 'train.eval_every',
      -5, ['>= 0']),
     ('optimizer_name', fashion, _set('optimizer', name='lamb'),

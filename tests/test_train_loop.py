@@ -171,3 +171,22 @@ def test_pmap_shard_map_and_single_device_give_the_same_params(
       np.testing.assert_allclose(summaries[name]['final_eval'][k],
                                  summaries['single']['final_eval'][k],
                                  rtol=1e-4)
+
+
+def test_compilation_cache_dir_is_set_unless_the_caller_set_one(tmp_path):
+  from nfnet_jax.train import loop  # pylint: disable=g-import-not-at-top
+  key = 'jax_compilation_cache_dir'
+  old = getattr(jax.config, key)
+  try:
+    jax.config.update(key, None)
+    loop._enable_compilation_cache(None)  # pylint: disable=protected-access
+    assert getattr(jax.config, key) is None
+    target = tmp_path / 'cache' / 'xla'
+    loop._enable_compilation_cache(str(target))  # pylint: disable=protected-access
+    assert getattr(jax.config, key) == str(target) and target.is_dir()
+    # A directory chosen by the caller (here: the one just set) wins.
+    loop._enable_compilation_cache(str(tmp_path / 'other'))  # pylint: disable=protected-access
+    assert getattr(jax.config, key) == str(target)
+    assert not (tmp_path / 'other').exists()
+  finally:
+    jax.config.update(key, old)

@@ -176,6 +176,23 @@ class _StopFlag:
 # The loop
 
 
+def _enable_compilation_cache(path: Optional[str]) -> None:
+  """Points JAX's persistent compilation cache at `path` (None: leave as is).
+
+  A directory set by the caller (``jax.config`` / ``JAX_COMPILATION_CACHE_DIR``)
+  wins, so tests and multi-run drivers can share their own cache.
+  """
+  if not path or jax.config.jax_compilation_cache_dir:
+    return
+  path = os.path.expanduser(path)
+  try:
+    os.makedirs(path, exist_ok=True)
+  except OSError as e:  # read-only home etc.: run without the cache
+    print(f'[train] compilation cache disabled: cannot create {path}: {e}', flush=True)
+    return
+  jax.config.update('jax_compilation_cache_dir', path)
+
+
 def _will_initialize_distributed(config) -> bool:
   mode = config.parallel.distributed
   return mode == 'on' or (
@@ -217,6 +234,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   validate_config(config, check_devices=not distributed)
   if parallel_lib.maybe_initialize_distributed(config.parallel.distributed):
     validate_config(config)
+  _enable_compilation_cache(config.train.get('compilation_cache_dir'))
   devices = parallel_lib.select_devices(config.parallel.num_devices)
   par = parallel_lib.Parallel(config.parallel.mode, devices)
   is_main = jax.process_index() == 0

@@ -183,6 +183,10 @@ def validate_config(config, *, check_devices: bool = True,
   if not isinstance(_get(config, 'train.eval_with_ema'), bool):
     err.add('train.eval_with_ema', _get(config, 'train.eval_with_ema'),
             'True or False')
+  cache_dir = _get(config, 'train.compilation_cache_dir')
+  if cache_dir is not None and (not isinstance(cache_dir, str) or not cache_dir):
+    err.add('train.compilation_cache_dir', cache_dir,
+            'a directory path, or None to disable the compilation cache')
 
   # ---- parallel
   mode = _get(config, 'parallel.mode')
