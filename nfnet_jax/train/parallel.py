@@ -27,9 +27,10 @@ DISTRIBUTED = ('auto', 'on', 'off')
 
 # Environment variables that mean "this process is one of several of a job"
 # (JAX's own coordinator settings, SLURM, Open MPI, Cloud TPU pods).
-_MULTIPROCESS_ENV = ('JAX_COORDINATOR_ADDRESS', 'COORDINATOR_ADDRESS',
-                     'SLURM_NTASKS', 'OMPI_COMM_WORLD_SIZE',
-                     'TPU_WORKER_HOSTNAMES', 'MEGASCALE_COORDINATOR_ADDRESS')
+# The cluster managers among them tell JAX the process count and id too.
+_CLUSTER_ENV = ('SLURM_NTASKS', 'OMPI_COMM_WORLD_SIZE', 'TPU_WORKER_HOSTNAMES',
+                'MEGASCALE_COORDINATOR_ADDRESS')
+_MULTIPROCESS_ENV = ('JAX_COORDINATOR_ADDRESS', 'COORDINATOR_ADDRESS') + _CLUSTER_ENV
 
 
 def _env_asks_for_distributed(env=None) -> bool:
@@ -50,13 +51,6 @@ def _env_asks_for_distributed(env=None) -> bool:
     else:
       return True
   return False
-
-
-def _cluster_env_present(env) -> bool:
-  """Whether JAX can discover the process count and id by itself."""
-  return any(env.get(n) for n in ('SLURM_NTASKS', 'OMPI_COMM_WORLD_SIZE',
-                                  'TPU_WORKER_HOSTNAMES',
-                                  'MEGASCALE_COORDINATOR_ADDRESS'))
 
 
 def distributed_kwargs(env=None) -> Dict[str, Any]:
@@ -80,7 +74,7 @@ def distributed_kwargs(env=None) -> Dict[str, Any]:
   env = os.environ if env is None else env
   n, i = env.get('JAX_NUM_PROCESSES'), env.get('JAX_PROCESS_ID')
   if n is None and i is None:
-    if env.get('JAX_COORDINATOR_ADDRESS') and not _cluster_env_present(env):
+    if env.get('JAX_COORDINATOR_ADDRESS') and not any(env.get(n) for n in _CLUSTER_ENV):
       raise ValueError(
           'JAX_COORDINATOR_ADDRESS is set but no cluster manager (SLURM, Open '
           'MPI, Cloud TPU) tells JAX how many processes there are: also set '
