@@ -187,13 +187,23 @@ def load_config_module(config_path: str):
   return module
 
 
+def _takes_arg(fn) -> bool:
+  import inspect  # pylint: disable=g-import-not-at-top
+  try:
+    return bool(inspect.signature(fn).parameters)
+  except (TypeError, ValueError):
+    return False
+
+
 def sweep_from_config(config_path: str) -> Optional[List[Overrides]]:
   """Returns the config module's ``get_sweep()`` list, or None if it has none."""
   module = load_config_module(config_path)
   fn = getattr(module, 'get_sweep', None)
   if fn is None:
     return None
-  sweep = list(fn())
+  # A get_sweep(arg) gets the config's ':arg' too (e.g. a study's 'local' grid).
+  arg = config_path.split(':', 1)[1] if ':' in config_path else None
+  sweep = list(fn(arg) if arg is not None and _takes_arg(fn) else fn())
   for i, p in enumerate(sweep):
     if not isinstance(p, dict):
       raise ValueError(f'get_sweep() in {config_path} must return a list of dicts; item {i} is {p!r}')
