@@ -3,14 +3,17 @@
 
   python scripts/sweep.py --config configs/fashion_mnist.py --workdir W \
       --sweep model.alpha=0.1,0.2,0.4 --sweep optimizer.clipping=0.01,0.04,0.16,None \
-      [--parallel 2] [--print_commands] [--config.train.total_steps=500]
+      [--repeats 3] [--parallel 2] [--print_commands] [--config.train.total_steps=500]
 
 A config module may define get_sweep() (a list of override dicts) instead of
 or together with --sweep flags (the grid is their product). Flags of the form
 --config.a.b=v are fixed overrides passed to every run. Each run trains in
 W/<run_name>/ via scripts/train.py; finished runs (summary.json present) are
 skipped, so re-running the same command resumes the sweep. Writes
-W/results.csv and W/heatmap.png.
+W/results.csv and W/heatmap.png; when seeds repeat each setting (--repeats N,
+--sweep seed=..., a `seed` key in get_sweep() or REPEATS = N in the config),
+W/report.md and W/report.png with mean +- std over the seeds instead of the
+heatmap (scripts/report.py W redraws them).
 """
 import argparse
 import os
@@ -18,6 +21,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from nfnet_jax.analysis import report as report_lib  # pylint: disable=g-import-not-at-top
 from nfnet_jax.analysis import sweep as sweep_lib  # pylint: disable=g-import-not-at-top
 
 
@@ -28,6 +32,9 @@ def main(argv=None):
   p.add_argument('--workdir', required=True, help='sweep workdir; runs go in WORKDIR/<run_name>/')
   p.add_argument('--sweep', action='append', default=[],
                  help='key=v1,v2,... (repeatable; the grid is the product)')
+  p.add_argument('--repeats', type=int, default=None,
+                 help='run every grid point with seeds 0..N-1 (same as --sweep seed=0,...,N-1); '
+                      'the table and plot then show mean +- std over the seeds')
   p.add_argument('--parallel', type=int, default=1, help='concurrent runs')
   p.add_argument('--print_commands', action='store_true',
                  help='print one command per run (for a cluster scheduler) and exit')
@@ -45,6 +52,7 @@ def main(argv=None):
   try:
     base = sweep_lib.sweep_from_config(args.config)
     axes = [sweep_lib.parse_sweep_flag(s) for s in args.sweep]
+    axes += sweep_lib.repeat_axis(args.repeats, args.config, axes, base)
     if base is None and not axes:
       raise ValueError(f'nothing to sweep: give --sweep key=v1,v2,... or define get_sweep() in '
                        f'{args.config}')
@@ -70,8 +78,13 @@ def main(argv=None):
   csv_path = os.path.join(args.workdir, 'results.csv')
   sweep_lib.write_results_csv(rows, csv_path)
   png_path = os.path.join(args.workdir, 'heatmap.png')
-  sweep_lib.plot_heatmap(rows, png_path)
-  print(sweep_lib.results_markdown(rows))
+  if any(k in report_lib.SEED_KEYS for k in sweep_lib.swept_keys(grid)):
+    # Repeats: aggregate the seeds of each setting (mean +- std, n).
+    png_path = os.path.join(args.workdir, 'report.png')
+    print(report_lib.write_report(args.workdir, os.path.join(args.workdir, 'report'))['table'])
+  else:
+    sweep_lib.plot_heatmap(rows, png_path)
+    print(sweep_lib.results_markdown(rows))
   print(f'[sweep] wrote {csv_path} and {png_path}')
   failed = [n for n, s in status.items() if s.startswith('failed')]
   if failed:
