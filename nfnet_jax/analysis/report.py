@@ -264,14 +264,22 @@ def plot_cells(cells: Sequence[Dict[str, Any]], path: str, title: Optional[str] 
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 
   cols = _columns(cells) if cells else []
-  fig, ax = plt.subplots(figsize=(max(5.0, 1.2 * len(cells) + 2.0), 4.8))
+  # Colour by the last shown key (batch size, clipping, ...) to group the bars.
+  shade_key = cols[-1] if len(cols) > 1 else None
+  shades = []
+  for c in cells:
+    v = _value(c, shade_key) if shade_key else ''
+    if v not in shades:
+      shades.append(v)
+  fig, ax = plt.subplots(figsize=(max(5.0, 1.5 * len(cells) + 2.0), 4.8))
   finite = [100 * v for c in cells for v in c['top1_values']]
   floor = max(0.0, min(finite) - 10.0) if finite else 0.0
   top = max(finite) + 4.0 if finite else 100.0
   for i, c in enumerate(cells):
     m = c['top1']
     if m['mean'] is not None:
-      ax.bar(i, 100 * m['mean'] - floor, bottom=floor, color='C0', alpha=0.6,
+      shade = f'C{shades.index(_value(c, shade_key)) % 10}' if shade_key else 'C0'
+      ax.bar(i, 100 * m['mean'] - floor, bottom=floor, color=shade, alpha=0.6,
              yerr=None if m['std'] is None else 100 * m['std'], capsize=4)
       ax.scatter([i] * len(c['top1_values']), [100 * v for v in c['top1_values']],
                  color='k', s=12, zorder=3)
@@ -280,7 +288,7 @@ def plot_cells(cells: Sequence[Dict[str, Any]], path: str, title: Optional[str] 
     if bad:
       ax.text(i, top - 1.0, '\n'.join(f'{n} {o}' for o, n in bad.items()), ha='center',
               va='top', color='red', fontsize=8)
-  ax.set_xticks(range(len(cells)), [cell_label(c, cols) for c in cells], fontsize=8)
+  ax.set_xticks(range(len(cells)), [cell_label(c, cols) for c in cells], fontsize=7)
   ax.set_xlim(-0.6, len(cells) - 0.4)
   ax.set_ylim(floor, top)
   ax.set_ylabel('final eval top-1 (%)')
