@@ -49,7 +49,7 @@ def _load_study(name):
 
 
 def _fake_rows(rng):
-  """2 lambdas x 2 alphas x 4 seeds; one run diverged, one failed, one missing."""
+  """2 lambdas x 2 alphas x 4 seeds; runs diverged, not learning, failed, missing."""
   rows = []
   for lam in (None, 0.01):
     for alpha in (0.2, 0.5):
@@ -64,6 +64,8 @@ def _fake_rows(rng):
         if (lam, alpha, seed) == (None, 0.5, 2):
           row.update(status='failed (rc=3)', final_train_loss=None, eval_top1=None,
                      diverged='yes')
+        if (lam, alpha, seed) == (0.01, 0.5, 0):  # finished at chance: not learning
+          row.update(eval_top1=0.125, diverged='yes')
         if (lam, alpha, seed) == (0.01, 0.2, 3):
           row.update(status='missing', final_train_loss=None, eval_top1=None, diverged='yes',
                      wall_time_s=None)
@@ -80,19 +82,22 @@ def test_aggregate_matches_numpy_through_results_csv(tmp_path):
   for cell in cells:
     runs = [r for r in rows if r['optimizer.clipping'] == cell['optimizer.clipping']
             and r['model.alpha'] == cell['model.alpha']]
-    ok = [r for r in runs if r['status'] == 'ok' and r['diverged'] == 'no']
+    ok = [r for r in runs if r['status'] == 'ok' and math.isfinite(r['final_train_loss'])]
     # results.csv keeps 6 significant digits.
     top1 = np.array([float(f"{r['eval_top1']:.6g}") for r in ok])
     loss = np.array([float(f"{r['final_train_loss']:.6g}") for r in ok])
-    assert cell['top1']['n'] == len(ok) == cell['counts']['ok']
+    assert cell['top1']['n'] == len(ok) == cell['counts']['ok'] + cell['counts']['not learning']
     np.testing.assert_allclose(cell['top1']['mean'], top1.mean(), rtol=1e-12)
     np.testing.assert_allclose(cell['top1']['std'], top1.std(ddof=1), rtol=1e-12)
     np.testing.assert_allclose(cell['loss']['mean'], loss.mean(), rtol=1e-12)
     np.testing.assert_allclose(cell['loss']['std'], loss.std(ddof=1), rtol=1e-12)
     assert cell['runs'] == 4
   by = {(c['optimizer.clipping'], c['model.alpha']): c for c in cells}
-  assert by[(None, 0.5)]['counts'] == {'ok': 2, 'diverged': 1, 'failed': 1, 'missing': 0}
-  assert by[(0.01, 0.2)]['counts'] == {'ok': 3, 'diverged': 0, 'failed': 0, 'missing': 1}
+  zero = dict.fromkeys(report_lib.OUTCOMES, 0)
+  assert by[(None, 0.5)]['counts'] == dict(zero, ok=2, diverged=1, failed=1)
+  assert by[(0.01, 0.2)]['counts'] == dict(zero, ok=3, missing=1)
+  assert by[(0.01, 0.5)]['counts'] == dict(zero, ok=3, **{'not learning': 1})
+  assert 0.125 in by[(0.01, 0.5)]['top1_values']
   assert [s for s, in by[(None, 0.2)]['seeds']] == [0, 1, 2, 3]
 
 
@@ -263,3 +268,16 @@ def test_study_local_form_end_to_end(name, tmp_path):
   rows = report_lib.read_results_csv(os.path.join(wd, 'results.csv'))
   assert len(rows) == len(grid) and all(r['status'] == 'ok' for r in rows)
   assert all(r['eval_top1'] is not None for r in rows)
+
+
+def test_run_outcome_reads_an_outcome_column_or_derives_one():
+  assert report_lib.run_outcome({'outcome': 'completed', 'status': 'ok'}) == 'ok'
+  assert report_lib.run_outcome({'outcome': 'not learning'}) == 'not learning'
+  assert report_lib.run_outcome({'outcome': 'diverged'}) == 'diverged'
+  assert report_lib.run_outcome({'outcome': 'failed (rc=3)'}) == 'failed'
+  assert report_lib.run_outcome({'status': 'ok', 'diverged': 'yes',
+                                 'final_train_loss': float('nan')}) == 'diverged'
+  assert report_lib.run_outcome({'status': 'ok', 'diverged': 'yes',
+                                 'final_train_loss': 2.3}) == 'not learning'
+  assert report_lib.run_outcome({'status': 'diverged (rc=1)'}) == 'diverged'
+  assert report_lib.run_outcome({'status': 'missing'}) == 'missing'

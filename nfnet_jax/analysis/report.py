@@ -6,10 +6,12 @@ run. When the grid repeats each setting over seeds (``--repeats N``,
 differ only in their seed form one *cell*. :func:`aggregate` turns the rows
 into cells: the mean and sample standard deviation (``ddof=1``, the spread
 the papers quote as "mean +- std of N runs") of the final eval top-1 and
-train loss over the cell's runs that finished and did not diverge, ``n`` of
-them, and how many runs of each outcome (ok, diverged, failed, missing) the
-cell holds. A diverged run is counted, never averaged in: its chance-level
-accuracy would make the mean describe neither outcome.
+train loss over the cell's runs that finished with a finite loss (``ok`` and
+``not learning``), ``n`` of them, and how many runs of each outcome the cell
+holds: ``ok``; ``not learning`` (finished with a finite loss but at most
+twice chance accuracy: averaged in, since it is what the setting gives in
+this budget); ``diverged`` (non-finite loss, or stopped as diverged: counted,
+never averaged in, having no meaningful accuracy); ``failed``; ``missing``.
 
 :func:`cells_markdown` renders the cells as a Markdown table and
 :func:`plot_cells` as a bar chart with error bars and one dot per seed;
@@ -26,7 +28,9 @@ from nfnet_jax.analysis import sweep as sweep_lib
 
 # Keys that only repeat a setting; the cell is every other swept key.
 SEED_KEYS = ('seed',)
-OUTCOMES = ('ok', 'diverged', 'failed', 'missing')
+OUTCOMES = ('ok', 'not learning', 'diverged', 'failed', 'missing')
+# Outcomes whose final metrics enter the mean.
+_AVERAGED = ('ok', 'not learning')
 _METRICS = ('final_train_loss', 'eval_top1', 'wall_time_s')
 
 
@@ -75,7 +79,7 @@ def run_outcome(row: Dict[str, Any]) -> str:
 
   Uses an ``outcome`` column when the sweep wrote one, else the row's
   ``status`` and ``diverged`` flag (a finished run the sweep judged diverged,
-  e.g. chance accuracy, counts as diverged).
+  at chance accuracy, is 'not learning' when its train loss is finite).
   """
   outcome = str(row.get('outcome') or '').lower()
   if outcome:
@@ -85,8 +89,8 @@ def run_outcome(row: Dict[str, Any]) -> str:
       return 'diverged'
     if outcome.startswith('missing'):
       return 'missing'
-    if outcome.startswith('not'):  # e.g. 'not learning': finished, at chance
-      return 'diverged'
+    if outcome.startswith('not'):
+      return 'not learning'
     return 'failed'
   status = str(row.get('status') or 'missing')
   if status == 'missing':
@@ -95,7 +99,11 @@ def run_outcome(row: Dict[str, Any]) -> str:
     return 'diverged'
   if status.startswith(('failed', 'timeout')):
     return 'failed'
-  return 'diverged' if str(row.get('diverged')) == 'yes' else 'ok'
+  if str(row.get('diverged')) != 'yes':
+    return 'ok'
+  loss = row.get('final_train_loss')
+  loss = _float(loss) if not isinstance(loss, float) else loss
+  return 'not learning' if loss is not None and math.isfinite(loss) else 'diverged'
 
 
 def cell_keys(rows: Sequence[Dict[str, Any]], seed_keys: Sequence[str] = SEED_KEYS
@@ -129,7 +137,8 @@ def aggregate(rows: Sequence[Dict[str, Any]], seed_keys: Sequence[str] = SEED_KE
     One dict per cell in first-seen order: the cell's key values, then
     ``runs`` (all its runs), ``seeds`` (their seed values), ``counts``
     (outcome -> number of runs), ``top1`` and ``loss`` (mean_std over the
-    cell's ok runs), ``top1_values`` (those runs' top-1s, for plots) and
+    cell's ok and not-learning runs), ``top1_values`` (those runs' top-1s,
+    for plots) and
     ``wall_time_s`` (mean_std over runs that have one).
   """
   keys = cell_keys(rows, seed_keys)
@@ -144,7 +153,7 @@ def aggregate(rows: Sequence[Dict[str, Any]], seed_keys: Sequence[str] = SEED_KE
   for cell in cells.values():
     runs = cell.pop('_rows')
     outcomes = [run_outcome(r) for r in runs]
-    ok = [r for r, o in zip(runs, outcomes) if o == 'ok']
+    ok = [r for r, o in zip(runs, outcomes) if o in _AVERAGED]
     cell['runs'] = len(runs)
     cell['seeds'] = [tuple(r.get(k) for k in seed_keys if k in r) for r in runs]
     cell['counts'] = {o: outcomes.count(o) for o in OUTCOMES}
@@ -349,7 +358,8 @@ def write_report(workdir: str, out_prefix: Optional[str] = None, collect: bool =
   n_runs = len(rows)
   counts = {o: sum(c['counts'][o] for c in cells) for o in OUTCOMES}
   header = (f'{n_runs} runs in {len(cells)} cells ({_fmt_counts(counts)}); mean ± sample std '
-            f'over the seeds of each cell, n = runs that finished without diverging.\n\n')
+            f'over the seeds of each cell; n = runs that finished with a finite loss (ok or '
+            f'not learning = at most twice chance top-1).\n\n')
   with open(prefix + '.md', 'w') as f:
     f.write(header + table)
   plot_cells(cells, prefix + '.png', title=title)
