@@ -23,7 +23,7 @@ _spec = importlib.util.spec_from_file_location(
 common = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(common)
 
-EPOCHS = 0.75
+EPOCHS = 2.0
 BATCH = 256
 ARMS = ('nf', 'bn')
 REGULARIZATION = ({'model.stochdepth_rate': 0.0, 'model.drop_rate': 0.0},
