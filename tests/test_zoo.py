@@ -1,0 +1,251 @@
+"""Model zoo (issue 13): NF-RegNets, the light NFNets, their counts, names and SPP."""
+import functools
+import math
+import re
+
+import haiku as hk
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from nfnet_jax import models
+from nfnet_jax import nn as nfnn
+from nfnet_jax.models import nf_regnet
+from nfnet_jax.models import nfnet as nfnet_mod
+
+
+def param_shapes(model_config, num_classes=1000, res=32):
+  """{module: {param: shape}} via eval_shape (nothing is compiled)."""
+  f = models.create_model(model_config, num_classes)
+  params, _ = jax.eval_shape(functools.partial(f.init, is_training=False),
+                             jax.random.PRNGKey(0),
+                             jax.ShapeDtypeStruct((1, res, res, 3), jnp.float32))
+  return {m: {n: v.shape for n, v in d.items()} for m, d in params.items()}
+
+
+def count(shapes):
+  return int(sum(math.prod(s) for d in shapes.values() for s in d.values()))
+
+
+# Measured from DeepMind's official nf_regnet.py (1000 classes, activation='silu').
+OFFICIAL_NF_REGNET_PARAMS = {
+    'B0': 8_595_372, 'B1': 10_019_208, 'B2': 13_785_904, 'B3': 18_136_667,
+    'B4': 29_315_830, 'B5': 48_707_138, 'B6': 70_045_805, 'B7': 101_743_204,
+    'B8': 142_314_441}
+# Measured with timm 1.0.31 (1000 classes).
+TIMM_LIGHT_PARAMS = {
+    'nfnet_l0': 35_074_488, 'eca_nfnet_l0': 24_143_924, 'eca_nfnet_l1': 41_407_728,
+    'eca_nfnet_l2': 56_722_348, 'eca_nfnet_l3': 72_036_968}
+
+
+@pytest.mark.parametrize('variant', sorted(OFFICIAL_NF_REGNET_PARAMS))
+def test_nf_regnet_param_counts_equal_the_official_code(variant):
+  shapes = param_shapes({'name': 'NFRegNet', 'variant': variant})
+  assert count(shapes) == OFFICIAL_NF_REGNET_PARAMS[variant]
+
+
+@pytest.mark.parametrize('variant', sorted(TIMM_LIGHT_PARAMS))
+def test_light_nfnet_param_counts_equal_timm(variant):
+  shapes = param_shapes({'name': 'NFNet', 'variant': variant})
+  assert count(shapes) == TIMM_LIGHT_PARAMS[variant]
+  # timm's SkipInit form has no scalar skip_gain; the attention is SE or ECA.
+  assert not any('skip_gain' in d for d in shapes.values())
+  kind = 'eca' if variant.startswith('eca') else 'squeeze_excite'
+  blocks = sum(nfnet_mod.NFNET_VARIANTS[variant]['depth'])
+  assert sum(m.endswith('/~/' + kind) or m.endswith('/~/' + kind + '/~/linear')
+             for m in shapes) == blocks
+
+
+def _official_regnet_tree(variant, num_classes=1000):
+  """The official module tree of NF_RegNet, from the rules of its source.
+
+  Written independently of nf_regnet.block_plan: stem int(w0 * 0.75); block
+  k expands its input by 2.25 (1 for k = 0), rounds down to groups of 8;
+  SE hidden int(width / 2); final conv 1280 * last // 440.
+  """
+  table = nf_regnet.NF_REGNET_VARIANTS[variant]
+  conv = lambda k, i, o: {'w': (k, k, i, o), 'gain': (o,), 'bias': (o,)}
+  ch = int(table['width'][0] * 0.75)
+  tree = {'NF_RegNet/~/initial_conv': conv(3, 3, ch)}
+  k = 0
+  for stage_width, depth in zip(table['width'], table['depth']):
+    for i in range(depth):
+      out = int(stage_width * 0.75)
+      width = int(ch * (1 if k == 0 else 2.25)) // 8 * 8
+      name = 'NF_RegNet/~/nf_block' + (f'_{k}' if k else '')
+      tree[name] = {'skip_gain': ()}
+      tree[name + '/~/conv0'] = conv(1, ch, width)
+      tree[name + '/~/conv1'] = conv(3, 8, width)
+      tree[name + '/~/conv2'] = conv(1, width, out)
+      hidden = width // 2
+      tree[name + '/~/squeeze_excite/~/linear'] = {'w': (width, hidden), 'b': (hidden,)}
+      tree[name + '/~/squeeze_excite/~/linear_1'] = {'w': (hidden, width), 'b': (width,)}
+      if i == 0:  # every stage starts strided, so with a projection
+        tree[name + '/~/conv_shortcut'] = conv(1, ch, out)
+      ch = out
+      k += 1
+  head = 1280 * ch // 440
+  tree['NF_RegNet/~/final_conv'] = conv(1, ch, head)
+  tree['NF_RegNet/~/linear'] = {'w': (head, num_classes), 'b': (num_classes,)}
+  return tree
+
+
+@pytest.mark.parametrize('variant', ['B0', 'B5'])
+def test_nf_regnet_official_names_and_shapes(variant):
+  shapes = param_shapes({'name': 'NFRegNet', 'variant': variant})
+  assert shapes == _official_regnet_tree(variant)
+  pattern = re.compile(
+      r'^NF_RegNet/~/(initial_conv|final_conv|linear|nf_block(_\d+)?'
+      r'(/~/(conv0|conv1|conv2|conv_shortcut|squeeze_excite/~/linear(_1)?))?)$')
+  assert all(pattern.match(m) for m in shapes)
+  if variant == 'B0':
+    # Spot values: first block expands by 1 (36 -> 32 = 4 groups of 8), head 960.
+    assert shapes['NF_RegNet/~/nf_block/~/conv0']['w'] == (1, 1, 36, 32)
+    assert shapes['NF_RegNet/~/final_conv']['w'] == (1, 1, 330, 960)
+    assert len(shapes) == 6 * 16 + 4 + 3
+
+
+def test_light_nfnet_names_and_shapes():
+  l0 = param_shapes({'name': 'NFNet', 'variant': 'nfnet_l0'})
+  eca = param_shapes({'name': 'NFNet', 'variant': 'eca_nfnet_l1'})
+  for shapes in (l0, eca):
+    assert [shapes[f'NFNet/~/stem_conv{i}']['w'] for i in range(4)] == [
+        (3, 3, 3, 16), (3, 3, 16, 32), (3, 3, 32, 64), (3, 3, 64, 128)]
+    # Bottleneck 0.25 x 256 = 64 = one group of 64; 0.25 x 1536 = 384 = 6 groups.
+    assert shapes['NFNet/~/nf_block/~/conv1']['w'] == (3, 3, 64, 64)
+    assert shapes['NFNet/~/nf_block/~/conv1b']['w'] == (3, 3, 64, 64)
+    assert shapes['NFNet/~/nf_block_6/~/conv1']['w'] == (3, 3, 64, 384)  # stage 2
+  assert l0['NFNet/~/nf_block/~/squeeze_excite/~/linear']['w'] == (256, 64)
+  assert l0['NFNet/~/final_conv']['w'] == (1, 1, 1536, 2304)
+  assert eca['NFNet/~/final_conv']['w'] == (1, 1, 1536, 3072)
+  # ECA kernel size 5 for 256, 512 and 1536 channels.
+  assert {eca[m]['w'] for m in eca if m.endswith('/eca')} == {(5,)}
+
+
+def test_eca_kernel_size_rule():
+  # t = int(|log2 C + 1| / 2), next odd, at least 3.
+  assert [nfnn.eca_kernel_size(c) for c in (8, 64, 256, 512, 1536, 2048, 2 ** 13, 2 ** 14)] == [
+      3, 3, 5, 5, 5, 7, 7, 7]
+  assert nfnn.eca_kernel_size(2 ** 17) == 9
+
+
+def test_eca_gate_matches_numpy():
+  x = np.random.default_rng(0).standard_normal((2, 3, 4, 12)).astype(np.float32)
+  fn = hk.transform(lambda x: nfnn.EfficientChannelAttention(12, kernel_size=5)(x))
+  params = fn.init(jax.random.PRNGKey(0), x)
+  w = np.asarray(params['eca']['w'], np.float64)
+  assert w.shape == (5,) and np.all(np.abs(w) <= 1 / np.sqrt(5))
+  got = np.asarray(fn.apply(params, None, x))
+  y = x.astype(np.float64).mean(axis=(1, 2))
+  # PyTorch Conv1d is a cross-correlation with zero padding 2.
+  conv = np.stack([np.correlate(np.pad(row, 2), w, mode='valid') for row in y])
+  np.testing.assert_allclose(got[:, 0, 0, :], 1 / (1 + np.exp(-conv)), rtol=1e-5)
+
+
+TINY_LIGHT = dict(depths=(1, 1, 1, 1), widths=(32, 32, 64, 64), stem_widths=(4, 8, 8, 8),
+                  group_width=8)
+
+
+def test_conv2_gain_skipinit_makes_light_blocks_identity_at_init():
+  config = dict(name='NFNet', variant='eca_nfnet_l0', **TINY_LIGHT)
+  f = models.create_model(config, 5)
+  x = jax.random.normal(jax.random.PRNGKey(1), (2, 32, 32, 3))
+  params, state = f.init(jax.random.key(0, impl='rbg'), x, is_training=False)
+  assert np.all(np.asarray(params['NFNet/~/nf_block_2/~/conv2']['gain']) == 0)
+  assert np.all(np.asarray(params['NFNet/~/nf_block_2/~/conv1']['gain']) == 1)
+  out, _ = f.apply(params, state, None, x, is_training=False, return_metrics=True)
+  # Every branch outputs conv2's zero bias: the blocks are their shortcuts.
+  np.testing.assert_array_equal(out['spp']['res_avg_var'], 0.0)
+  assert np.all(np.isfinite(out['logits']))
+
+
+NEW_VARIANTS = ([('NFRegNet', v) for v in sorted(OFFICIAL_NF_REGNET_PARAMS)]
+                + [('NFNet', v) for v in sorted(TIMM_LIGHT_PARAMS)])
+
+
+@pytest.mark.parametrize('name,variant', NEW_VARIANTS)
+def test_every_new_variant_traces_at_32px(name, variant):
+  """Full-size forward of every new variant at 32x32 (traced with eval_shape).
+
+  Real computation is covered by the tiny and B0 runs below; compiling every
+  full-size variant would take minutes of this CPU.
+  """
+  config = {'name': name, 'variant': variant}
+  f = models.create_model(config, 7)
+  x = jax.ShapeDtypeStruct((2, 32, 32, 3), jnp.float32)
+  params, state = jax.eval_shape(functools.partial(f.init, is_training=True),
+                                 jax.random.PRNGKey(0), x)
+  out, _ = jax.eval_shape(functools.partial(f.apply, is_training=True, return_metrics=True),
+                          params, state, jax.random.PRNGKey(1), x)
+  depth = sum((nf_regnet.NF_REGNET_VARIANTS if name == 'NFRegNet'
+               else nfnet_mod.NFNET_VARIANTS)[variant]['depth'])
+  assert out['logits'].shape == (2, 7) and out['logits'].dtype == jnp.float32
+  assert out['spp']['avg_var'].shape == (depth,)
+
+
+@pytest.mark.parametrize('config', [
+    dict(name='NFRegNet', depths=(1, 1, 2, 1), widths=(16, 24, 32, 48)),
+    dict(name='NFNet', variant='nfnet_l0', **TINY_LIGHT),
+    dict(name='NFNet', variant='eca_nfnet_l2', **TINY_LIGHT),
+], ids=['nf_regnet', 'nfnet_l0', 'eca_nfnet_l2'])
+def test_tiny_new_models_run_train_and_eval(config):
+  f = models.create_model(config, 5)
+  x = jax.random.normal(jax.random.PRNGKey(1), (4, 32, 32, 3))
+  params, state = f.init(jax.random.key(0, impl='rbg'), x, is_training=True)
+  root = next(iter(params)).split('/')[0]
+  # Non-zero SkipInit gains and classifier (NF-RegNet's is zero-initialised),
+  # so that every path reaches the logits.
+  params = {m: {k: (jnp.ones_like(v) if k in ('skip_gain', 'gain') else v)
+                for k, v in d.items()} for m, d in params.items()}
+  params[f'{root}/~/linear']['w'] = jax.random.normal(
+      jax.random.PRNGKey(4), params[f'{root}/~/linear']['w'].shape)
+
+  @jax.jit
+  def run(params):
+    train, _ = f.apply(params, state, jax.random.key(2, impl='rbg'), x, is_training=True,
+                       return_metrics=True)
+    train2, _ = f.apply(params, state, jax.random.key(3, impl='rbg'), x, is_training=True)
+    evals, _ = f.apply(params, state, None, x, is_training=False)
+    return train, train2, evals
+
+  train, train2, evals = run(params)
+  for out in (train, train2, evals):
+    assert out['logits'].shape == (4, 5) and np.all(np.isfinite(out['logits']))
+  assert np.all(np.asarray(train['spp']['avg_var']) > 0)
+  assert np.all(np.asarray(train['spp']['res_avg_var']) > 0)
+  # Stochastic depth (and dropout where the table sets it) act in training only.
+  assert not np.allclose(train['logits'], train2['logits'])
+
+
+@pytest.mark.parametrize('config,match', [
+    ({'name': 'NFRegNet', 'variant': 'B9'}, 'config.model.variant'),
+    ({'name': 'NFRegNet', 'group_size': 64}, 'config.model.group_size'),
+    ({'name': 'NFRegNet', 'group_size': 0}, 'config.model.group_size'),
+    ({'name': 'NFRegNet', 'expansion': -1.0}, 'config.model.expansion'),
+    ({'name': 'NFRegNet', 'width': 0.01}, 'config.model.width'),
+    ({'name': 'NFRegNet', 'widths': (16, 32)}, 'config.model.widths'),
+    ({'name': 'NFRegNet', 'group_width': 8}, 'config.model.group_width'),
+    ({'name': 'NFNet', 'variant': 'eca_nfnet_l9'}, 'config.model.variant'),
+    ({'name': 'NFNet', 'variant': 'eca_nfnet_l0', 'group_width': 128},
+     'config.model.group_width'),
+    ({'name': 'NFNet', 'attention': 'cbam'}, 'config.model.attention'),
+    ({'name': 'NFNet', 'skipinit_mode': 'fixup'}, 'config.model.skipinit_mode'),
+])
+def test_validate_new_fields(config, match):
+  with pytest.raises(ValueError, match=re.escape(match)) as info:
+    models.validate_model_config(config, num_classes=10)
+  msg = str(info.value)
+  assert 'allowed' in msg and '\n' not in msg
+
+
+def test_validate_accepts_the_new_variants():
+  for v in OFFICIAL_NF_REGNET_PARAMS:
+    models.validate_model_config({'name': 'NFRegNet', 'variant': v}, 1000)
+  for v in TIMM_LIGHT_PARAMS:
+    models.validate_model_config({'name': 'NFNet', 'variant': v}, 1000)
+  # B0's smallest expanded width is 32 (its first block): group size 32 fits, 40 not.
+  models.validate_model_config({'name': 'NFRegNet', 'group_size': 32}, 10)
+  with pytest.raises(ValueError, match='smallest grouped width 36'):
+    models.validate_model_config({'name': 'NFRegNet', 'group_size': 40}, 10)
+  assert models.model_min_resolution({'name': 'NFRegNet'}) == 32
