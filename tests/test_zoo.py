@@ -249,3 +249,202 @@ def test_validate_accepts_the_new_variants():
   with pytest.raises(ValueError, match='smallest grouped width 36'):
     models.validate_model_config({'name': 'NFRegNet', 'group_size': 40}, 10)
   assert models.model_min_resolution({'name': 'NFRegNet'}) == 32
+
+
+# ---------------------------------------------------------------------------
+# Model table (scripts/model_table.py): counted and measured FLOPs.
+
+
+def test_official_macs_reproduce_the_nfnet_papers_flops():
+  from nfnet_jax.analysis import zoo
+  # NFNet paper, Table 2 (REFERENCE.md): FLOPs at the test resolution.
+  for variant, res, published in (('F0', 256, 12.38), ('F1', 320, 35.54), ('F6', 576, 377.28)):
+    macs = zoo.official_macs({'name': 'NFNet', 'variant': variant}, res)
+    assert abs(macs / 1e9 - published) < 0.005, (variant, macs)
+  assert zoo.official_macs({'name': 'NFResNet', 'variant': 'ResNet50'}, 224) is None
+
+
+def test_official_macs_of_a_tiny_regnet_by_hand():
+  """One-block-per-stage NF-RegNet at 32 px, counted conv by conv."""
+  from nfnet_jax.analysis import zoo
+  config = dict(name='NFRegNet', depths=(1, 1, 1, 1), widths=(16, 24, 32, 48), width=1.0,
+                group_size=8, expansion=2.0)
+  conv = lambda o, hw, i, k=1, g=1: o * hw * (i / g) * k * k
+  want = conv(16, 16 * 16, 3, 3)       # stem 3x3/2 on 32 px -> 16 x 16
+  h, ch = 16, 16
+  for i, out in enumerate((16, 24, 32, 48)):
+    width = ch * (1 if i == 0 else 2) // 8 * 8
+    want += conv(width, h * h, ch)                     # conv0 at the input size
+    want += conv(width, (h / 2) ** 2, width, 3, width // 8)  # conv1, stride 2
+    h /= 2
+    want += conv(out, h * h, ch)                       # shortcut after the pool
+    want += (width // 2) * width * 2                   # SE linears
+    want += conv(out, h * h, width)                    # conv2
+    ch = out
+  want += conv(1280 * 48 // 440, h * h, 48) + (1280 * 48 // 440) * 10
+  assert zoo.official_macs(config, 32, num_classes=10) == pytest.approx(want, rel=1e-12)
+  # XLA counts multiply and add separately, plus activations, WS and pooling.
+  xla = zoo.xla_flops(config, 32, num_classes=10, compiled=False)
+  assert 2 * want < xla < 2.6 * want, (xla, want)
+
+
+def test_model_table_script_on_one_variant(tmp_path, capsys):
+  import importlib.util
+  import json
+  import os
+  path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                      'scripts', 'model_table.py')
+  spec = importlib.util.spec_from_file_location('model_table_script', path)
+  script = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(script)
+  assert script.main(['--models', 'NFRegNet:B0', '--lowered', '--json',
+                      str(tmp_path / 'zoo.json')]) == 0
+  out = capsys.readouterr().out
+  assert '| NFRegNet | B0 | 224 | 8,595,372 | 8,595,372 |' in out
+  row = json.loads((tmp_path / 'zoo.json').read_text())['rows'][0]
+  assert 0.44 < row['official_gmacs'] < 0.45 and 0.8 < row['xla_gflops'] < 1.1
+  with pytest.raises(SystemExit):
+    script.main(['--models', 'NFRegNet:B9'])
+
+
+def test_cosine_floor_of_the_schedule():
+  from nfnet_jax.optim.builder import warmup_cosine_schedule
+  peak, floor, warm, total = 0.4, 0.001, 10, 110
+  f = warmup_cosine_schedule(peak, warm, total, 'cosine', min_value=floor)
+  assert float(f(0)) == 0.0 and float(f(warm)) == pytest.approx(peak)
+  # Official WarmupCosineDecay: min + (max - min) * (1 + cos(pi * t')) / 2.
+  for t in (35, 60, 85):
+    frac = (t - warm) / (total - warm)
+    want = floor + 0.5 * (peak - floor) * (1 + np.cos(np.pi * frac))
+    assert float(f(t)) == pytest.approx(want, rel=1e-6)
+  assert float(f(total)) == pytest.approx(floor) and float(f(total + 50)) == pytest.approx(floor)
+
+
+# ---------------------------------------------------------------------------
+# Configs
+
+
+def _load_config(name):
+  import importlib.util
+  import os
+  path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                      'configs', f'{name}.py')
+  spec = importlib.util.spec_from_file_location(f'cfg_zoo_{name}', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+@pytest.mark.parametrize('variant', sorted(OFFICIAL_NF_REGNET_PARAMS))
+def test_nf_regnet_configs_follow_the_official_experiment(variant):
+  from nfnet_jax import optim
+  c = _load_config('nf_regnet').get_config(variant)
+  table = nf_regnet.NF_REGNET_VARIANTS[variant]
+  assert (c.model.name, c.model.variant) == ('NFRegNet', variant)
+  assert (c.data.image_size, c.data.eval_image_size) == (table['train_imsize'],
+                                                         table['test_imsize'])
+  assert c.train.batch_size == 1024
+  assert c.train.total_steps == (1281167 * 360) // 1024 == 450410
+  assert c.optimizer.warmup_steps == 6256  # 5 * 1281167 / 1024 = 6255.7
+  # LR 0.4, not scaled by the batch; cosine floor 0.001; no AGC.
+  assert c.optimizer.base_lr * c.train.batch_size / c.optimizer.lr_batch_base == 0.4
+  assert c.optimizer.min_lr == 0.001 and c.optimizer.clipping is None
+  level = int(variant[1:])
+  assert c.optimizer.weight_decay == pytest.approx(5e-5 + 1e-5 * level)
+  assert (c.optimizer.ema_decay, c.optimizer.label_smoothing) == (0.99999, 0.1)
+  assert c.data.randaugment_layers == 0 and c.data.mixup_alpha == 0.2 and c.data.cutmix
+  assert c.compute_dtype == 'float32'
+  models.validate_model_config(c.model, num_classes=1000)
+  optim.validate_optimizer_config(c.optimizer, total_steps=c.train.total_steps)
+
+
+@pytest.mark.parametrize('variant', sorted(TIMM_LIGHT_PARAMS))
+def test_light_configs(variant):
+  from nfnet_jax import optim
+  c = _load_config('nfnet_light').get_config(variant)
+  table = nfnet_mod.NFNET_VARIANTS[variant]
+  assert (c.model.name, c.model.variant) == ('NFNet', variant)
+  assert (c.data.image_size, c.data.eval_image_size) == (table['train_imsize'],
+                                                         table['test_imsize'])
+  assert c.data.eval_crop_padding == 0
+  models.validate_model_config(c.model, num_classes=1000)
+  optim.validate_optimizer_config(c.optimizer, total_steps=c.train.total_steps)
+  with pytest.raises(ValueError, match='eca_nfnet_l9'):
+    _load_config('nfnet_light').get_config('eca_nfnet_l9')
+
+
+@pytest.mark.skipif(not __import__('os').path.exists(
+    '/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz'),
+    reason='Debian dataset-fashion-mnist not installed')
+@pytest.mark.parametrize('name,arg', [('nf_regnet', 'B0,local'), ('nfnet_light', 'nfnet_l0,local'),
+                                      ('resnet', '50,fixup,local')])
+def test_local_zoo_configs_validate(name, arg):
+  from nfnet_jax.train.validate import validate_config
+  validate_config(_load_config(name).get_config(arg))
+
+
+def test_nfnet_config_reads_the_model_table():
+  c = _load_config('nfnet')
+  assert set(c.VARIANTS) == {f'F{i}' for i in range(8)}
+  for v, (train, test, drop, mag) in c.VARIANTS.items():
+    t = nfnet_mod.NFNET_VARIANTS[v]
+    assert (train, test, drop, mag) == (t['train_imsize'], t['test_imsize'], t['drop_rate'],
+                                        t['randaugment'][1])
+
+
+# ---------------------------------------------------------------------------
+# Signal propagation (scripts/spp.py's path: analysis.spp.compute_spp)
+
+
+def test_spp_specs_of_the_new_models():
+  from nfnet_jax.analysis import spp as spp_lib
+  b0 = spp_lib.resolve_spec('nf_regnet_b0')
+  assert (b0['name'], b0['variant'], b0['stochdepth_rate']) == ('NFRegNet', 'B0', 0.0)
+  assert spp_lib.is_nf_model(b0) and spp_lib.model_alpha(b0) == 0.2
+  assert spp_lib.resolve_spec('eca_nfnet_l2')['variant'] == 'eca_nfnet_l2'
+  assert spp_lib.resolve_spec('nfnet_l0')['variant'] == 'nfnet_l0'
+  fix = spp_lib.resolve_spec('fixup_resnet50')
+  assert (fix['norm'], fix['fixup']) == ('none', True) and not spp_lib.is_nf_model(fix)
+  assert set(spp_lib.apply_overrides(b0, {'alpha': 0.5, 'group_size': 4})) >= {
+      'alpha', 'group_size'}
+  x = np.asarray(spp_lib.smooth_gaussian_batch(2, 64, 32))
+  assert x.shape == (2, 64, 64, 3) and np.all(x[:, :32, :32] == x[:, :1, :1])
+  with pytest.raises(ValueError, match='cell'):
+    spp_lib.smooth_gaussian_batch(2, 64, 24)
+
+
+def test_nf_regnet_b0_spp_follows_the_staircase():
+  """NF-RegNet-B0 at init (skip_gain 1): variance grows as 1 + k * alpha^2 per stage.
+
+  alpha = 0.5 makes the staircase steep (1.25 .. 2.5 over a 6-block stage).
+  Input: Gaussian values constant over 32 x 32 cells at 64 px, so that the
+  2x2 average pools of the strided shortcuts preserve variance (on white
+  noise each transition quarters it; docs/models.md). What the analysis
+  leaves out, measured: the 3-channel stem conv on locally constant input
+  keeps ~(C-1)/C = 2/3 of the variance (WS kernels sum to zero over their
+  27 inputs), so the measured variance is a constant *multiple* (~0.75) of
+  the staircase. Stage 3 runs on 2x2 maps where SAME padding dominates and
+  is left out. Tolerances: the measured ratio within stages 0-2 was
+  0.735-0.832 (constant within each stage to 4%); bounds 0.6-0.95 and +-8%
+  around each stage's mean ratio. (Block-by-block increments are too noisy
+  here to test: 16 examples x 4 independent cells.)
+  """
+  from nfnet_jax.analysis import spp as spp_lib
+  alpha = 0.5
+  cfg = spp_lib.apply_overrides(spp_lib.resolve_spec('nf_regnet_b0'), {'alpha': alpha})
+  x = spp_lib.smooth_gaussian_batch(16, 64, 32)
+  s = spp_lib.compute_spp(cfg, x, skip_gain=1.0, num_classes=10, jit=True)
+  expected = spp_lib.expected_variance(s['is_transition'], alpha)
+  np.testing.assert_array_equal(s['is_transition'],
+                                [1, 1, 0, 0, 1, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0])
+  # The model's own bookkeeping: block i's input has expected variance
+  # 1 + k alpha^2 (k blocks since the transition), i.e. the previous output's.
+  np.testing.assert_allclose(s['expected_var'][1:], np.where(
+      s['is_transition'][1:] > 0, s['expected_var'][1:], expected[:-1]), rtol=1e-6)
+  ratio = s['avg_var'] / expected
+  for start, end in ((0, 1), (1, 4), (4, 10)):
+    r = ratio[start:end]
+    assert np.all((r > 0.6) & (r < 0.95)), (start, ratio)
+    assert np.all(np.abs(r / r.mean() - 1) < 0.08), (start, ratio)
+  # The staircase over a 6-block stage is steep: 2.5 / 1.25 = 2x.
+  assert s['avg_var'][9] > 1.8 * s['avg_var'][4]
