@@ -5,6 +5,7 @@
   python scripts/model_table.py --out docs/model_table.md --json docs/figures/zoo.json \
       --plot docs/figures/flops_vs_top1.png
   python scripts/model_table.py --models NFRegNet --lowered   # fast: no XLA compile
+  python scripts/model_table.py --from_json docs/figures/zoo.json --plot docs/figures/flops_vs_top1.png
 
 Columns: parameters (1000 classes), the reference implementation's count
 where one was measured (DeepMind's code for NF-RegNets, timm for the light
@@ -35,7 +36,14 @@ def main(argv=None):
   p.add_argument('--out', default=None, help='write the Markdown table here too')
   p.add_argument('--json', default=None, help='write the rows as JSON')
   p.add_argument('--plot', default=None, help='write the FLOPs vs top-1 plot (PNG)')
+  p.add_argument('--from_json', default=None,
+                 help='re-render the table/plot from a --json file instead of measuring')
   args = p.parse_args(argv)
+
+  if args.from_json:
+    with open(args.from_json) as f:
+      rows = json.load(f)['rows']
+    return _write(rows, args)
 
   entries = zoo.zoo_entries()
   if args.models:
@@ -53,14 +61,18 @@ def main(argv=None):
                         f"{r['xla_gflops']:.2f} XLA GFLOPs ({time.time() - t0:.0f}s)",
                         file=sys.stderr, flush=True)
   rows = zoo.measure(entries, compiled=not args.lowered, log=log)
+  if args.json:
+    with open(args.json, 'w') as f:
+      json.dump({'compiled': not args.lowered, 'rows': rows}, f, indent=1)
+  return _write(rows, args)
+
+
+def _write(rows, args) -> int:
   table = zoo.markdown_table(rows)
   print(table)
   if args.out:
     with open(args.out, 'w') as f:
       f.write(table + '\n')
-  if args.json:
-    with open(args.json, 'w') as f:
-      json.dump({'compiled': not args.lowered, 'rows': rows}, f, indent=1)
   if args.plot:
     n = zoo.plot_flops_vs_top1(rows, args.plot)
     print(f'[model_table] wrote {args.plot} ({n} points)', file=sys.stderr)

@@ -222,15 +222,18 @@ def plot_flops_vs_top1(rows: Sequence[Mapping[str, Any]], path: str) -> int:
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  import matplotlib.ticker  # pylint: disable=g-import-not-at-top
   pts = [r for r in rows if r.get('paper_top1') is not None and r.get('official_gmacs')]
   fig, ax = plt.subplots(figsize=(6.4, 4.4))
   x = [r['official_gmacs'] for r in pts]
   y = [r['paper_top1'] for r in pts]
-  ax.plot(x, y, 'o-', label='NFNet-F0..F6: our count (official rule) vs paper top-1')
+  ax.plot(x, y, 'o-', label='NFNet-F0..F6: our count (official rule) vs paper top-1\n'
+          '(F6 trained with SAM)')
   for r in pts:
     ax.annotate(r['variant'], (r['official_gmacs'], r['paper_top1']),
                 textcoords='offset points', xytext=(4, -10), fontsize=8)
   ax.set_xscale('log')
+  ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
   ax.set_xlabel('GMACs at test resolution (official count_flops rule, counted here)')
   ax.set_ylabel('ImageNet top-1 (%), published')
   ax.grid(alpha=0.3)
