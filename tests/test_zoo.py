@@ -39,16 +39,38 @@ TIMM_LIGHT_PARAMS = {
     'eca_nfnet_l2': 56_722_348, 'eca_nfnet_l3': 72_036_968}
 
 
+def traced_forward(config, num_classes=1000, res=32):
+  """Parameter shapes and the outputs of a full training forward, traced.
+
+  eval_shape traces init and apply (the whole network at `res` px) without
+  compiling anything.
+  """
+  f = models.create_model(config, num_classes)
+  x = jax.ShapeDtypeStruct((2, res, res, 3), jnp.float32)
+  params, state = jax.eval_shape(functools.partial(f.init, is_training=True),
+                                 jax.random.PRNGKey(0), x)
+  out, _ = jax.eval_shape(functools.partial(f.apply, is_training=True, return_metrics=True),
+                          params, state, jax.random.PRNGKey(1), x)
+  shapes = {m: {n: v.shape for n, v in d.items()} for m, d in params.items()}
+  return shapes, out
+
+
 @pytest.mark.parametrize('variant', sorted(OFFICIAL_NF_REGNET_PARAMS))
 def test_nf_regnet_param_counts_equal_the_official_code(variant):
-  shapes = param_shapes({'name': 'NFRegNet', 'variant': variant})
+  shapes, out = traced_forward({'name': 'NFRegNet', 'variant': variant})
   assert count(shapes) == OFFICIAL_NF_REGNET_PARAMS[variant]
+  # The forward of every variant at 32 px (real computation: tiny and B0 runs below).
+  depth = sum(nf_regnet.NF_REGNET_VARIANTS[variant]['depth'])
+  assert out['logits'].shape == (2, 1000) and out['logits'].dtype == jnp.float32
+  assert out['spp']['avg_var'].shape == (depth,)
 
 
 @pytest.mark.parametrize('variant', sorted(TIMM_LIGHT_PARAMS))
 def test_light_nfnet_param_counts_equal_timm(variant):
-  shapes = param_shapes({'name': 'NFNet', 'variant': variant})
+  shapes, out = traced_forward({'name': 'NFNet', 'variant': variant})
   assert count(shapes) == TIMM_LIGHT_PARAMS[variant]
+  depth = sum(nfnet_mod.NFNET_VARIANTS[variant]['depth'])
+  assert out['logits'].shape == (2, 1000) and out['spp']['avg_var'].shape == (depth,)
   # timm's SkipInit form has no scalar skip_gain; the attention is SE or ECA.
   assert not any('skip_gain' in d for d in shapes.values())
   kind = 'eca' if variant.startswith('eca') else 'squeeze_excite'
@@ -151,37 +173,15 @@ def test_conv2_gain_skipinit_makes_light_blocks_identity_at_init():
   config = dict(name='NFNet', variant='eca_nfnet_l0', **TINY_LIGHT)
   f = models.create_model(config, 5)
   x = jax.random.normal(jax.random.PRNGKey(1), (2, 32, 32, 3))
-  params, state = f.init(jax.random.key(0, impl='rbg'), x, is_training=False)
+  params, state = jax.jit(functools.partial(f.init, is_training=False))(
+      jax.random.key(0, impl='rbg'), x)
   assert np.all(np.asarray(params['NFNet/~/nf_block_2/~/conv2']['gain']) == 0)
   assert np.all(np.asarray(params['NFNet/~/nf_block_2/~/conv1']['gain']) == 1)
-  out, _ = f.apply(params, state, None, x, is_training=False, return_metrics=True)
+  out, _ = jax.jit(functools.partial(f.apply, is_training=False, return_metrics=True))(
+      params, state, None, x)
   # Every branch outputs conv2's zero bias: the blocks are their shortcuts.
   np.testing.assert_array_equal(out['spp']['res_avg_var'], 0.0)
   assert np.all(np.isfinite(out['logits']))
-
-
-NEW_VARIANTS = ([('NFRegNet', v) for v in sorted(OFFICIAL_NF_REGNET_PARAMS)]
-                + [('NFNet', v) for v in sorted(TIMM_LIGHT_PARAMS)])
-
-
-@pytest.mark.parametrize('name,variant', NEW_VARIANTS)
-def test_every_new_variant_traces_at_32px(name, variant):
-  """Full-size forward of every new variant at 32x32 (traced with eval_shape).
-
-  Real computation is covered by the tiny and B0 runs below; compiling every
-  full-size variant would take minutes of this CPU.
-  """
-  config = {'name': name, 'variant': variant}
-  f = models.create_model(config, 7)
-  x = jax.ShapeDtypeStruct((2, 32, 32, 3), jnp.float32)
-  params, state = jax.eval_shape(functools.partial(f.init, is_training=True),
-                                 jax.random.PRNGKey(0), x)
-  out, _ = jax.eval_shape(functools.partial(f.apply, is_training=True, return_metrics=True),
-                          params, state, jax.random.PRNGKey(1), x)
-  depth = sum((nf_regnet.NF_REGNET_VARIANTS if name == 'NFRegNet'
-               else nfnet_mod.NFNET_VARIANTS)[variant]['depth'])
-  assert out['logits'].shape == (2, 7) and out['logits'].dtype == jnp.float32
-  assert out['spp']['avg_var'].shape == (depth,)
 
 
 @pytest.mark.parametrize('config', [
@@ -192,7 +192,8 @@ def test_every_new_variant_traces_at_32px(name, variant):
 def test_tiny_new_models_run_train_and_eval(config):
   f = models.create_model(config, 5)
   x = jax.random.normal(jax.random.PRNGKey(1), (4, 32, 32, 3))
-  params, state = f.init(jax.random.key(0, impl='rbg'), x, is_training=True)
+  params, state = jax.jit(functools.partial(f.init, is_training=True))(
+      jax.random.key(0, impl='rbg'), x)
   root = next(iter(params)).split('/')[0]
   # Non-zero SkipInit gains and classifier (NF-RegNet's is zero-initialised),
   # so that every path reaches the logits.
