@@ -155,8 +155,6 @@ class NFBlock(hk.Module):
       self.attention = nfnn.EfficientChannelAttention(out_ch)
     else:
       self.attention = None
-    # Kept for callers that look for it (None without squeeze-excite).
-    self.se = self.attention if attention == 'se' else None
     self.stoch_depth = (nfnn.StochDepth(stochdepth_rate)
                         if stochdepth_rate is not None and 0.0 < stochdepth_rate < 1.0
                         else None)
