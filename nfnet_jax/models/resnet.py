@@ -40,7 +40,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from nfnet_jax import nn as nfnn
-from nfnet_jax.nn.ws_conv import PLAIN_WS_EPS as WS_EPS
+# Re-exported: the plain-WS conv of the WS+GroupNorm baseline lives in nn/.
+from nfnet_jax.nn.ws_conv import PLAIN_WS_EPS as WS_EPS  # pylint: disable=unused-import
 from nfnet_jax.nn.ws_conv import StdConv2D
 
 # Blocks per stage, as for NF-ResNets (REFERENCE.md).
