@@ -453,3 +453,22 @@ def test_nf_regnet_b0_spp_follows_the_staircase():
     assert np.all(np.abs(r / r.mean() - 1) < 0.08), (start, ratio)
   # The staircase over a 6-block stage is steep: 2.5 / 1.25 = 2x.
   assert s['avg_var'][9] > 1.8 * s['avg_var'][4]
+
+
+def test_set_skip_gain_reaches_conv2_gains_of_the_light_family():
+  from nfnet_jax.analysis import spp as spp_lib
+  assert spp_lib.uses_conv2_gain({'name': 'NFNet', 'variant': 'eca_nfnet_l1'})
+  assert not spp_lib.uses_conv2_gain({'name': 'NFNet', 'variant': 'F0'})
+  assert not spp_lib.uses_conv2_gain({'name': 'NFNet', 'variant': 'eca_nfnet_l1',
+                                      'skipinit_mode': 'skip_gain'})
+  assert not spp_lib.uses_conv2_gain({'name': 'NFRegNet', 'variant': 'B0'})
+  params = {'NFNet/~/nf_block_2/~/conv2': {'gain': np.zeros(3), 'bias': np.zeros(3)},
+            'NFNet/~/nf_block_2/~/conv1': {'gain': np.ones(3)},
+            'NFNet/~/nf_block_2': {'skip_gain': np.zeros(())}}
+  out = spp_lib.set_skip_gain(params, 0.5, conv2_gain=True)
+  np.testing.assert_array_equal(out['NFNet/~/nf_block_2/~/conv2']['gain'], 0.5)
+  np.testing.assert_array_equal(out['NFNet/~/nf_block_2/~/conv2']['bias'], 0.0)
+  np.testing.assert_array_equal(out['NFNet/~/nf_block_2/~/conv1']['gain'], 1.0)
+  np.testing.assert_array_equal(out['NFNet/~/nf_block_2']['skip_gain'], 0.5)
+  out = spp_lib.set_skip_gain(params, 0.5)
+  np.testing.assert_array_equal(out['NFNet/~/nf_block_2/~/conv2']['gain'], 0.0)

@@ -160,12 +160,31 @@ def apply_overrides(model_cfg: Dict[str, Any], overrides: Mapping[str, Any]) -> 
   return out
 
 
-def set_skip_gain(params: Mapping[str, Mapping[str, Any]], value: float):
-  """Returns params with every scalar ``skip_gain`` set to ``value``."""
+def uses_conv2_gain(model_cfg: Mapping[str, Any]) -> bool:
+  """True for NFNets whose SkipInit gain is conv2's gain (timm's light family)."""
+  if model_cfg.get('name') != 'NFNet':
+    return False
+  if model_cfg.get('skipinit_mode') is not None:
+    return model_cfg['skipinit_mode'] == 'conv2_gain'
+  from nfnet_jax.models.nfnet import NFNET_VARIANTS  # pylint: disable=g-import-not-at-top
+  variant = NFNET_VARIANTS.get(model_cfg.get('variant') or 'F0', {})
+  return variant.get('skipinit_mode') == 'conv2_gain'
+
+
+def set_skip_gain(params: Mapping[str, Mapping[str, Any]], value: float,
+                  conv2_gain: bool = False):
+  """Returns params with every SkipInit gain set to ``value``.
+
+  That is every scalar ``skip_gain`` and, with ``conv2_gain`` (models built
+  with ``skipinit_mode='conv2_gain'``), the ``gain`` of every block's last
+  conv (``.../nf_block*/~/conv2``), which plays that role there.
+  """
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   out = {}
   for mod, leaves in params.items():
-    out[mod] = {k: (jnp.full_like(v, value) if k == 'skip_gain' else v)
+    last_conv = conv2_gain and re.search(r'/nf_block(_\d+)?/~/conv2$', mod)
+    out[mod] = {k: (jnp.full_like(v, value)
+                    if k == 'skip_gain' or (last_conv and k == 'gain') else v)
                 for k, v in leaves.items()}
   return out
 
@@ -238,7 +257,7 @@ def compute_spp(model_cfg: Mapping[str, Any], images, *, skip_gain: Optional[flo
   # NF models do the same (stochastic depth and dropout are off in the specs).
   params, state = model.init(rng, images, True)
   if skip_gain is not None:
-    params = set_skip_gain(params, skip_gain)
+    params = set_skip_gain(params, skip_gain, conv2_gain=uses_conv2_gain(model_cfg))
   fwd = lambda p, s, x: model.apply(p, s, rng, x, True, return_metrics=True)
   if jit:
     fwd = jax.jit(fwd)
