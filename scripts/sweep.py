@@ -19,6 +19,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from nfnet_jax.analysis import sweep as sweep_lib  # pylint: disable=g-import-not-at-top
+from nfnet_jax.config import load as config_load  # pylint: disable=g-import-not-at-top
 
 
 def main(argv=None):
@@ -51,6 +52,12 @@ def main(argv=None):
     grid = sweep_lib.expand_grid(axes, base)
   except ValueError as e:
     p.error(str(e))
+  # Every run's config, checked here (one line and exit 2 for an unknown
+  # field) rather than in each run.
+  _, fixed = config_load.exit_on_error(config_load.split_overrides, extra)
+  for point in grid:
+    config_load.exit_on_error(config_load.load_config, args.config,
+                              fixed + list(point.items()))
   train_cmd = args.train_cmd.split() if args.train_cmd else None
 
   if args.print_commands:

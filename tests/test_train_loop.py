@@ -27,11 +27,7 @@ EVAL_EXAMPLES = 16
 
 def load_config_module(name):
   """Imports ``configs/<name>.py`` (the configs folder is not a package)."""
-  spec = importlib.util.spec_from_file_location(
-      f'nfnet_configs_{name}', os.path.join(ROOT, 'configs', f'{name}.py'))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  return config_load.load_config_module(os.path.join(ROOT, 'configs', f'{name}.py'))
 
 
 def write_mock_imagenet_metadata(data_dir):
