@@ -13,6 +13,7 @@ skipped, so re-running the same command resumes the sweep. Writes
 W/results.csv and W/heatmap.png.
 """
 import argparse
+import copy
 import os
 import sys
 
@@ -55,9 +56,11 @@ def main(argv=None):
   # Every run's config, checked here (one line and exit 2 for an unknown
   # field) rather than in each run.
   _, fixed = config_load.exit_on_error(config_load.split_overrides, extra)
-  for point in grid:
-    config_load.exit_on_error(config_load.load_config, args.config,
-                              fixed + list(point.items()))
+  base_config = config_load.exit_on_error(config_load.load_config, args.config)
+  if hasattr(base_config, 'keys'):  # (a stand-in config may be anything)
+    for point in grid:
+      config_load.exit_on_error(config_load.apply_overrides, copy.deepcopy(base_config),
+                                fixed + list(point.items()))
   train_cmd = args.train_cmd.split() if args.train_cmd else None
 
   if args.print_commands:

@@ -45,6 +45,7 @@ def setup(tmp_path_factory):
       '  c.train.batch_size = 16\n'
       '  c.train.eval_batch_size = 8\n'
       '  c.train.total_steps = 2\n'
+      '  c.optimizer.warmup_steps = 1\n'
       '  c.train.log_every = 1\n'
       '  c.train.compilation_cache_dir = None\n'
       '  return c\n')

@@ -8,13 +8,14 @@ data split over devices, the cross-device gradient mean and the optimizer
 state must not depend on the parallel mode or device count.
 """
 import contextlib
-import importlib.util
 import json
 import os
 
 import jax
 import numpy as np
 import pytest
+
+from nfnet_jax.config import load as config_load
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # One epoch longer than any test run: the data pipeline builds the next
