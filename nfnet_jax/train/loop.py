@@ -94,11 +94,10 @@ def _describe_run(config, info, par, start_step: int) -> str:
           f'{config.train.total_steps}, compute {config.compute_dtype}')
 
 
-def _log_first_step(writer, metrics, t0: float) -> bool:
+def _log_first_step(writer, metrics, t0: float) -> None:
   jax.block_until_ready(metrics)
   writer.log(f'[train] first step (compilation included) took '
              f'{time.time() - t0:.1f}s')
-  return False
 
 
 def compile_steps(config, model, tx, schedule, par, num_classes: int):
@@ -236,17 +235,15 @@ def train_and_evaluate(config, workdir: str) -> dict:
   del init
 
   # ---- 4. Train: log, evaluate and checkpoint at their boundaries.
-  status, train_images, train_time, train_decode_errors = 'completed', 0, 0.0, 0
+  status, start, train_time, train_decode_errors = 'completed', step, 0.0, 0
   sync_every = 1 if jax.process_count() == 1 else max(1, min(tcfg.log_every, 10))
-  stop = preemption.StopFlag()
-  with stop:
+  with preemption.StopFlag() as stop:
     try:
       if step < tcfg.total_steps:
         train_iter = data_lib.train_iterator(config, start_step=step,
                                              layout='host', **par.topology())
         batches = parallel_lib.prefetch_to_device(iter(train_iter),
                                                   par.put_batch)
-        first_step = True
         writer.reset_rate(step)
         t_seg = time.time()
         while step < tcfg.total_steps:
@@ -258,11 +255,10 @@ def train_and_evaluate(config, workdir: str) -> dict:
             raise RuntimeError(f'the train iterator ended at step {step} of '
                                f'{tcfg.total_steps}')
           state, metrics = train_step(state, batch)
-          if first_step:
-            first_step = _log_first_step(writer, metrics, t_seg)
+          if step == start:
+            _log_first_step(writer, metrics, t_seg)
           log.push(metrics)
           step += 1
-          train_images += tcfg.batch_size
           writer.advance(step)
           at_log = step % tcfg.log_every == 0 or step == tcfg.total_steps
           at_eval = tcfg.eval_every and step % tcfg.eval_every == 0
@@ -299,7 +295,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
   # ---- 6. Summary.
   times = {'wall': time.time() - t_start, 'prior': prior_wall,
-           'train': train_time, 'images': train_images}
+           'train': train_time, 'images': (step - start) * tcfg.batch_size}
   summary = make_summary(
       status=status, step=step, config=config, final_eval=final_eval,
       evaluator=evaluate, log=log, times=times,
