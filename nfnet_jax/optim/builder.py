@@ -106,7 +106,7 @@ def validate_optimizer_config(opt_config, total_steps: Optional[int] = None
     bad('schedule', schedule, f'expected one of {SCHEDULES}')
 
   min_lr = get('min_lr')
-  if not _is_number(min_lr) or not 0 <= min_lr < math.inf:
+  if not is_number(min_lr) or not 0 <= min_lr < math.inf:
     bad('min_lr', min_lr, 'expected a finite number >= 0 (the cosine floor; 0 for NFNets)')
 
   warmup = get('warmup_steps')
