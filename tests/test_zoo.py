@@ -472,3 +472,12 @@ def test_set_skip_gain_reaches_conv2_gains_of_the_light_family():
   np.testing.assert_array_equal(out['NFNet/~/nf_block_2']['skip_gain'], 0.5)
   out = spp_lib.set_skip_gain(params, 0.5)
   np.testing.assert_array_equal(out['NFNet/~/nf_block_2/~/conv2']['gain'], 0.0)
+
+
+def test_infer_nfnet_config_tells_the_light_family_apart():
+  from nfnet_jax import pretrained
+  for variant in ('F0', 'F1+', 'nfnet_l0', 'eca_nfnet_l0', 'eca_nfnet_l2'):
+    shapes = pretrained.expected_param_shapes({'name': 'NFNet', 'variant': variant}, 1000)
+    tree = {m: {n: np.zeros(s) if m.endswith(('stem_conv3', 'final_conv')) and n == 'w'
+                else np.zeros(1) for n, s in d.items()} for m, d in shapes.items()}
+    assert pretrained.infer_nfnet_config(tree) == {'name': 'NFNet', 'variant': variant}
