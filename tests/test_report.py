@@ -229,18 +229,18 @@ def test_repeats_from_config_and_double_seed_axes(tmp_path):
 @pytest.mark.parametrize('name', STUDIES)
 def test_study_grids_validate(name):
   """Every point of the full study grid is a valid config (nothing trained)."""
-  from nfnet_jax.train import cli  # pylint: disable=g-import-not-at-top
-  from nfnet_jax.train.validate import validate_config  # pylint: disable=g-import-not-at-top
   from nfnet_jax import models  # pylint: disable=g-import-not-at-top
+  from nfnet_jax.config import load as config_load  # pylint: disable=g-import-not-at-top
+  from nfnet_jax.config import validate_config  # pylint: disable=g-import-not-at-top
   study = _load_study(name)
+  path = os.path.join(REPO, 'configs', 'studies', f'{name}.py')
   grid = study.get_sweep()
   seeds = {p['seed'] for p in grid}
   assert len(seeds) >= 3
   cells = {tuple(sorted((k, str(v)) for k, v in p.items() if k != 'seed')) for p in grid}
   assert len(grid) == len(cells) * len(seeds)
   for point in grid:
-    c = study.get_config()
-    cli.apply_overrides(c, list(point.items()))
+    c = config_load.load_config(path, point.items())
     validate_config(c, num_devices=1, process_count=1)
     models.validate_model_config(c.model, num_classes=10)
   with pytest.raises(ValueError, match='unknown variant'):
@@ -251,14 +251,13 @@ def test_study_grids_validate(name):
 @pytest.mark.parametrize('name', STUDIES)
 def test_study_local_form_end_to_end(name, tmp_path):
   """The ``local`` grid trains (in-process, 3 steps) and the report reads it."""
-  from nfnet_jax.train import cli  # pylint: disable=g-import-not-at-top
+  from nfnet_jax.config import load as config_load  # pylint: disable=g-import-not-at-top
   from nfnet_jax.train import loop  # pylint: disable=g-import-not-at-top
-  study = _load_study(name)
-  grid = study.get_sweep('local')
+  spec = os.path.join(REPO, 'configs', 'studies', f'{name}.py:local')
+  grid = sweep_lib.sweep_from_config(spec)
   wd = str(tmp_path / name)
   for point in grid:
-    c = study.get_config('local')
-    cli.apply_overrides(c, list(point.items()))
+    c = config_load.load_config(spec, point.items())
     loop.train_and_evaluate(c, os.path.join(wd, sweep_lib.run_name(point)))
   with open(os.path.join(wd, 'sweep.json'), 'w') as f:
     json.dump({'config': f'configs/studies/{name}.py:local', 'grid': grid}, f)

@@ -1,7 +1,9 @@
 """Runs a study grid in ONE process (saves the ~45 s import per run on the loaded CPU).
 
 The driver that executed docs/studies/clipping_batch.md and regularization.md
-(from the repository root: python docs/studies/run_inproc.py CONFIG WORKDIR).
+(from the repository root: python docs/studies/run_inproc.py CONFIG WORKDIR);
+updated since for the shared config loader (nfnet_jax.config.load), which
+applies the same overrides to the same get_config().
 
 Same grid (get_sweep()), same config (get_config()), same overrides, same
 per-run workdirs and files (summary.json, metrics.jsonl, sweep_run.json) as
@@ -10,11 +12,11 @@ scripts/sweep.py --parallel 1; finished runs are skipped.
 import json, os, sys, time, traceback
 sys.path.insert(0, os.getcwd())
 from nfnet_jax.analysis import sweep as sweep_lib
-from nfnet_jax.train import cli, loop
+from nfnet_jax.config import load as config_load
+from nfnet_jax.train import loop
 
 config_path, workdir = sys.argv[1], sys.argv[2]
 grid = sweep_lib.sweep_from_config(config_path)
-module = sweep_lib.load_config_module(config_path)
 os.makedirs(workdir, exist_ok=True)
 with open(os.path.join(workdir, 'sweep.json'), 'w') as f:
   json.dump({'config': config_path, 'grid': grid, 'extra_args': [],
@@ -27,8 +29,7 @@ for point in grid:
     print(f'[inproc] {name}: finished earlier, skipping', flush=True)
     continue
   os.makedirs(rdir, exist_ok=True)
-  c = module.get_config()
-  cli.apply_overrides(c, list(point.items()))
+  c = config_load.load_config(config_path, point.items())
   start = time.time()
   rc, diverged = 0, False
   print(f'[inproc] {name}: start', flush=True)
