@@ -7,7 +7,9 @@
 passed to its ``get_config(arg)``; ``--config.a.b=value`` overrides any field.
 Re-running the same command resumes from ``DIR``'s newest checkpoint.
 Exit status: 0 when training completed, 143 when stopped by SIGTERM after
-writing a checkpoint (re-run to continue), 2 for a bad config.
+writing a checkpoint (re-run to continue), 2 for a bad config, 3 when
+training diverged (too many consecutive non-finite steps, or one with
+``config.train.nonfinite='raise'``), 1 for any other error.
 """
 import ast
 import importlib.util
@@ -30,6 +32,8 @@ _WORKDIR = flags.DEFINE_string(
 
 EXIT_PREEMPTED = 143
 EXIT_BAD_CONFIG = 2
+# Read by nfnet_jax.analysis.sweep: a diverged run is an outcome, not a crash.
+EXIT_DIVERGED = 3
 
 
 _NONE_WORDS = ('none', 'null')
@@ -129,6 +133,9 @@ def _run(argv) -> None:
       raise
     print(f'error: {e}', file=sys.stderr)
     sys.exit(EXIT_BAD_CONFIG)
+  except (loop.TrainingDiverged, FloatingPointError) as e:
+    print(f'error: training diverged: {e}', file=sys.stderr)
+    sys.exit(EXIT_DIVERGED)
   if summary.get('status') == 'preempted':
     sys.exit(EXIT_PREEMPTED)
 

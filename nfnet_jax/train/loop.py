@@ -34,11 +34,20 @@ from nfnet_jax.train import checkpoint as ckpt_lib
 from nfnet_jax.train import metrics as metrics_lib
 from nfnet_jax.train import parallel as parallel_lib
 from nfnet_jax.train import step as step_lib
+from nfnet_jax.train import telemetry
 from nfnet_jax.train.validate import validate_config
 
 PyTree = Any
 
 CLASSIFIER_MODULE = re.compile(r'^[^/]+/~/linear$')
+
+
+class TrainingDiverged(RuntimeError):
+  """Too many consecutive non-finite steps (``train.max_consecutive_nonfinite``).
+
+  The command line exits with its own status for it (``cli.EXIT_DIVERGED``),
+  so sweeps tell a diverged run from a crash without reading logs.
+  """
 
 
 # ---------------------------------------------------------------------------
@@ -222,7 +231,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   Raises:
     ValueError: a bad config (before anything is compiled).
     FloatingPointError: a non-finite step with ``train.nonfinite='raise'``.
-    RuntimeError: too many consecutive non-finite steps.
+    TrainingDiverged: too many consecutive non-finite steps (a RuntimeError).
   """
   t_start = time.time()
   from nfnet_jax import data as data_lib  # pylint: disable=g-import-not-at-top
@@ -255,6 +264,12 @@ def train_and_evaluate(config, workdir: str) -> dict:
         jax.random.PRNGKey(0), jnp.zeros((1,) + tuple(info.image_shape)), is_training=True))
     finetune_params = load_finetune_params(config, abstract, log=lambda *a, **k: None)
   host_state = init_train_state(model, tx, config, info.image_shape)
+  agc_stats = telemetry.make_agc_stats(config.optimizer,
+                                       tcfg.get('agc_telemetry', True))
+  agc_log = None
+  if agc_stats is not None:
+    agc_log = telemetry.AGCLog(optim_lib.agc_unit_counts(
+        host_state.params, config.optimizer.clip_exclude), config.optimizer.clipping)
 
   # 3. Resume, or fine-tune.
   checkpointer = ckpt_lib.Checkpointer(os.path.join(workdir, 'checkpoints'),
@@ -299,7 +314,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
       model.apply, tx, schedule, compute_dtype=config.compute_dtype,
       label_smoothing=config.optimizer.label_smoothing,
       ema_decay=config.optimizer.ema_decay, ema_update=optim_lib.update_ema,
-      sam_rho=config.optimizer.sam_rho))
+      sam_rho=config.optimizer.sam_rho, agc_stats=agc_stats))
   eval_step = par.wrap_eval_step(step_lib.make_eval_step(
       model.apply, compute_dtype=config.compute_dtype,
       num_classes=info.num_classes))
@@ -349,6 +364,11 @@ def train_and_evaluate(config, workdir: str) -> dict:
   skipped_steps: list = list(meta.get('skipped_steps', []))
   prior_wall = float(meta.get('cumulative_wall_time_s', 0.0))
   last_train: dict = dict(meta.get('last_train', {}))
+  if agc_log is not None:
+    agc_log.restore(meta.get('agc_window'))
+  profiler = telemetry.StepProfiler(
+      telemetry.parse_profile_steps(tcfg.get('profile_steps', '')),
+      os.path.join(workdir, 'profile'), log=log)
 
   def process(m: dict):
     """Host metrics of one finished step: non-finite policy, log window."""
@@ -364,7 +384,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
           f'update skipped ({int(m["nonfinite_consecutive"])} in a row, '
           f'{int(m["nonfinite_total"])} in total).')
       if int(m['nonfinite_consecutive']) >= tcfg.max_consecutive_nonfinite:
-        raise RuntimeError(
+        raise TrainingDiverged(
             f'{int(m["nonfinite_consecutive"])} consecutive non-finite steps '
             f'(up to step {s}; config.train.max_consecutive_nonfinite='
             f'{tcfg.max_consecutive_nonfinite}): training diverged. Try a '
@@ -372,6 +392,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
             'config.optimizer.warmup_steps or tighter AGC '
             '(smaller config.optimizer.clipping).')
       return
+    if agc_log is not None and 'agc' in m:
+      agc_log.add(m['agc'])
     window.append({k: float(m[k]) for k in
                    ('loss', 'top1', 'grad_norm', 'param_norm') if k in m}
                   | {'lr': float(m.get('lr', 0.0))})
@@ -391,6 +413,10 @@ def train_and_evaluate(config, workdir: str) -> dict:
     writer.write(step, 'train', scalars)
     last_train = {k: v for k, v in scalars.items() if not k.endswith('_s')}
     eta = (tcfg.total_steps - step) / max(steps_s, 1e-9)
+    agc_scalars = agc_log.scalars() if agc_log is not None else {}
+    if agc_scalars:
+      writer.write(step, 'agc', agc_scalars)
+      log(telemetry.AGCLog.console(step, agc_scalars))
     if 'train/loss' in scalars:
       log(f'[train] step {step}/{tcfg.total_steps}: loss '
           f'{scalars["train/loss"]:.4f} top-1 {100 * scalars["train/top1"]:.1f}% '
@@ -402,7 +428,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
     info_meta = {
         'log_window': list(window), 'skipped_steps': list(skipped_steps),
         'cumulative_wall_time_s': prior_wall + time.time() - t_start,
-        'last_train': last_train, 'config': _config_json(config)}
+        'last_train': last_train, 'config': _config_json(config),
+        'agc_window': agc_log.state() if agc_log is not None else None}
     ok = checkpointer.save(step, host, info_meta)
     if ok:
       log(f'[checkpoint] saved step {step} to {checkpointer.directory}/{step}')
@@ -433,7 +460,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
         except StopIteration:
           raise RuntimeError(f'the train iterator ended at step {step} of '
                              f'{tcfg.total_steps}') from None
+        profiler.before(step)
         state, metrics = train_step(state, batch)
+        profiler.after(step, metrics)
         if first_step:
           jax.block_until_ready(metrics)
           log(f'[train] first step (compilation included) took '
@@ -483,6 +512,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
     if step not in checkpointer.steps():
       save(state, step)
   finally:
+    profiler.stop()
     stop.uninstall()
     writer.close()
 

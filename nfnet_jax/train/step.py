@@ -105,6 +105,7 @@ def make_train_step(
     ema_decay: Optional[float] = None,
     ema_update: Optional[Callable[..., Any]] = None,
     sam_rho: Optional[float] = None,
+    agc_stats: Optional[Callable[[PyTree, PyTree], dict]] = None,
 ) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
   """Builds the per-device train step ``(state, batch) -> (state, metrics)``.
 
@@ -119,6 +120,9 @@ def make_train_step(
     ema_decay: EMA decay, or None to disable the parameter EMA.
     ema_update: ``update_ema(ema_params, params, step, decay)``.
     sam_rho: SAM neighbourhood size; None disables SAM.
+    agc_stats: ``(grads, params) -> {group: {...}}``
+      (`nfnet_jax.optim.agc.agc_telemetry`), applied to the gradient the
+      optimizer receives; its result is ``metrics['agc']``. None: off.
 
   Returns:
     The per-device step. ``batch`` holds ``images`` [b, H, W, C] float32 and
@@ -211,6 +215,8 @@ def make_train_step(
         'nonfinite_total': new_state.nonfinite_total,
         'nonfinite_consecutive': new_state.nonfinite_consecutive,
     }
+    if agc_stats is not None:
+      metrics['agc'] = agc_stats(grads, state.params)
     if schedule is not None:
       metrics['lr'] = jnp.asarray(schedule(state.step), jnp.float32)
     return new_state, metrics

@@ -9,6 +9,7 @@ import numbers
 import os
 from typing import Any, Callable, Optional
 
+from nfnet_jax.train import telemetry
 from nfnet_jax.train.parallel import DISTRIBUTED, MODES
 
 COMPUTE_DTYPES = ('float32', 'bfloat16')
@@ -183,6 +184,19 @@ def validate_config(config, *, check_devices: bool = True,
   if not isinstance(_get(config, 'train.eval_with_ema'), bool):
     err.add('train.eval_with_ema', _get(config, 'train.eval_with_ema'),
             'True or False')
+  if not isinstance(_get(config, 'train.agc_telemetry', True), bool):
+    err.add('train.agc_telemetry', _get(config, 'train.agc_telemetry'),
+            'True or False')
+  profile = _get(config, 'train.profile_steps', '')
+  try:
+    span = telemetry.parse_profile_steps(profile)
+  except ValueError as e:
+    err.add('train.profile_steps', profile, str(e))
+  else:
+    total = _get(config, 'train.total_steps')
+    if span is not None and _is_int(total) and span[1] >= total:
+      err.add('train.profile_steps', profile,
+              f'steps below config.train.total_steps={total}')
   cache_dir = _get(config, 'train.compilation_cache_dir')
   if cache_dir is not None and (not isinstance(cache_dir, str) or not cache_dir):
     err.add('train.compilation_cache_dir', cache_dir,
