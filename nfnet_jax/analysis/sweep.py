@@ -503,6 +503,34 @@ def submitit_parameters(flags: Dict[str, Any], extra: Sequence[str] = ()) -> Dic
   return params
 
 
+def make_executor(folder: str, cluster: Optional[str] = None,
+                  parameters: Optional[Dict[str, Any]] = None):
+  """A submitit AutoExecutor with the sweep's defaults and ``parameters``.
+
+  Defaults: job name ``nfnet_sweep``, a 24 h limit, one task per node (one
+  JAX process sees all of a node's GPUs; ``jax.distributed`` joins the
+  nodes).
+
+  Raises:
+    ValueError: submitit missing, or parameters the executor rejects.
+  """
+  submitit = import_submitit()
+  try:
+    executor = submitit.AutoExecutor(folder=folder, cluster=cluster)
+  except RuntimeError as e:  # e.g. 'Could not detect "srun"'
+    raise ValueError(f'submitit cannot use the {cluster} executor here ({e}); on one '
+                     'machine use --submitit_cluster local') from None
+  params = dict(name='nfnet_sweep', timeout_min=60 * 24, tasks_per_node=1)
+  params.update(parameters or {})
+  try:
+    executor.update_parameters(**params)
+  except (ValueError, TypeError, NameError) as e:
+    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    raise ValueError(f'submitit ({executor.cluster}) rejects the parameters {params}: '
+                     f'{first}') from None
+  return executor
+
+
 def run_sweep_submitit(config: str, workdir: str, grid: Sequence[Overrides], *,
                        parameters: Optional[Dict[str, Any]] = None,
                        cluster: Optional[str] = None, extra_args: Sequence[str] = (),
@@ -529,20 +557,13 @@ def run_sweep_submitit(config: str, workdir: str, grid: Sequence[Overrides], *,
   Raises:
     ValueError: submitit missing, or parameters the executor rejects.
   """
-  submitit = import_submitit()
+  import_submitit()
   todo = _todo(config, workdir, grid, extra_args, train_cmd, log)
   if not todo:
     log('[sweep] every run finished earlier: nothing to submit')
     return {}
   folder = os.path.join(workdir, 'submitit')
-  executor = submitit.AutoExecutor(folder=folder, cluster=cluster)
-  params = dict(name='nfnet_sweep', timeout_min=60 * 24)
-  params.update(parameters or {})
-  try:
-    executor.update_parameters(**params)
-  except (ValueError, TypeError, NameError) as e:
-    raise ValueError(f'submitit ({executor.cluster}) rejects the parameters {params}: {e}'
-                     ) from None
+  executor = make_executor(folder, cluster, parameters)
   with executor.batch():
     jobs = [executor.submit(TrainJob(cmd, rdir, timeout)) for _, rdir, cmd in todo]
   ids = {name: str(job.job_id) for (name, _, _), job in zip(todo, jobs)}
@@ -917,9 +938,10 @@ def validate_sweep_keys(config_path: str, keys: Sequence[str]) -> None:
 
   def walk(d, prefix):
     for k, v in d.items():
-      fields.append(prefix + k)
-      if isinstance(v, dict):
+      if isinstance(v, dict) and v:
         walk(v, prefix + k + '.')
+      else:
+        fields.append(prefix + k)
 
   walk(cfg.to_dict(), '')
   for key in keys:
@@ -928,3 +950,14 @@ def validate_sweep_keys(config_path: str, keys: Sequence[str]) -> None:
       hint = f' (did you mean {", ".join(close)}?)' if close else ''
       raise ValueError(f'{key} is not a field of the config {config_path}{hint}; '
                        'swept keys and --config.* overrides must name config fields')
+
+
+def write_agc_reports(workdir: str, grid: Sequence[Overrides]) -> List[str]:
+  """``agc_report.png`` in every run dir whose run logged AGC telemetry."""
+  from nfnet_jax.analysis import agc_report  # pylint: disable=g-import-not-at-top
+  out = []
+  for point in grid:
+    path = agc_report.plot_agc_report(os.path.join(workdir, run_name(point)))
+    if path:
+      out.append(path)
+  return out
