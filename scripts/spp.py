@@ -7,11 +7,11 @@
       [--config.model.alpha=0.5]
 
   python scripts/spp.py --out OUT --checkpoint WORKDIR|F0_haiku.npz [--overlay_init] \
-      [--config FILE.py[:arg]] [--ema]
+      [--model_config FILE.py[:arg]] [--ema]
 
 With --checkpoint, the trained model of a training workdir (its newest
 checkpoint and saved config) or of an official-format file (the NFNet variant
-is inferred; other models need --config) is plotted with its trained skip
+is inferred; other models need --model_config) is plotted with its trained skip
 gains (no --skip_gain override), at the run's training resolution by
 default; --overlay_init adds the same model at initialization (skip gains
 set by --skip_gain) for comparison.
@@ -58,7 +58,7 @@ def main(argv=None):
   p.add_argument('--title', default=None)
   p.add_argument('--checkpoint', default=None,
                  help='a training workdir or an official-format .npz: plot the trained model')
-  p.add_argument('--config', default=None,
+  p.add_argument('--model_config', default=None,
                  help='with --checkpoint FILE.npz: the config (file.py[:arg]) whose model the '
                       'file holds, when it is not an official NFNet variant')
   p.add_argument('--overlay_init', action='store_true',
@@ -136,10 +136,10 @@ def _trained(p, args, overrides, skip_gain):
     p.error('--config.model.* overrides do not apply to --checkpoint (the model is the '
             "checkpoint's)")
   model_cfg = None
-  if args.config:
+  if args.model_config:
     from nfnet_jax.analysis.sweep import load_config_module  # pylint: disable=g-import-not-at-top
-    mod = load_config_module(args.config)
-    arg = args.config.split(':', 1)[1] if ':' in args.config else None
+    mod = load_config_module(args.model_config)
+    arg = args.model_config.split(':', 1)[1] if ':' in args.model_config else None
     model_cfg = (mod.get_config(arg) if arg is not None else mod.get_config()).model.to_dict()
   if not os.path.exists(args.checkpoint):
     p.error(f'--checkpoint {args.checkpoint}: no such file or directory')

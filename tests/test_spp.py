@@ -196,7 +196,7 @@ def test_spp_checkpoint_on_an_official_format_file(tmp_path):
   script = ilu.module_from_spec(spec)
   spec.loader.exec_module(script)
   out = tmp_path / 'out'
-  assert script.main(['--checkpoint', path, '--config', cfg_path + ':F0,local',
+  assert script.main(['--checkpoint', path, '--model_config', cfg_path + ':F0,local',
                       '--out', str(out), '--resolution', '32', '--batch', '4', '--jit']) == 0
   with open(out / 'spp.json') as f:
     blob = json.load(f)
@@ -205,7 +205,7 @@ def test_spp_checkpoint_on_an_official_format_file(tmp_path):
   assert len(stats['avg_var']) == len([m for m in params if m.count('/~/') == 1
                                        and 'nf_block' in m])
   assert all(v > 0 for v in stats['avg_var'])
-  # Without --config the model cannot be told: one clear error, exit status 2.
+  # Without --model_config the model cannot be told: one clear error, exit status 2.
   with pytest.raises(SystemExit) as e:
     script.main(['--checkpoint', path, '--out', str(out)])
   assert e.value.code == 2

@@ -281,7 +281,7 @@ def load_trained(path: str, model_cfg: Optional[Mapping[str, Any]] = None,
       model_cfg = pretrained.infer_nfnet_config(params)
       if model_cfg is None:
         raise ValueError(f'--checkpoint {path}: not an official NFNet variant; give the model '
-                         'with --config FILE.py[:arg]')
+                         'with --model_config FILE.py[:arg]')
       from nfnet_jax.models.nfnet import NFNET_VARIANTS  # pylint: disable=g-import-not-at-top
       image_size = NFNET_VARIANTS[model_cfg['variant']]['train_imsize']
     state, label = {}, os.path.basename(path)
