@@ -115,3 +115,28 @@ def test_bad_arguments():
     agc.agc_telemetry(0.0)
   with pytest.raises(ValueError, match='exclude'):
     agc.agc_telemetry(0.01, exclude='(')
+
+
+def test_telemetry_and_profile_fields_are_validated():
+  from nfnet_jax.train import telemetry
+  from nfnet_jax.train.validate import validate_config
+  spec = importlib.util.spec_from_file_location(
+      'fm_cfg2', os.path.join(ROOT, 'configs', 'fashion_mnist.py'))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  assert telemetry.parse_profile_steps('') is None
+  assert telemetry.parse_profile_steps('3, 5') == (3, 5)
+  assert telemetry.parse_profile_steps('4') == (4, 4)
+  assert telemetry.parse_profile_steps((2, 3)) == (2, 3)
+  for field, value, msg in (
+      ('profile_steps', '5,2', "config.train.profile_steps='5,2' is invalid: expected 'a,b'"),
+      ('profile_steps', 'a,b', "config.train.profile_steps='a,b' is invalid"),
+      ('profile_steps', '3,30', 'steps below config.train.total_steps=30')):
+    cfg = module.get_config('local')
+    cfg.train[field] = value
+    with pytest.raises(ValueError) as e:
+      validate_config(cfg, check_devices=False)
+    assert msg in str(e.value) and '\n' not in str(e.value)
+  cfg = module.get_config('local')
+  cfg.train.profile_steps = '3,29'
+  validate_config(cfg, check_devices=False)
