@@ -57,31 +57,9 @@ def _short(group: str) -> str:
   return group.split('/~/', 1)[-1]
 
 
-def plot_agc_report(workdir: str, path: Optional[str] = None,
-                    title: Optional[str] = None) -> Optional[str]:
-  """Draws the report of one run.
-
-  Args:
-    workdir: the run's workdir (with ``metrics.jsonl``).
-    path: output image (default ``<workdir>/agc_report.png``).
-    title: figure title (default: the workdir's name and lambda).
-
-  Returns:
-    The image path, or None when the run logged no AGC telemetry.
-  """
-  rows = read_agc_rows(workdir)
-  if not rows:
-    return None
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-
+def _draw(fig, ax0, ax1, rows, name):
   groups, steps, t = agc_table(rows)
   clipping = rows[-1].get('agc/clipping')
-  path = path or os.path.join(workdir, 'agc_report.png')
-  height = max(4.0, 0.16 * len(groups) + 1.5)
-  fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(13, height),
-                                 gridspec_kw={'width_ratios': [3, 2]})
   im = ax0.imshow(100 * t['clipped'], aspect='auto', cmap='magma', vmin=0, vmax=100,
                   interpolation='nearest',
                   extent=(-0.5, len(steps) - 0.5, len(groups) - 0.5, -0.5))
@@ -89,7 +67,8 @@ def plot_agc_report(workdir: str, path: Optional[str] = None,
   ax0.set_xticks(ticks, [str(steps[i]) for i in ticks])
   ax0.set_yticks(range(len(groups)), [_short(g) for g in groups], fontsize=6)
   ax0.set_xlabel('training step (end of each log window)')
-  ax0.set_ylabel('parameter group (network depth, input at the top)')
+  ax0.set_ylabel('parameter group (input at the top)')
+  ax0.set_title(f'{name}: clipped units per group (lambda = {clipping:g})', fontsize=10)
   fig.colorbar(im, ax=ax0, label='clipped units (%)')
   y = np.arange(len(groups))
   for col, label, color in ((0, f'step {steps[0]}', 'tab:blue'),
@@ -101,12 +80,44 @@ def plot_agc_report(workdir: str, path: Optional[str] = None,
   ax1.set_xscale('log')
   ax1.set_ylim(len(groups) - 0.5, -0.5)
   ax1.set_yticks(range(len(groups)), [])
-  ax1.set_xlabel('||G_i|| / max(||W_i||, eps) per unit')
+  ax1.set_xlabel('||G_i|| / max(||W_i||, eps) per unit (0 not shown)')
+  ax1.set_title('ratio distribution per group', fontsize=10)
   ax1.legend(fontsize=7, loc='lower right')
   ax1.grid(axis='x', alpha=0.3)
-  name = os.path.basename(os.path.normpath(workdir))
-  fig.suptitle(title or f'AGC telemetry: {name} (lambda = {clipping})')
+
+
+def plot_agc_report(workdir, path: Optional[str] = None,
+                    title: Optional[str] = None) -> Optional[str]:
+  """Draws the report of one run, or of several runs one under the other.
+
+  Args:
+    workdir: a run's workdir (with ``metrics.jsonl``), or a list of them
+      (e.g. the same model at several lambdas).
+    path: output image (default ``<first workdir>/agc_report.png``).
+    title: figure title.
+
+  Returns:
+    The image path, or None when no run logged AGC telemetry.
+  """
+  workdirs = [workdir] if isinstance(workdir, str) else list(workdir)
+  runs = [(w, read_agc_rows(w)) for w in workdirs]
+  runs = [(w, r) for w, r in runs if r]
+  if not runs:
+    return None
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+
+  n_groups = max(len(agc_table(r)[0]) for _, r in runs)
+  height = max(4.0, 0.16 * n_groups + 1.5)
+  fig, axes = plt.subplots(len(runs), 2, figsize=(13, height * len(runs)),
+                           gridspec_kw={'width_ratios': [3, 2]}, squeeze=False)
+  for (w, rows), (ax0, ax1) in zip(runs, axes):
+    _draw(fig, ax0, ax1, rows, os.path.basename(os.path.normpath(w)))
+  if title:
+    fig.suptitle(title)
   fig.tight_layout()
+  path = path or os.path.join(runs[0][0], 'agc_report.png')
   fig.savefig(path, dpi=110)
   plt.close(fig)
   return path
