@@ -140,3 +140,44 @@ def test_telemetry_and_profile_fields_are_validated():
   cfg = module.get_config('local')
   cfg.train.profile_steps = '3,29'
   validate_config(cfg, check_devices=False)
+
+
+def test_agc_report_script_on_logged_rows(tmp_path):
+  """scripts/agc_report.py: one figure for several runs; clear errors."""
+  import json
+  from nfnet_jax.analysis import agc_report
+  groups = ['M/~/stem_conv0', 'M/~/nf_block_10/~/conv0', 'M/~/nf_block_2/~/conv0', 'M/~/linear']
+  dirs = []
+  for lam in (0.01, 0.16):
+    d = tmp_path / f'clipping={lam}'
+    d.mkdir()
+    with open(d / 'metrics.jsonl', 'w') as f:
+      f.write(json.dumps({'step': 10, 'split': 'train', 'train/loss': 2.0}) + '\n')
+      for step in (10, 20, 30):
+        row = {'step': step, 'split': 'agc', 'agc/clipping': lam}
+        for i, g in enumerate(groups):
+          row[f'agc/clipped/{g}'] = (i + step / 30) / 4
+          row[f'agc/ratio_median/{g}'] = 0.01 * (i + 1)
+          row[f'agc/ratio_max/{g}'] = 0.1 * (i + 1)
+        f.write(json.dumps(row) + '\n')
+    dirs.append(str(d))
+  names, steps, t = agc_report.agc_table(agc_report.read_agc_rows(dirs[0]))
+  assert names == [groups[0], groups[2], groups[1], groups[3]]   # network order
+  assert list(steps) == [10, 20, 30]
+  np.testing.assert_allclose(t['clipped'][1], [(2 + s / 30) / 4 for s in (10, 20, 30)])
+  spec = importlib.util.spec_from_file_location(
+      'agc_report_script', os.path.join(ROOT, 'scripts', 'agc_report.py'))
+  script = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(script)
+  out = tmp_path / 'both.png'
+  assert script.main(dirs + ['--out', str(out)]) == 0
+  assert out.stat().st_size > 10_000
+  (tmp_path / 'empty').mkdir()
+  with pytest.raises(SystemExit) as e:
+    script.main([str(tmp_path / 'empty')])
+  assert e.value.code == 2
+  with open(tmp_path / 'empty' / 'metrics.jsonl', 'w') as f:
+    f.write(json.dumps({'step': 1, 'split': 'train', 'train/loss': 1.0}) + '\n')
+  with pytest.raises(SystemExit) as e:
+    script.main([str(tmp_path / 'empty')])
+  assert e.value.code == 2
