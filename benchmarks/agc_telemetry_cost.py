@@ -36,6 +36,8 @@ def main(argv=None):
   p.add_argument('--batch', type=int, default=8)
   p.add_argument('--resolution', type=int, default=128)
   p.add_argument('--steps', type=int, default=10)
+  p.add_argument('--flops_only', action='store_true',
+                 help='only count operations (no compile, no timing)')
   args = p.parse_args(argv)
   spec = importlib.util.spec_from_file_location('nfnet_cfg', os.path.join(ROOT, 'configs',
                                                                           'nfnet.py'))
@@ -52,18 +54,28 @@ def main(argv=None):
   batch = par.put_batch({
       'images': rng.standard_normal((args.batch,) + shape).astype(np.float32),
       'labels': np.eye(1000, dtype=np.float32)[rng.integers(0, 1000, args.batch)]})
-  steps, states = {}, {}
+  steps, states, flops = {}, {}, {}
   for name, on in (('off', False), ('on', True)):
     fn = step_lib.make_train_step(
         net.apply, tx, schedule, label_smoothing=0.1, ema_decay=cfg.optimizer.ema_decay,
         ema_update=optim.update_ema,
         agc_stats=telemetry.make_agc_stats(cfg.optimizer, on))
     steps[name] = par.wrap_train_step(fn)
+    # Load-independent: XLA's operation count of the (unoptimised) program.
+    cost = steps[name].lower(par.put_replicated(host), batch).cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    flops[name] = float((cost or {}).get('flops', float('nan')))
+    if args.flops_only:
+      continue
     t0 = time.time()
     states[name], m = steps[name](par.put_replicated(host), batch)
     jax.block_until_ready(m)
     print(f'[telemetry {name}] compile + first step {time.time() - t0:.1f}s '
           f'({len(m.get("agc", {}))} telemetry groups)', flush=True)
+  print(f'XLA flops per step: {flops["off"]:.4g} without telemetry, {flops["on"]:.4g} with '
+        f'(+{100 * (flops["on"] / flops["off"] - 1):.3f}%)', flush=True)
+  if args.flops_only:
+    return 0
   times = {'off': [], 'on': []}
   for _ in range(args.steps):
     for name in ('off', 'on'):
