@@ -174,3 +174,23 @@ def test_bad_input_is_one_clear_error_each(setup, tmp_path):
   assert not (tmp_path / 'w').exists()          # nothing was launched
   for r in (res,):
     assert len([l for l in r.stderr.splitlines() if 'error' in l]) == 1
+
+
+def test_rerun_does_not_resubmit_runs_still_queued_on_slurm(tmp_path):
+  wd = tmp_path / 'w'
+  wd.mkdir()
+  (wd / 'submitit_jobs.json').write_text(json.dumps([
+      {'time': 0, 'cluster': 'slurm', 'jobs': {'a': '7_0', 'b': '7_1', 'c': '7_2'}},
+      {'time': 1, 'cluster': 'slurm', 'jobs': {'c': '9_0'}},
+      {'time': 2, 'cluster': 'local', 'jobs': {'d': '123'}}]))
+  states = {'7_0': 'RUNNING', '7_1': 'CANCELLED by 42', '7_2': 'PENDING', '9_0': 'PENDING'}
+  seen = []
+
+  def state_fn(folder, job_id):
+    seen.append((folder, job_id))
+    return states[job_id]
+
+  queued = sweep_lib.still_queued(str(wd), ['a', 'b', 'c', 'd', 'e'], state_fn)
+  assert queued == {'a': '7_0', 'c': '9_0'}      # b was cancelled: resubmitted
+  assert sorted(j for _, j in seen) == ['7_0', '7_1', '9_0']
+  assert all(f == str(wd / 'submitit') for f, _ in seen)

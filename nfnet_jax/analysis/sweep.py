@@ -503,6 +503,56 @@ def submitit_parameters(flags: Dict[str, Any], extra: Sequence[str] = ()) -> Dic
   return params
 
 
+# SLURM states of a job that will still run (or is running): its grid point
+# must not be submitted a second time.
+_LIVE_STATES = ('PENDING', 'RUNNING', 'REQUEUED', 'CONFIGURING', 'COMPLETING', 'RESIZING',
+                'SUSPENDED', 'REQUEUE_HOLD', 'REQUEUE_FED')
+
+
+def slurm_job_state(folder: str, job_id: str) -> str:
+  """The SLURM state of ``job_id`` (sacct through submitit), 'UNKNOWN' if none."""
+  submitit = import_submitit()
+  try:
+    return str(submitit.SlurmJob(folder=folder, job_id=job_id).state)
+  except Exception:  # pylint: disable=broad-except
+    return 'UNKNOWN'
+
+
+def still_queued(workdir: str, names: Sequence[str], state_fn=None) -> Dict[str, str]:
+  """Unfinished runs whose last SLURM job is still pending or running.
+
+  A sweep re-run (after ``--no_wait``, or while an array is still running)
+  must not submit them again; runs whose job was cancelled, pre-empted for
+  good, failed or timed out are submitted again and resume from their
+  checkpoints.
+
+  Args:
+    workdir: the sweep's workdir (``submitit_jobs.json`` there).
+    names: the unfinished runs.
+    state_fn: ``(folder, job_id) -> state`` (default `slurm_job_state`).
+
+  Returns:
+    ``{run_name: job_id}`` of the runs not to submit.
+  """
+  history = _read_json(os.path.join(workdir, 'submitit_jobs.json')) or []
+  last = {}
+  for entry in history:
+    if entry.get('cluster') == 'slurm':
+      last.update(entry.get('jobs', {}))
+    else:  # local/debug jobs end with the sweep that started them
+      for name in entry.get('jobs', {}):
+        last.pop(name, None)
+  state_fn = state_fn or slurm_job_state
+  folder = os.path.join(workdir, 'submitit')
+  out = {}
+  for name in names:
+    if name in last:
+      state = state_fn(folder, last[name]).split()[0].upper()
+      if state in _LIVE_STATES:
+        out[name] = last[name]
+  return out
+
+
 def make_executor(folder: str, cluster: Optional[str] = None,
                   parameters: Optional[Dict[str, Any]] = None):
   """A submitit AutoExecutor with the sweep's defaults and ``parameters``.
@@ -559,6 +609,10 @@ def run_sweep_submitit(config: str, workdir: str, grid: Sequence[Overrides], *,
   """
   import_submitit()
   todo = _todo(config, workdir, grid, extra_args, train_cmd, log)
+  queued = still_queued(workdir, [name for name, _, _ in todo])
+  for name in sorted(queued):
+    log(f'[sweep] {name}: job {queued[name]} is still queued or running; not submitted again')
+  todo = [item for item in todo if item[0] not in queued]
   if not todo:
     log('[sweep] every run finished earlier: nothing to submit')
     return {}
