@@ -285,7 +285,8 @@ def last_error_line(log_text: str) -> str:
 
 
 def _run_one(cmd: List[str], run_workdir: str, timeout: Optional[float],
-             on_start=None, write_record: bool = True) -> Dict[str, Any]:
+             on_start=None, write_record: bool = True,
+             log_name: str = 'train.log') -> Dict[str, Any]:
   """Runs one training command; returns (and writes) its run record.
 
   Args:
@@ -296,6 +297,7 @@ def _run_one(cmd: List[str], run_workdir: str, timeout: Optional[float],
       forward signals to it keeps it).
     write_record: whether to write `RUN_RECORD` (only task 0 of a multi-task
       job does).
+    log_name: the output file in ``run_workdir`` (one per task).
 
   Returns:
     ``{'returncode', 'wall_time_s', 'command', 'error'}``; ``error`` is the
@@ -303,7 +305,7 @@ def _run_one(cmd: List[str], run_workdir: str, timeout: Optional[float],
   """
   os.makedirs(run_workdir, exist_ok=True)
   start = time.time()
-  log_path = os.path.join(run_workdir, 'train.log')
+  log_path = os.path.join(run_workdir, log_name)
   with open(log_path, 'ab') as log:
     log.write(('$ ' + shell_join(cmd) + '\n').encode())
     log.flush()
@@ -443,8 +445,10 @@ class TrainJob:
   def __call__(self) -> Dict[str, Any]:
     def keep(proc):
       self._proc = proc
+    rank = self._rank()
     return _run_one(self.cmd, self.run_workdir, self.timeout, on_start=keep,
-                    write_record=self._rank() == 0)
+                    write_record=rank == 0,
+                    log_name='train.log' if rank == 0 else f'train.task{rank}.log')
 
   def checkpoint(self, *args, **kwargs):  # pylint: disable=unused-argument
     """Stops training with a checkpoint; returns the same job for the requeue."""
