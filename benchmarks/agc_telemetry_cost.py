@@ -23,8 +23,9 @@ import jax  # pylint: disable=g-import-not-at-top
 import jax.numpy as jnp
 import numpy as np
 
-from nfnet_jax import bench, models, optim  # pylint: disable=g-import-not-at-top
-from nfnet_jax.train import loop, parallel, step as step_lib, telemetry
+from nfnet_jax import models, optim  # pylint: disable=g-import-not-at-top
+from nfnet_jax.analysis import benchmark as bench
+from nfnet_jax.train import parallel, state as state_lib, step as step_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -48,7 +49,7 @@ def main(argv=None):
   net = models.create_model(cfg.model, 1000)
   tx, schedule = optim.build_optimizer(cfg.optimizer, args.batch, cfg.train.total_steps)
   shape = (args.resolution, args.resolution, 3)
-  host = loop.init_train_state(net, tx, cfg, shape)
+  host = state_lib.init_train_state(net, tx, cfg, shape)
   par = parallel.Parallel('shard_map', jax.devices()[:1])
   rng = np.random.default_rng(0)
   batch = par.put_batch({
@@ -56,10 +57,8 @@ def main(argv=None):
       'labels': np.eye(1000, dtype=np.float32)[rng.integers(0, 1000, args.batch)]})
   steps, states, flops = {}, {}, {}
   for name, on in (('off', False), ('on', True)):
-    fn = step_lib.make_train_step(
-        net.apply, tx, schedule, label_smoothing=0.1, ema_decay=cfg.optimizer.ema_decay,
-        ema_update=optim.update_ema,
-        agc_stats=telemetry.make_agc_stats(cfg.optimizer, on))
+    fn = step_lib.make_train_step(net.apply, tx, cfg.optimizer, schedule=schedule,
+                                  agc_telemetry=on)
     steps[name] = par.wrap_train_step(fn)
     # Load-independent: XLA's operation count of the (unoptimised) program.
     cost = steps[name].lower(par.put_replicated(host), batch).cost_analysis()

@@ -4,7 +4,7 @@
   python scripts/spp.py --out docs/figures \
       [--models bn_resnet50_bn_relu_conv,bn_resnet50_relu_bn_conv,resnet50_plain,nf_resnet50] \
       [--resolution 224 --batch 32 --input gaussian|data --skip_gain 1.0] \
-      [--config.model.alpha=0.5]
+      [--config.model.alpha=0.5] [--config configs/fashion_mnist.py --config.data.data_dir=D]
 
   python scripts/spp.py --out OUT --checkpoint WORKDIR|F0_haiku.npz [--overlay_init] \
       [--model_config FILE.py[:arg]] [--ema]
@@ -34,7 +34,8 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from nfnet_jax.analysis import spp as spp_lib  # pylint: disable=g-import-not-at-top
-from nfnet_jax.analysis.sweep import parse_value  # pylint: disable=g-import-not-at-top
+from nfnet_jax.config import load as config_load  # pylint: disable=g-import-not-at-top
+from nfnet_jax.config.load import parse_value  # pylint: disable=g-import-not-at-top
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -49,8 +50,11 @@ def main(argv=None):
                  help='input size (default 224; with --checkpoint the training resolution)')
   p.add_argument('--batch', type=int, default=32)
   p.add_argument('--input', choices=('gaussian', 'data'), default='gaussian')
-  p.add_argument('--data_config', default=os.path.join(REPO, 'configs', 'fashion_mnist.py'),
-                 help='config whose eval split feeds --input data (file.py[:arg])')
+  p.add_argument('--config', '--data_config', dest='data_config',
+                 default=os.path.join(REPO, 'configs', 'fashion_mnist.py'),
+                 help='config whose eval split feeds --input data (file.py[:arg]); '
+                      '--config.model.k=v overrides go to every model, other '
+                      '--config.a.b=v overrides to this config')
   p.add_argument('--skip_gain', default='1.0', help='value for every skip_gain, or "none"')
   p.add_argument('--seed', type=int, default=0)
   p.add_argument('--num_classes', type=int, default=1000)
@@ -66,18 +70,21 @@ def main(argv=None):
   p.add_argument('--ema', action='store_true',
                  help='with --checkpoint WORKDIR: use the EMA parameters')
   args, extra = p.parse_known_args(argv)
-
-  overrides = {}
-  for a in extra:
-    if not a.startswith('--config.model.') or '=' not in a:
-      p.error(f'unknown argument {a!r}; model overrides look like --config.model.alpha=0.5')
-    k, _, v = a[len('--config.model.'):].partition('=')
-    overrides[k] = parse_value(v)
+  extra, pairs = config_load.exit_on_error(config_load.split_overrides, extra)
+  if extra:
+    p.error(f'unknown arguments {extra}; overrides look like --config.model.alpha=0.5')
+  overrides = {k[len('model.'):]: parse_value(v) for k, v in pairs
+               if k.startswith('model.')}
+  # The other overrides configure the data config (checked even when the
+  # input is Gaussian, so a misspelled field is never silently ignored).
+  data_cfg = config_load.exit_on_error(
+      config_load.load_config, args.data_config,
+      [(k, v) for k, v in pairs if not k.startswith('model.')])
   skip_gain = parse_value(args.skip_gain)
   if skip_gain is not None and not isinstance(skip_gain, (int, float)):
     p.error(f'--skip_gain must be a number or "none", got {args.skip_gain!r}')
   if args.checkpoint:
-    return _trained(p, args, overrides, skip_gain)
+    return _trained(p, args, overrides, skip_gain, data_cfg)
   args.resolution = args.resolution or 224
   if args.resolution < 1 or args.batch < 2:
     p.error('--resolution must be >= 1 and --batch >= 2 (variances need 2 samples)')
@@ -87,15 +94,13 @@ def main(argv=None):
     configs = {n: spp_lib.apply_overrides(spp_lib.resolve_spec(n), overrides) for n in names}
   except ValueError as e:
     p.error(str(e))
+  config_load.exit_on_error(spp_lib.check_model_overrides,
+                            [spp_lib.resolve_spec(n) for n in names], overrides)
 
   if args.input == 'gaussian':
     images = spp_lib.gaussian_batch(args.batch, args.resolution, args.seed)
   else:
-    from nfnet_jax.analysis.sweep import load_config_module  # pylint: disable=g-import-not-at-top
-    mod = load_config_module(args.data_config)
-    arg = args.data_config.split(':', 1)[1] if ':' in args.data_config else None
-    cfg = mod.get_config(arg) if arg is not None else mod.get_config()
-    images = spp_lib.data_batch(cfg, args.batch, args.resolution)
+    images = spp_lib.data_batch(data_cfg, args.batch, args.resolution)
 
   os.makedirs(args.out, exist_ok=True)
   results = {}
@@ -120,27 +125,15 @@ def main(argv=None):
   return 0
 
 
-def _images(args, resolution, channels=3):
-  if args.input == 'gaussian':
-    return spp_lib.gaussian_batch(args.batch, resolution, args.seed, channels=channels)
-  from nfnet_jax.analysis.sweep import load_config_module  # pylint: disable=g-import-not-at-top
-  mod = load_config_module(args.data_config)
-  arg = args.data_config.split(':', 1)[1] if ':' in args.data_config else None
-  cfg = mod.get_config(arg) if arg is not None else mod.get_config()
-  return spp_lib.data_batch(cfg, args.batch, resolution)
-
-
-def _trained(p, args, overrides, skip_gain):
+def _trained(p, args, overrides, skip_gain, data_cfg):
   """--checkpoint: the trained model's SPP, optionally over its init."""
   if overrides:
     p.error('--config.model.* overrides do not apply to --checkpoint (the model is the '
             "checkpoint's)")
   model_cfg = None
   if args.model_config:
-    from nfnet_jax.analysis.sweep import load_config_module  # pylint: disable=g-import-not-at-top
-    mod = load_config_module(args.model_config)
-    arg = args.model_config.split(':', 1)[1] if ':' in args.model_config else None
-    model_cfg = (mod.get_config(arg) if arg is not None else mod.get_config()).model.to_dict()
+    model_cfg = config_load.exit_on_error(config_load.load_config,
+                                          args.model_config).model.to_dict()
   if not os.path.exists(args.checkpoint):
     p.error(f'--checkpoint {args.checkpoint}: no such file or directory')
   try:
@@ -150,7 +143,11 @@ def _trained(p, args, overrides, skip_gain):
   resolution = args.resolution or info['image_size'] or 224
   if resolution < 1 or args.batch < 2:
     p.error('--resolution must be >= 1 and --batch >= 2 (variances need 2 samples)')
-  images = _images(args, resolution, info['channels'])
+  if args.input == 'gaussian':
+    images = spp_lib.gaussian_batch(args.batch, resolution, args.seed,
+                                    channels=info['channels'])
+  else:
+    images = spp_lib.data_batch(data_cfg, args.batch, resolution)
   cfg = info['model_cfg']
   t0 = time.time()
   results = {info['label']: spp_lib.compute_spp(

@@ -20,12 +20,14 @@ completed, diverged, failed, not learning) and, for runs with AGC telemetry,
 W/<run_name>/agc_report.png.
 """
 import argparse
+import copy
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from nfnet_jax.analysis import sweep as sweep_lib  # pylint: disable=g-import-not-at-top
+from nfnet_jax.config import load as config_load  # pylint: disable=g-import-not-at-top
 
 
 def main(argv=None):
@@ -75,14 +77,20 @@ def main(argv=None):
       raise ValueError(f'nothing to sweep: give --sweep key=v1,v2,... or define get_sweep() in '
                        f'{args.config}')
     grid = sweep_lib.expand_grid(axes, base)
-    fixed = [a[len('--config.'):].split('=', 1)[0] for a in extra]
-    sweep_lib.validate_sweep_keys(args.config, sweep_lib.swept_keys(grid) + fixed)
     if launcher == 'submitit':
       sweep_lib.import_submitit()
       params = sweep_lib.submitit_parameters(
           {k: getattr(args, k) for k in sweep_lib.SUBMITIT_FLAGS}, args.submitit)
   except ValueError as e:
     p.error(str(e))
+  # Every run's config, checked here (one line and exit 2 for an unknown
+  # field) rather than in each run.
+  _, fixed = config_load.exit_on_error(config_load.split_overrides, extra)
+  base_config = config_load.exit_on_error(config_load.load_config, args.config)
+  if hasattr(base_config, 'keys'):  # (a stand-in config may be anything)
+    for point in grid:
+      config_load.exit_on_error(config_load.apply_overrides, copy.deepcopy(base_config),
+                                fixed + list(point.items()))
   train_cmd = args.train_cmd.split() if args.train_cmd else None
 
   if launcher == 'print':

@@ -156,10 +156,10 @@ def test_bad_input_is_one_clear_error_each(setup, tmp_path):
   res = _run_script(['--config', cfg, '--workdir', str(tmp_path / 'w'),
                      '--sweep', 'model.alpah=0.1,0.2'])
   assert res.returncode == 2
-  assert ('error: model.alpah is not a field of the config ' + cfg +
-          ' (did you mean model.alpha?)') in res.stderr
+  assert ('error: config.model.alpah is not a field of this config; did you mean '
+          'config.model.alpha?') in res.stderr
   res = _run_script(base + ['--config.train.totl_steps=3'])
-  assert res.returncode == 2 and 'train.totl_steps is not a field' in res.stderr
+  assert res.returncode == 2 and 'config.train.totl_steps is not a field' in res.stderr
   res = _run_script(base + ['--launcher', 'submitit', '--submitit', 'oops'])
   assert res.returncode == 2 and '--submitit must look like key=value' in res.stderr
   # submitit missing: a directory shadowing it with a module that fails to import.

@@ -19,10 +19,8 @@ After the runs, :func:`collect_results` reads each run's ``summary.json``,
 :func:`write_results_csv` writes ``W/results.csv`` and :func:`plot_heatmap`
 draws ``W/heatmap.png``.
 """
-import ast
 import concurrent.futures
 import csv
-import importlib.util
 import itertools
 import json
 import math
@@ -33,6 +31,11 @@ import subprocess
 import sys
 import time
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+
+# The one config loader and value parser (shared with every command line).
+from nfnet_jax.config.load import load_config
+from nfnet_jax.config.load import load_config_module
+from nfnet_jax.config.load import parse_value
 
 Overrides = Dict[str, Any]
 
@@ -51,29 +54,6 @@ RUN_RECORD = 'sweep_run.json'
 
 # ----------------------------------------------------------------------------
 # Values and grids
-
-
-def parse_value(text: str) -> Any:
-  """Parses one swept value: None/null, True/False, int, float, else a string.
-
-  Args:
-    text: the value as typed on the command line, e.g. '0.01', 'None', 'relu'.
-
-  Returns:
-    The Python value.
-  """
-  t = text.strip()
-  if t.lower() in ('none', 'null'):
-    return None
-  if t.lower() in ('true', 'false'):
-    return t.lower() == 'true'
-  try:
-    v = ast.literal_eval(t)
-    if isinstance(v, (int, float, tuple, list)):
-      return v
-  except (ValueError, SyntaxError):
-    pass
-  return t
 
 
 def format_value(value: Any) -> str:
@@ -178,23 +158,6 @@ def run_name(overrides: Overrides) -> str:
 
 # ----------------------------------------------------------------------------
 # Config modules
-
-
-def load_config_module(config_path: str):
-  """Imports a config file (``path.py`` or ``path.py:arg``) as a module."""
-  path = config_path.split(':', 1)[0]
-  if not os.path.exists(path):
-    raise ValueError(f'--config file {path!r} does not exist')
-  name = 'sweep_config_' + re.sub(r'\W', '_', os.path.abspath(path))
-  spec = importlib.util.spec_from_file_location(name, path)
-  module = importlib.util.module_from_spec(spec)
-  # Configs may import their siblings (e.g. configs/fashion_mnist.py).
-  sys.path.insert(0, os.path.dirname(os.path.abspath(path)))
-  try:
-    spec.loader.exec_module(module)
-  finally:
-    sys.path.pop(0)
-  return module
 
 
 def sweep_from_config(config_path: str) -> Optional[List[Overrides]]:
@@ -968,46 +931,6 @@ def plot_heatmap(rows: Sequence[Dict[str, Any]], path: str, title: Optional[str]
   fig.tight_layout()
   fig.savefig(path, dpi=120)
   plt.close(fig)
-
-
-def validate_sweep_keys(config_path: str, keys: Sequence[str]) -> None:
-  """Checks that every swept / fixed key is a field of the config.
-
-  Args:
-    config_path: ``file.py`` or ``file.py:arg``.
-    keys: dotted field names (``model.alpha``).
-
-  Raises:
-    ValueError: one line naming the first key that is not a field, with the
-      closest field names.
-  """
-  import difflib  # pylint: disable=g-import-not-at-top
-  module = load_config_module(config_path)
-  arg = config_path.split(':', 1)[1] if ':' in config_path else None
-  try:
-    cfg = module.get_config(arg) if arg is not None else module.get_config()
-  except Exception as e:  # pylint: disable=broad-except
-    raise ValueError(f'--config {config_path}: get_config() raised {type(e).__name__}: {e}'
-                     ) from None
-  if not hasattr(cfg, 'to_dict'):
-    raise ValueError(f'--config {config_path}: get_config() returned {type(cfg).__name__}, '
-                     'not an ml_collections ConfigDict')
-  fields = []
-
-  def walk(d, prefix):
-    for k, v in d.items():
-      if isinstance(v, dict) and v:
-        walk(v, prefix + k + '.')
-      else:
-        fields.append(prefix + k)
-
-  walk(cfg.to_dict(), '')
-  for key in keys:
-    if key not in fields:
-      close = difflib.get_close_matches(key, fields, n=3)
-      hint = f' (did you mean {", ".join(close)}?)' if close else ''
-      raise ValueError(f'{key} is not a field of the config {config_path}{hint}; '
-                       'swept keys and --config.* overrides must name config fields')
 
 
 def write_agc_reports(workdir: str, grid: Sequence[Overrides]) -> List[str]:

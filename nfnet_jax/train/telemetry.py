@@ -1,7 +1,8 @@
 """Research instruments of the training loop: AGC telemetry log, profiler.
 
 * `AGCLog` pools the per-step AGC statistics of the train step
-  (`nfnet_jax.optim.agc.agc_telemetry`) over each ``log_every`` window and
+  (``make_train_step(..., agc_telemetry=True)``, computed by
+  `nfnet_jax.optim.agc.agc_telemetry`) over each ``log_every`` window and
   writes them as one ``'agc'`` row of ``metrics.jsonl`` (and TensorBoard
   scalars): per parameter group ``agc/clipped/<group>`` (mean clipped
   fraction over the window's finite steps), ``agc/ratio_median/<group>``
@@ -13,40 +14,16 @@
   (TensorBoard's profile plugin reads it).
 """
 import os
-from typing import Callable, Dict, Optional, Sequence, Tuple
+from typing import Dict, Optional, Tuple
 
 import jax
 
+from nfnet_jax.config import validate as config_validate
 from nfnet_jax.optim import agc as agc_lib
 
 
-def parse_profile_steps(value) -> Optional[Tuple[int, int]]:
-  """``config.train.profile_steps`` -> ``(first, last)`` step, or None.
-
-  Args:
-    value: ``''``/None (off), ``'a,b'``, ``'a'`` (one step) or a pair.
-
-  Returns:
-    ``(a, b)`` with ``0 <= a <= b``: the trace covers steps a..b (0-based,
-    inclusive), or None.
-
-  Raises:
-    ValueError: anything else.
-  """
-  if value is None or value == '' or value == ():
-    return None
-  parts = value.split(',') if isinstance(value, str) else (
-      list(value) if isinstance(value, (tuple, list)) else [value])
-  try:
-    nums = [int(str(p).strip()) for p in parts]
-  except ValueError:
-    nums = []
-  if len(nums) == 1:
-    nums = nums * 2
-  if len(nums) != 2 or not 0 <= nums[0] <= nums[1]:
-    raise ValueError("expected 'a,b' with 0 <= a <= b (trace steps a..b), or '' for no "
-                     'profiling')
-  return nums[0], nums[1]
+# The one parser of config.train.profile_steps (validated with the config).
+parse_profile_steps = config_validate.parse_profile_steps
 
 
 class StepProfiler:
@@ -144,19 +121,23 @@ class AGCLog:
     self.reset()
     return out
 
+  @classmethod
+  def for_config(cls, config, params) -> Optional['AGCLog']:
+    """The log of a run (None with AGC or ``train.agc_telemetry`` off).
+
+    Args:
+      config: the experiment config.
+      params: the model's host parameters (for the unit counts).
+    """
+    opt = config.optimizer
+    if opt.get('clipping') is None or not config.train.get('agc_telemetry', True):
+      return None
+    counts = agc_lib.agc_unit_counts(params, opt.get('clip_exclude', agc_lib.CLASSIFIER_REGEX))
+    return cls(counts, opt['clipping'])
+
   @staticmethod
   def console(step: int, scalars: Dict[str, float]) -> str:
     """One console line: the clipped fraction per stage."""
     parts = [f'{k.split("/")[-1]} {100 * v:.1f}%' for k, v in scalars.items()
              if k.startswith('agc/stage/')]
     return f'[agc] step {step}: clipped units ' + ' '.join(parts)
-
-
-def make_agc_stats(opt_config, enabled: bool) -> Optional[Callable]:
-  """The step's statistics function, or None (AGC off, or telemetry off)."""
-  clipping = opt_config.get('clipping')
-  if not enabled or clipping is None:
-    return None
-  return agc_lib.agc_telemetry(clipping, eps=opt_config.get('clip_eps', 1e-3),
-                               exclude=opt_config.get('clip_exclude',
-                                                      agc_lib.CLASSIFIER_REGEX))
