@@ -921,8 +921,9 @@ def plot_heatmap(rows: Sequence[Dict[str, Any]], path: str, title: Optional[str]
       else:
         ax.text(j, i, 'n/a', ha='center', va='center', fontsize=8)
   fmt = lambda v: 'off' if v is None else format_value(v)
-  ax.set_xticks(range(len(xvals)), [fmt(v) for v in xvals])
-  ax.set_yticks(range(len(yvals)), [fmt(v) for v in yvals])
+  # A single swept key leaves one axis without values: no tick label there.
+  ax.set_xticks(range(len(xvals)), [fmt(v) for v in xvals] if xkey else [''])
+  ax.set_yticks(range(len(yvals)), [fmt(v) for v in yvals] if ykey else [''])
   ax.set_xlabel(f'{xkey} (AGC lambda; off = no clipping)' if xkey and xkey.endswith('clipping')
                 else (xkey or ''))
   ax.set_ylabel(ykey or '')
