@@ -5,7 +5,8 @@
       --sweep model.alpha=0.1,0.2,0.4 --sweep optimizer.clipping=0.01,0.04,0.16,None \
       [--launcher local|submitit|print] [--parallel 2] [--config.train.total_steps=500]
 
-On a SLURM cluster (pip install -e '.[cluster]'):
+On a SLURM cluster (pip install -e '.[cluster]'; a config module's SUBMITIT
+dict of submitit AutoExecutor parameters gives defaults for these flags):
 
   python scripts/sweep.py --config configs/sweeps/alpha_clipping.py --workdir W \
       --launcher submitit --partition gpu --gpus_per_node 8 --nodes 1 --timeout_min 240
@@ -80,7 +81,7 @@ def main(argv=None):
     if launcher == 'submitit':
       sweep_lib.import_submitit()
       params = sweep_lib.submitit_parameters(
-          {k: getattr(args, k) for k in sweep_lib.SUBMITIT_FLAGS}, args.submitit)
+          {k: getattr(args, k) for k in sweep_lib.SUBMITIT_FLAGS}, args.submitit, args.config)
   except ValueError as e:
     p.error(str(e))
   # Every run's config, checked here (one line and exit 2 for an unknown

@@ -101,6 +101,13 @@ def test_slurm_path_up_to_the_sbatch_script(tmp_path, monkeypatch):
   assert params == {'slurm_partition': 'gpu', 'nodes': 2, 'gpus_per_node': 8,
                     'timeout_min': 240, 'slurm_array_parallelism': 4,
                     'slurm_account': 'abc', 'slurm_constraint': 'a100'}
+  # A config module's SUBMITIT dict gives defaults; flags and extras win.
+  cfg = tmp_path / 'cfg_submitit.py'
+  cfg.write_text("SUBMITIT = {'slurm_partition': 'cpu', 'slurm_qos': 'high', 'nodes': 1}\n"
+                 'def get_config(arg=None):\n  return None\n')
+  assert sweep_lib.submitit_parameters({'partition': 'gpu', 'nodes': None}, [],
+                                       str(cfg)) == {'slurm_partition': 'gpu',
+                                                     'slurm_qos': 'high', 'nodes': 1}
   ex = sweep_lib.make_executor(str(tmp_path / 'sub'), 'slurm', params)
   text = ex._executor._make_submission_file_text('CMD', 'uid')  # pylint: disable=protected-access
   for line in ('--partition=gpu', '--nodes=2', '--gpus-per-node=8', '--time=240',

@@ -440,14 +440,18 @@ SUBMITIT_FLAGS = {
 }
 
 
-def submitit_parameters(flags: Dict[str, Any], extra: Sequence[str] = ()) -> Dict[str, Any]:
-  """AutoExecutor parameters from the named flags and ``key=value`` extras.
+def submitit_parameters(flags: Dict[str, Any], extra: Sequence[str] = (),
+                        config_path: Optional[str] = None) -> Dict[str, Any]:
+  """AutoExecutor parameters: the config's, then the named flags and extras.
 
   Args:
     flags: ``{flag name in SUBMITIT_FLAGS: value or None}``.
     extra: ``'key=value'`` strings passed through as AutoExecutor parameters
       (``slurm_account=abc``, ``slurm_constraint=a100``); values are parsed
       like swept values.
+    config_path: the ``--config`` file; its module-level ``SUBMITIT`` dict
+      (AutoExecutor parameters, e.g. ``{'slurm_partition': 'gpu',
+      'gpus_per_node': 8}``), if any, gives the defaults the flags override.
 
   Returns:
     The keyword arguments for ``executor.update_parameters``.
@@ -456,6 +460,12 @@ def submitit_parameters(flags: Dict[str, Any], extra: Sequence[str] = ()) -> Dic
     ValueError: a malformed extra, or an unknown flag name.
   """
   params = {}
+  if config_path:
+    defaults = getattr(load_config_module(config_path), 'SUBMITIT', None) or {}
+    if not isinstance(defaults, dict) or not all(isinstance(k, str) for k in defaults):
+      raise ValueError(f'SUBMITIT in {config_path} must be a dict of AutoExecutor parameters, '
+                       f'got {defaults!r}')
+    params.update(defaults)
   for k, v in flags.items():
     if k not in SUBMITIT_FLAGS:
       raise ValueError(f'unknown submitit flag {k!r}; known: {sorted(SUBMITIT_FLAGS)}')
