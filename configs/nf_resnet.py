@@ -63,6 +63,12 @@ def _parse(arg: str):
   return depth, mods
 
 
+def official_experiment(arg: str = '50') -> str:
+  """The official experiment file `arg`'s recipe follows (show_recipe.py)."""
+  _, mods = _parse(arg)
+  return 'experiment.py' if 'baseline' in mods else 'experiment_nfnets.py'
+
+
 def apply_bn_baseline_recipe(c: ml_collections.ConfigDict) -> None:
   """The BN-ResNet ImageNet recipe, used for both families.
 
