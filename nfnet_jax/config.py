@@ -111,6 +111,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.nonfinite = 'skip'           # skip | raise
   c.train.max_consecutive_nonfinite = 20
   c.train.eval_with_ema = True
+  # The official experiments evaluate in float32 even when they train in
+  # bfloat16 (their bf16 cast is for mode == 'train' only).
+  c.train.eval_compute_dtype = 'float32'   # 'float32' | 'bfloat16'
   # Persistent XLA compilation cache: a resumed (pre-empted) or repeated run
   # loads its compiled step instead of recompiling it. None disables it.
   c.train.compilation_cache_dir = '~/.cache/nfnet_jax/xla'

@@ -13,7 +13,8 @@ configs (which must not be compared with themselves):
 
   experiment_nfnets.py     NFNet-F*: batch 4096, 360 epochs, LR 0.1 * B / 256,
                            SGD_AGC (Nesterov 0.9, wd 2e-5, clipping 0.01, eps
-                           1e-3), EMA 0.99999, smoothing 0.1, bfloat16,
+                           1e-3), EMA 0.99999, smoothing 0.1, bfloat16
+                           training (evaluation in float32),
                            'cutmix_mixup_randaugment_4MM' with MM 05/10/10/15+
                            and ``augment_before_mix=False``.
   experiment_nf_regnets.py NF-RegNet-B*: batch 1024, 360 epochs, LR 0.4 (not
@@ -133,6 +134,7 @@ def _official_nfnet(variant: str) -> Dict[str, Any]:
       mixing=(0.2, True),
       augment_order='after mixing',
       dtype='bfloat16',
+      eval_dtype='float32',
   )
 
 
@@ -156,6 +158,7 @@ def _official_nf_regnet(variant: str) -> Dict[str, Any]:
       mixing=(0.2, True),
       augment_order=None,
       dtype='float32',
+      eval_dtype='float32',
   )
 
 
@@ -179,6 +182,7 @@ def _official_resnet_baseline() -> Dict[str, Any]:
       mixing=None,
       augment_order=None,
       dtype='float32',
+      eval_dtype='float32',
   )
 
 
@@ -251,6 +255,7 @@ def _ours(config) -> Dict[str, Any]:
       # Our pipeline augments each example, then mixes the batch.
       augment_order='before mixing' if layers and mixing else None,
       dtype=_get(config, 'compute_dtype', 'float32'),
+      eval_dtype=_get(config, 'train.eval_compute_dtype', 'float32'),
   )
 
 
@@ -271,6 +276,7 @@ SETTINGS = (
     ('mixing', 'MixUp / CutMix'),
     ('augment_order', 'RandAugment vs mixing'),
     ('dtype', 'compute dtype'),
+    ('eval_dtype', 'eval compute dtype'),
 )
 
 

@@ -180,6 +180,8 @@ BAD_CONFIGS = [
      'data.mixup_alpha', -1.0, ['>= 0']),
     ('randaugment_layers', fashion, _set('data', randaugment_layers=50),
      'data.randaugment_layers', 50, ['[0, 20]']),
+    ('eval_compute_dtype', nfnet, _set('train', eval_compute_dtype='half'),
+     'train.eval_compute_dtype', 'half', ["'float32'", "'bfloat16'"]),
     ('randaugment_mode', nfnet, _set('data', randaugment_mode='tpu'),
      'data.randaugment_mode', 'tpu', ["'official'", "'increasing'"]),
     ('resize_method', fashion, _set('data', resize_method='lanczos7'),

@@ -59,6 +59,8 @@ def test_nfnet_bf16_by_default_f32_modifier_local_stays_f32():
   assert _config('nfnet', 'F0,local').compute_dtype == 'float32'
   with pytest.raises(ValueError, match='contradict'):
     _config('nfnet', 'F0,bf16,f32')
+  # Evaluation stays float32, as in the official experiment.
+  assert _config('nfnet', 'F0').train.eval_compute_dtype == 'float32'
 
 
 def test_imagenet_configs_default_to_the_official_randaugment_mapping():

@@ -207,7 +207,7 @@ def evaluate(config, checkpoint: str, resolutions: Optional[Sequence[int]] = Non
   """Evaluates a checkpoint on ``config``'s eval split at each resolution.
 
   Args:
-    config: the full experiment config (model, data, compute_dtype).
+    config: the full experiment config (model, data, train.eval_compute_dtype).
     checkpoint: official file or our workdir/checkpoint dir.
     resolutions: eval image sizes (default: ``config.data.eval_image_size``).
     use_ema: use EMA params when present.
@@ -234,7 +234,11 @@ def evaluate(config, checkpoint: str, resolutions: Optional[Sequence[int]] = Non
   expected, _ = jax.eval_shape(lambda x: model.init(jax.random.PRNGKey(0), x, False),
                                jax.ShapeDtypeStruct((1, res0, res0, channels), np.float32))
   params, state, src = load_for_eval(checkpoint, use_ema=use_ema, expected_params=expected)
-  eval_fn = make_eval_fn(model, getattr(config, 'compute_dtype', 'float32'))
+  # float32 unless config.train.eval_compute_dtype says otherwise: the
+  # official experiments evaluate in float32 even after bfloat16 training.
+  eval_fn = make_eval_fn(
+      model, config.train.get('eval_compute_dtype', 'float32')
+      if 'train' in config else 'float32')
   results = {}
   for r in resolutions:
     t0 = time.time()

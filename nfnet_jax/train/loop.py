@@ -301,7 +301,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
       ema_decay=config.optimizer.ema_decay, ema_update=optim_lib.update_ema,
       sam_rho=config.optimizer.sam_rho))
   eval_step = par.wrap_eval_step(step_lib.make_eval_step(
-      model.apply, compute_dtype=config.compute_dtype,
+      model.apply, compute_dtype=tcfg.get('eval_compute_dtype', 'float32'),
       num_classes=info.num_classes))
   use_ema = tcfg.eval_with_ema and config.optimizer.ema_decay is not None
   # The data's geometry follows our devices (config.parallel.num_devices may
