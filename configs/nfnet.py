@@ -26,7 +26,9 @@ ours):
                               ``steps_per_epoch = 1281167 / 4096`` (a float)
   peak LR 1.6                 ``lr=0.1`` with ``lr_scale_by_bs``: 0.1*4096/256
   cosine to 0                 ``WarmupCosineDecay(start_val=0, min_val=0)``
-  bfloat16 compute            ``bfloat16=True``
+  bfloat16 compute            ``bfloat16=True`` (training only: the eval
+                              step runs in float32, as
+                              ``train.eval_compute_dtype`` does here)
   SGD-Nesterov 0.9, wd 2e-5,  ``SGD_AGC`` kwargs; gains/biases get no weight
   AGC 0.01, eps 1e-3          decay, the classifier no clipping (``_make_opt``)
   EMA 0.99999, smoothing 0.1  ``ema_decay``, ``label_smoothing``
