@@ -225,10 +225,7 @@ def _ours(config) -> Dict[str, Any]:
   batch = _get(config, 'train.batch_size')
   accum = opt('accum_steps', 1) or 1
   peak = opt('base_lr') * batch * accum / opt('lr_batch_base', 256)
-  floor = 0.0
-  for field in ('min_lr', 'end_lr', 'final_lr', 'lr_floor'):
-    if opt(field) is not None:
-      floor = opt(field)
+  floor = opt('min_lr', 0.0) or 0.0     # the cosine's floor, if the schema has one
   clipping = opt('clipping')
   layers = _get(config, 'data.randaugment_layers', 0) or 0
   mixup = _get(config, 'data.mixup_alpha', 0.0) or 0.0

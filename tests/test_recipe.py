@@ -44,6 +44,22 @@ def test_official_step_and_warmup_numbers(name, arg, batch, epochs):
   assert c.optimizer.warmup_steps == pytest.approx(5 * N / batch, rel=1e-9)
 
 
+@pytest.mark.skipif(not os.path.exists(os.path.join(ROOT, 'configs',
+                                                    'nf_regnet.py')),
+                    reason='configs/nf_regnet.py not here yet (issue 13)')
+def test_nf_regnet_official_numbers():
+  # experiment_nf_regnets.py: batch 1024, 360 epochs, LR 0.4 unscaled,
+  # float32; shown by show_recipe against the same official values.
+  c = _config('nf_regnet', 'B0')
+  assert c.train.batch_size == 1024
+  assert c.train.total_steps == (N * 360) // 1024 == 450410
+  assert c.optimizer.warmup_steps == pytest.approx(5 * N / 1024, rel=1e-9)
+  rows = {r.setting: r for r in recipes.recipe_rows(c)}
+  for setting in ('global batch', 'training steps', 'warm-up steps',
+                  'peak LR', 'compute dtype'):
+    assert recipes.same(rows[setting].ours, rows[setting].official), setting
+
+
 def test_f0_numbers_written_out():
   c = _config('nfnet', 'F0')
   assert c.train.total_steps == 112602          # not 360 * 312 = 112320
