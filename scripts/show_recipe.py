@@ -13,7 +13,6 @@ augmentation and compute dtype as ours, the value of DeepMind's official
 experiment file for the same model where one exists, and whether they agree
 (see nfnet_jax/recipes.py). Exit status 2 for a bad CONFIG or override.
 """
-import importlib.util
 import os
 import sys
 
@@ -23,42 +22,28 @@ USAGE = ('usage: show_recipe.py CONFIG[:ARG] [--config.a.b=value ...], e.g. '
          'configs/nfnet.py:F0')
 
 
-def _load(spec: str):
-  """(config, official experiment named by the config module or None)."""
-  path, _, arg = spec.partition(':')
-  if not os.path.isfile(path):
-    raise ValueError(f'config file {path!r} not found')
-  module_spec = importlib.util.spec_from_file_location('show_recipe_config',
-                                                       path)
-  module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
-  args = (arg,) if arg else ()
-  config = module.get_config(*args)
-  experiment = getattr(module, 'official_experiment', None)
-  return config, (experiment(*args) if experiment else None)
-
-
 def main(argv) -> int:
   from nfnet_jax import recipes  # pylint: disable=g-import-not-at-top
-  from nfnet_jax.train import cli  # pylint: disable=g-import-not-at-top
-  specs = [a for a in argv if not a.startswith('--')]
-  flags = [a for a in argv if a.startswith('--')]
-  if len(specs) != 1 or any(a in ('--help', '-h') for a in argv):
+  from nfnet_jax.config import load  # pylint: disable=g-import-not-at-top
+  if any(a in ('--help', '-h') for a in argv):
     print(USAGE, file=sys.stderr)
     return 2
-  overrides = []
-  for flag in flags:
-    if not flag.startswith('--config.') or '=' not in flag:
-      print(f'error: unknown flag {flag!r}; {USAGE}', file=sys.stderr)
-      return 2
-    field, value = flag[len('--config.'):].split('=', 1)
-    overrides.append((field, cli._parse_value(value)))  # pylint: disable=protected-access
   try:
-    config, experiment = _load(specs[0])
-    cli.apply_overrides(config, overrides)
-  except (ValueError, KeyError, AttributeError) as e:
-    print(f'error: {specs[0]}: {e}', file=sys.stderr)
-    return 2
+    specs, overrides = load.split_overrides(argv)
+    if len(specs) != 1 or specs[0].startswith('-'):
+      raise load.ConfigError(f'expected one CONFIG and --config.a.b=v '
+                             f'overrides, got {argv}; {USAGE}')
+    config = load.load_config(specs[0], overrides)
+    # A config module may name the official experiment it follows
+    # (configs/nf_resnet.py: experiment_nfnets.py or, for `baseline`,
+    # experiment.py); otherwise the model name decides.
+    _, arg = load.split_spec(specs[0])
+    named = getattr(load.load_config_module(specs[0]), 'official_experiment',
+                    None)
+    experiment = (named(arg) if arg is not None else named()) if named else None
+  except ValueError as e:    # ConfigError, or a config's bad `arg`
+    print(f'error: {e}', file=sys.stderr)
+    return load.EXIT_BAD_CONFIG
   print(recipes.recipe_table(config, experiment, title=specs[0]))
   return 0
 
