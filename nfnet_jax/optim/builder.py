@@ -105,6 +105,10 @@ def validate_optimizer_config(opt_config, total_steps: Optional[int] = None
   if schedule not in SCHEDULES:
     bad('schedule', schedule, f'expected one of {SCHEDULES}')
 
+  min_lr = get('min_lr')
+  if not is_number(min_lr) or not 0 <= min_lr < math.inf:
+    bad('min_lr', min_lr, 'expected a finite number >= 0 (the cosine floor; 0 for NFNets)')
+
   warmup = get('warmup_steps')
   if not is_number(warmup) or not 0 <= warmup < math.inf:
     bad('warmup_steps', warmup, 'expected a number >= 0 (fractional allowed: '
@@ -176,23 +180,23 @@ def validate_optimizer_config(opt_config, total_steps: Optional[int] = None
 
 
 def warmup_cosine_schedule(peak_value: float, warmup_steps: float,
-                           total_steps: int, kind: str = 'cosine'
-                           ) -> Callable[[Any], jnp.ndarray]:
-  """Linear warm-up from 0, then cosine decay to 0 (or constant).
+                           total_steps: int, kind: str = 'cosine',
+                           min_value: float = 0.0) -> Callable[[Any], jnp.ndarray]:
+  """Linear warm-up from 0, then cosine decay to ``min_value`` (or constant).
 
   ``lr(t) = peak * t / warmup`` for ``t <= warmup`` and
-  ``lr(t) = peak * (1 + cos(pi * (t - warmup) / (total - warmup))) / 2``
-  after it, as the official ``WarmupCosineDecay(start_val=0, min_val=0)``
-  (``nfnets/optim.py``). The warm-up may end between two steps: the official
+  ``lr(t) = min + (peak - min) * (1 + cos(pi * (t - warmup) / (total -
+  warmup))) / 2`` after it, as the official ``WarmupCosineDecay(start_val=0,
+  min_val=min)`` (``nfnets/optim.py``). The warm-up may end between two steps: the official
   experiments pass ``5 * 1281167 / 4096 = 1563.92``, so step 1563 is still
   on the ramp (``peak * 1563 / 1563.92``) and step 1564 is already on the
   cosine, 0.08 steps past its top.
 
-  After ``total_steps`` the LR is clamped at 0, where the official cosine
-  would rise again (``cos`` of an angle past pi). Official runs stop at
-  ``total_steps`` so they never see the difference; a run resumed or
-  extended past ``total_steps`` here keeps a zero LR instead of restarting
-  a second warm cosine cycle by accident.
+  After ``total_steps`` the LR is clamped at ``min_value`` (0 by default),
+  where the official cosine would rise again (``cos`` of an angle past pi).
+  Official runs stop at ``total_steps`` so they never see the difference; a
+  run resumed or extended past ``total_steps`` here keeps the floor LR
+  instead of restarting a second warm cosine cycle by accident.
 
   Args:
     peak_value: the LR at the end of warm-up.
@@ -200,6 +204,8 @@ def warmup_cosine_schedule(peak_value: float, warmup_steps: float,
       the peak).
     total_steps: the step at which the cosine reaches 0.
     kind: 'cosine' or 'constant' (stay at the peak after warm-up).
+    min_value: the cosine's floor: `min + (peak - min) * (1 + cos) / 2`, as
+      the official `min_val` (0.001 in the NF-RegNet experiment).
 
   Returns:
     A function of the (0-based) step returning a float32 scalar.
@@ -207,6 +213,7 @@ def warmup_cosine_schedule(peak_value: float, warmup_steps: float,
   if kind not in SCHEDULES:
     raise ValueError(f'schedule kind must be one of {SCHEDULES}, got {kind!r}')
   peak = float(peak_value)
+  min_value = float(min_value)
   warmup = float(warmup_steps)
   decay_len = float(total_steps) - warmup
 
@@ -219,7 +226,7 @@ def warmup_cosine_schedule(peak_value: float, warmup_steps: float,
       after = jnp.zeros_like(t)
     else:
       frac = jnp.clip((t - warmup) / decay_len, 0.0, 1.0)
-      after = 0.5 * peak * (1.0 + jnp.cos(jnp.pi * frac))
+      after = min_value + 0.5 * (peak - min_value) * (1.0 + jnp.cos(jnp.pi * frac))
     return jnp.where(t < warmup, warm, after)
 
   return schedule
@@ -331,7 +338,7 @@ def build_optimizer(opt_config, batch_size: int, total_steps: int, *,
   k = int(get('accum_steps'))
   peak = get('base_lr') * batch_size * k / get('lr_batch_base')
   train_step_schedule = warmup_cosine_schedule(
-      peak, get('warmup_steps'), total_steps, get('schedule'))
+      peak, get('warmup_steps'), total_steps, get('schedule'), get('min_lr'))
   # Inside MultiSteps the inner chain's step counter counts updates, and
   # update u is taken at train step u * k.
   update_schedule = (train_step_schedule if k == 1 else
