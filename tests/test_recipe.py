@@ -33,6 +33,7 @@ def _config(name, arg):
 @pytest.mark.parametrize('name,arg,batch,epochs', [
     ('nfnet', 'F0', 4096, 360),            # experiment_nfnets.py
     ('nfnet', 'F5+', 4096, 360),
+    ('nfnet_light', 'eca_nfnet_l0', 4096, 360),   # the NFNet recipe, stated
     ('nf_resnet', '50', 4096, 360),        # experiment_nfnets.py settings
     ('nf_resnet', '101,baseline', 1024, 90),   # experiment.py
     ('resnet', '50', 1024, 90),            # experiment.py
