@@ -56,18 +56,19 @@ def _fake_rows(rng):
       for seed in range(4):
         top1 = float(rng.uniform(0.6, 0.9))
         row = {'optimizer.clipping': lam, 'model.alpha': alpha, 'seed': seed,
-               'run_name': f'{lam}-{alpha}-{seed}', 'status': 'ok',
+               'run_name': f'{lam}-{alpha}-{seed}', 'outcome': 'completed',
+               'initial_train_loss': 2.3,
                'final_train_loss': float(rng.uniform(0.2, 1.0)), 'eval_top1': top1,
-               'diverged': 'no', 'wall_time_s': 10.0 + seed}
+               'wall_time_s': 10.0 + seed, 'detail': ''}
         if (lam, alpha, seed) == (None, 0.5, 1):
-          row.update(final_train_loss=float('nan'), eval_top1=0.1, diverged='yes')
+          row.update(outcome='diverged', final_train_loss=float('nan'), eval_top1=0.1)
         if (lam, alpha, seed) == (None, 0.5, 2):
-          row.update(status='failed (rc=3)', final_train_loss=None, eval_top1=None,
-                     diverged='yes')
-        if (lam, alpha, seed) == (0.01, 0.5, 0):  # finished at chance: not learning
-          row.update(eval_top1=0.125, diverged='yes')
+          row.update(outcome='failed', final_train_loss=None, eval_top1=None,
+                     detail='exit status 1')
+        if (lam, alpha, seed) == (0.01, 0.5, 0):  # finished, loss not below the first
+          row.update(outcome='not learning', final_train_loss=2.4, eval_top1=0.125)
         if (lam, alpha, seed) == (0.01, 0.2, 3):
-          row.update(status='missing', final_train_loss=None, eval_top1=None, diverged='yes',
+          row.update(outcome='missing', final_train_loss=None, eval_top1=None,
                      wall_time_s=None)
         rows.append(row)
   return rows
@@ -82,11 +83,12 @@ def test_aggregate_matches_numpy_through_results_csv(tmp_path):
   for cell in cells:
     runs = [r for r in rows if r['optimizer.clipping'] == cell['optimizer.clipping']
             and r['model.alpha'] == cell['model.alpha']]
-    ok = [r for r in runs if r['status'] == 'ok' and math.isfinite(r['final_train_loss'])]
+    ok = [r for r in runs if r['outcome'] in ('completed', 'not learning')]
     # results.csv keeps 6 significant digits.
     top1 = np.array([float(f"{r['eval_top1']:.6g}") for r in ok])
     loss = np.array([float(f"{r['final_train_loss']:.6g}") for r in ok])
-    assert cell['top1']['n'] == len(ok) == cell['counts']['ok'] + cell['counts']['not learning']
+    assert cell['top1']['n'] == len(ok) == (cell['counts']['completed']
+                                            + cell['counts']['not learning'])
     np.testing.assert_allclose(cell['top1']['mean'], top1.mean(), rtol=1e-12)
     np.testing.assert_allclose(cell['top1']['std'], top1.std(ddof=1), rtol=1e-12)
     np.testing.assert_allclose(cell['loss']['mean'], loss.mean(), rtol=1e-12)
@@ -94,9 +96,9 @@ def test_aggregate_matches_numpy_through_results_csv(tmp_path):
     assert cell['runs'] == 4
   by = {(c['optimizer.clipping'], c['model.alpha']): c for c in cells}
   zero = dict.fromkeys(report_lib.OUTCOMES, 0)
-  assert by[(None, 0.5)]['counts'] == dict(zero, ok=2, diverged=1, failed=1)
-  assert by[(0.01, 0.2)]['counts'] == dict(zero, ok=3, missing=1)
-  assert by[(0.01, 0.5)]['counts'] == dict(zero, ok=3, **{'not learning': 1})
+  assert by[(None, 0.5)]['counts'] == dict(zero, completed=2, diverged=1, failed=1)
+  assert by[(0.01, 0.2)]['counts'] == dict(zero, completed=3, missing=1)
+  assert by[(0.01, 0.5)]['counts'] == dict(zero, completed=3, **{'not learning': 1})
   assert 0.125 in by[(0.01, 0.5)]['top1_values']
   assert [s for s, in by[(None, 0.2)]['seeds']] == [0, 1, 2, 3]
 
@@ -121,12 +123,13 @@ def test_display_keys_drop_keys_that_move_together():
 # Reports of a sweep workdir with missing and diverged runs
 
 
-def _write_run(workdir, point, top1=None, loss=None, diverged_rc=None):
+def _write_run(workdir, point, top1=None, loss=None, diverged=False):
   rdir = os.path.join(workdir, sweep_lib.run_name(point))
   os.makedirs(rdir, exist_ok=True)
-  if diverged_rc is not None:
+  if diverged:  # train.py's exit status for a run stopped as diverged
+    from nfnet_jax.train import cli  # pylint: disable=g-import-not-at-top
     with open(os.path.join(rdir, sweep_lib.RUN_RECORD), 'w') as f:
-      json.dump({'returncode': diverged_rc, 'wall_time_s': 3.0, 'diverged': True}, f)
+      json.dump({'returncode': cli.EXIT_DIVERGED, 'wall_time_s': 3.0}, f)
     return
   with open(os.path.join(rdir, 'summary.json'), 'w') as f:
     json.dump({'status': 'completed', 'final_eval': {'top1': top1},
@@ -145,8 +148,8 @@ def test_report_renders_missing_and_diverged_runs(tmp_path):
     json.dump({'config': 'none.py', 'grid': grid}, f)
   _write_run(wd, grid[0], 0.80, 0.5)
   _write_run(wd, grid[1], 0.84, 0.4)
-  _write_run(wd, grid[2], diverged_rc=1)            # BN seed 2: stopped as diverged
-  _write_run(wd, grid[3], 0.05, float('nan'))       # NF seed 0: finished at chance
+  _write_run(wd, grid[2], diverged=True)            # BN seed 2: stopped as diverged
+  _write_run(wd, grid[3], 0.05, float('nan'))       # NF seed 0: finished, NaN loss
   _write_run(wd, grid[4], 0.70, 0.6)                # NF seed 1; seed 2 missing
   # GroupNorm: every run missing.
   main = _load_script('report')
@@ -155,9 +158,9 @@ def test_report_renders_missing_and_diverged_runs(tmp_path):
   assert (tmp_path / 'out' / 'study.png').stat().st_size > 1000
   lines = {ln.split(' | ')[0].strip('| '): ln for ln in text.splitlines() if ln.startswith('| ')}
   assert '82.00 ± 2.83' in lines['ResNet (batchnorm)']       # mean/std of 80 and 84
-  assert '2 ok, 1 diverged' in lines['ResNet (batchnorm)']
+  assert '2 completed, 1 diverged' in lines['ResNet (batchnorm)']
   assert '| 70.00 | 1 |' in lines['NFResNet']               # n=1: no std
-  assert '1 ok, 1 diverged, 1 missing' in lines['NFResNet']
+  assert '1 completed, 1 diverged, 1 missing' in lines['NFResNet']
   assert '| - | 0 |' in lines['ResNet (groupnorm)'] and '3 missing' in lines['ResNet (groupnorm)']
   # The report read back the results.csv it wrote.
   with open(os.path.join(wd, 'results.csv')) as f:
@@ -196,7 +199,7 @@ def test_repeats_flag_sweeps_seeds_and_aggregates(tmp_path):
   wd = str(tmp_path / 'w')
   main = _load_script('sweep')
   rc = main(['--config', str(cfg), '--workdir', wd, '--sweep', 'model.alpha=0.1,0.2',
-             '--repeats', '3', '--train_cmd', f'{sys.executable} {fake}', '--chance_top1', '0.1'])
+             '--repeats', '3', '--train_cmd', f'{sys.executable} {fake}'])
   assert rc == 0
   with open(os.path.join(wd, 'results.csv')) as f:
     rows = list(csv.DictReader(f))
@@ -267,15 +270,19 @@ def test_study_local_form_end_to_end(name, tmp_path):
   # 3 steps: a run may end at chance ('not learning'); either way it is counted and averaged.
   assert len(cells) == 2 and all(c['top1']['n'] == 1 and c['runs'] == 1 for c in cells)
   assert out['table'].count('| 1 |') == 2
-  assert len(rows) == len(grid) and all(r['status'] == 'ok' for r in rows)
+  assert len(rows) == len(grid)
+  assert all(report_lib.run_outcome(r) in ('completed', 'not learning') for r in rows)
   assert all(r['eval_top1'] is not None for r in rows)
 
 
 def test_run_outcome_reads_an_outcome_column_or_derives_one():
-  assert report_lib.run_outcome({'outcome': 'completed', 'status': 'ok'}) == 'ok'
+  assert report_lib.run_outcome({'outcome': 'completed'}) == 'completed'
   assert report_lib.run_outcome({'outcome': 'not learning'}) == 'not learning'
   assert report_lib.run_outcome({'outcome': 'diverged'}) == 'diverged'
-  assert report_lib.run_outcome({'outcome': 'failed (rc=3)'}) == 'failed'
+  assert report_lib.run_outcome({'outcome': 'preempted'}) == 'preempted'
+  assert report_lib.run_outcome({'outcome': 'failed'}) == 'failed'
+  # Results of earlier sweeps: status + diverged flag.
+  assert report_lib.run_outcome({'status': 'ok', 'diverged': 'no'}) == 'completed'
   assert report_lib.run_outcome({'status': 'ok', 'diverged': 'yes',
                                  'final_train_loss': float('nan')}) == 'diverged'
   assert report_lib.run_outcome({'status': 'ok', 'diverged': 'yes',

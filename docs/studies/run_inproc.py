@@ -3,7 +3,8 @@
 The driver that executed docs/studies/clipping_batch.md and regularization.md
 (from the repository root: python docs/studies/run_inproc.py CONFIG WORKDIR);
 updated since for the shared config loader (nfnet_jax.config.load), which
-applies the same overrides to the same get_config().
+applies the same overrides to the same get_config(), and for the sweep's
+outcome classification (a diverged run records train.py's EXIT_DIVERGED).
 
 Same grid (get_sweep()), same config (get_config()), same overrides, same
 per-run workdirs and files (summary.json, metrics.jsonl, sweep_run.json) as
@@ -38,15 +39,17 @@ for point in grid:
   except Exception as e:  # pylint: disable=broad-except
     rc = 1
     text = ''.join(traceback.format_exception(e))
-    diverged = any(m in text for m in sweep_lib.DIVERGED_MARKERS)
+    diverged = 'training diverged' in text
     with open(os.path.join(rdir, 'train.log'), 'a') as f:
       f.write(text)
   rec = {'returncode': rc, 'wall_time_s': time.time() - start, 'command': ['in-process', config_path] + [f'--config.{k}={sweep_lib.format_value(v)}' for k, v in point.items()]}
   if rc:
-    rec['diverged'] = diverged
+    # train.py's exit statuses, which sweep.classify_run reads.
+    from nfnet_jax.train import cli
+    rec['returncode'] = cli.EXIT_DIVERGED if diverged else 1
   with open(os.path.join(rdir, sweep_lib.RUN_RECORD), 'w') as f:
     json.dump(rec, f, indent=1)
   print(f"[inproc] {name}: {'ok' if not rc else ('DIVERGED' if diverged else 'FAILED')} in {rec['wall_time_s']:.0f}s", flush=True)
-rows = sweep_lib.collect_results(workdir, grid, chance_top1=0.1)
+rows = sweep_lib.collect_results(workdir, grid)
 sweep_lib.write_results_csv(rows, os.path.join(workdir, 'results.csv'))
 print('[inproc] wrote results.csv', flush=True)

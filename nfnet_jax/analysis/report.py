@@ -6,12 +6,12 @@ run. When the grid repeats each setting over seeds (``--repeats N``,
 differ only in their seed form one *cell*. :func:`aggregate` turns the rows
 into cells: the mean and sample standard deviation (``ddof=1``, the spread
 the papers quote as "mean +- std of N runs") of the final eval top-1 and
-train loss over the cell's runs that finished with a finite loss (``ok`` and
-``not learning``), ``n`` of them, and how many runs of each outcome the cell
-holds: ``ok``; ``not learning`` (finished with a finite loss but at most
-twice chance accuracy: averaged in, since it is what the setting gives in
-this budget); ``diverged`` (non-finite loss, or stopped as diverged: counted,
-never averaged in, having no meaningful accuracy); ``failed``; ``missing``.
+train loss over the cell's runs that finished with a finite loss
+(``completed`` and ``not learning``, see ``sweep.classify_run``: averaged
+in, since that is what the setting gives in this budget), ``n`` of them, and
+how many runs of each outcome the cell holds. ``diverged`` runs are counted,
+never averaged in: they have no meaningful accuracy; nor are ``failed``,
+``preempted`` or ``missing`` ones.
 
 :func:`cells_markdown` renders the cells as a Markdown table and
 :func:`plot_cells` as a bar chart with error bars and one dot per seed;
@@ -28,10 +28,13 @@ from nfnet_jax.analysis import sweep as sweep_lib
 
 # Keys that only repeat a setting; the cell is every other swept key.
 SEED_KEYS = ('seed',)
-OUTCOMES = ('ok', 'not learning', 'diverged', 'failed', 'missing')
+OUTCOMES = ('completed', 'not learning', 'diverged', 'failed', 'preempted', 'missing')
 # Outcomes whose final metrics enter the mean.
-_AVERAGED = ('ok', 'not learning')
-_METRICS = ('final_train_loss', 'eval_top1', 'wall_time_s')
+_AVERAGED = ('completed', 'not learning')
+_METRICS = ('initial_train_loss', 'final_train_loss', 'eval_top1', 'wall_time_s')
+# Per-run columns of results.csv; those of earlier versions (status,
+# diverged) are still read.
+_RUN_COLUMNS = frozenset(sweep_lib.RESULT_COLUMNS) | {'outcome', 'status', 'diverged', 'detail'}
 
 
 def _float(text: Any) -> Optional[float]:
@@ -58,11 +61,12 @@ def read_results_csv(path: str) -> List[Dict[str, Any]]:
   with open(path, newline='') as f:
     reader = csv.DictReader(f)
     fields = reader.fieldnames or []
-    missing = [c for c in ('run_name', 'status', 'eval_top1') if c not in fields]
+    missing = [c for c in ('run_name', 'eval_top1') if c not in fields]
+    if 'outcome' not in fields and 'status' not in fields:
+      missing.append('outcome')
     if missing:
       raise ValueError(f'{path} is not a sweep results.csv: it lacks the columns {missing}')
-    extra = set(sweep_lib.RESULT_COLUMNS) | {'outcome'}
-    keys = [k for k in fields if k not in extra]
+    keys = [k for k in fields if k not in _RUN_COLUMNS]
     rows = []
     for rec in reader:
       row = {k: sweep_lib.parse_value(rec[k]) for k in keys}
@@ -77,21 +81,17 @@ def read_results_csv(path: str) -> List[Dict[str, Any]]:
 def run_outcome(row: Dict[str, Any]) -> str:
   """One of OUTCOMES for a results row.
 
-  Uses an ``outcome`` column when the sweep wrote one, else the row's
-  ``status`` and ``diverged`` flag (a finished run the sweep judged diverged,
-  at chance accuracy, is 'not learning' when its train loss is finite).
+  Uses the ``outcome`` column of ``sweep.collect_results``. Results of
+  earlier sweeps have ``status`` and a ``diverged`` flag instead: there a
+  finished run flagged diverged (at most twice chance top-1) is 'not
+  learning' when its train loss is finite.
   """
   outcome = str(row.get('outcome') or '').lower()
   if outcome:
-    if outcome.startswith(('ok', 'complete')):
-      return 'ok'
-    if outcome.startswith('diverg'):
-      return 'diverged'
-    if outcome.startswith('missing'):
-      return 'missing'
-    if outcome.startswith('not'):
-      return 'not learning'
-    return 'failed'
+    for o in OUTCOMES:
+      if outcome.startswith(o):
+        return o
+    return 'completed' if outcome == 'ok' else 'failed'
   status = str(row.get('status') or 'missing')
   if status == 'missing':
     return 'missing'
@@ -100,7 +100,7 @@ def run_outcome(row: Dict[str, Any]) -> str:
   if status.startswith(('failed', 'timeout')):
     return 'failed'
   if str(row.get('diverged')) != 'yes':
-    return 'ok'
+    return 'completed'
   loss = row.get('final_train_loss')
   loss = _float(loss) if not isinstance(loss, float) else loss
   return 'not learning' if loss is not None and math.isfinite(loss) else 'diverged'
@@ -111,8 +111,7 @@ def cell_keys(rows: Sequence[Dict[str, Any]], seed_keys: Sequence[str] = SEED_KE
   """The swept keys that define a cell: every swept key except the seed."""
   if not rows:
     return []
-  extra = set(sweep_lib.RESULT_COLUMNS) | {'outcome'}
-  return [k for k in rows[0] if k not in extra and k not in seed_keys]
+  return [k for k in rows[0] if k not in _RUN_COLUMNS and k not in seed_keys]
 
 
 def mean_std(values: Sequence[float]) -> Dict[str, Any]:
@@ -137,7 +136,7 @@ def aggregate(rows: Sequence[Dict[str, Any]], seed_keys: Sequence[str] = SEED_KE
     One dict per cell in first-seen order: the cell's key values, then
     ``runs`` (all its runs), ``seeds`` (their seed values), ``counts``
     (outcome -> number of runs), ``top1`` and ``loss`` (mean_std over the
-    cell's ok and not-learning runs), ``top1_values`` (those runs' top-1s,
+    cell's completed and not-learning runs), ``top1_values`` (those runs' top-1s,
     for plots) and
     ``wall_time_s`` (mean_std over runs that have one).
   """
@@ -232,7 +231,7 @@ def _fmt_ms(stats: Dict[str, Any], scale: float, digits: int) -> str:
 
 
 def _fmt_counts(counts: Dict[str, int]) -> str:
-  parts = [f"{counts['ok']} ok"]
+  parts = [f"{counts['completed']} completed"]
   parts += [f'{counts[o]} {o}' for o in OUTCOMES[1:] if counts.get(o)]
   return ', '.join(parts)
 
@@ -293,7 +292,7 @@ def plot_cells(cells: Sequence[Dict[str, Any]], path: str, title: Optional[str] 
       ax.scatter([i] * len(c['top1_values']), [100 * v for v in c['top1_values']],
                  color='k', s=12, zorder=3)
       ax.text(i, floor + 0.5, f"n={m['n']}", ha='center', va='bottom', fontsize=8)
-    bad = {o: n for o, n in c['counts'].items() if o != 'ok' and n}
+    bad = {o: n for o, n in c['counts'].items() if o != 'completed' and n}
     if bad:
       ax.text(i, top - 1.0, '\n'.join(f'{n} {o}' for o, n in bad.items()), ha='center',
               va='top', color='red', fontsize=8)
@@ -307,16 +306,13 @@ def plot_cells(cells: Sequence[Dict[str, Any]], path: str, title: Optional[str] 
   plt.close(fig)
 
 
-def load_rows(workdir: str, collect: bool = False,
-              chance_top1: Optional[float] = None) -> List[Dict[str, Any]]:
+def load_rows(workdir: str, collect: bool = False) -> List[Dict[str, Any]]:
   """The rows of a sweep workdir's results.csv, written from its runs when needed.
 
   Args:
     workdir: the sweep workdir (holds results.csv and/or sweep.json).
     collect: re-read every run's files (via sweep.json's grid) and rewrite
       results.csv first, e.g. for a sweep still in progress.
-    chance_top1: for the diverged judgement when collecting; default
-      1 / num_classes of the sweep's config.
 
   Returns:
     The rows, as read back from results.csv (so every reported number is
@@ -330,9 +326,7 @@ def load_rows(workdir: str, collect: bool = False,
     if not spec or 'grid' not in spec:
       raise ValueError(f'{workdir} has neither results.csv nor sweep.json; is it a sweep workdir '
                        '(scripts/sweep.py --workdir)?')
-    if chance_top1 is None:
-      chance_top1 = sweep_lib.chance_top1_from_config(spec.get('config', ''))
-    rows = sweep_lib.collect_results(workdir, spec['grid'], chance_top1=chance_top1)
+    rows = sweep_lib.collect_results(workdir, spec['grid'])
     sweep_lib.write_results_csv(rows, csv_path)
   return read_results_csv(csv_path)
 
@@ -358,8 +352,8 @@ def write_report(workdir: str, out_prefix: Optional[str] = None, collect: bool =
   n_runs = len(rows)
   counts = {o: sum(c['counts'][o] for c in cells) for o in OUTCOMES}
   header = (f'{n_runs} runs in {len(cells)} cells ({_fmt_counts(counts)}); mean ± sample std '
-            f'over the seeds of each cell; n = runs that finished with a finite loss (ok or '
-            f'not learning = at most twice chance top-1).\n\n')
+            f'over the seeds of each cell; n = runs that finished with a finite loss '
+            f'(completed or not learning).\n\n')
   with open(prefix + '.md', 'w') as f:
     f.write(header + table)
   plot_cells(cells, prefix + '.png', title=title)
