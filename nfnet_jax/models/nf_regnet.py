@@ -25,8 +25,9 @@ import haiku as hk
 import jax.numpy as jnp
 
 from nfnet_jax import nn as nfnn
+from nfnet_jax.models._common import nf_blocks_and_head
 from nfnet_jax.models.nfnet import (_bad, _init_fn, _is_number, _is_pos_int,
-                                    check_group_width, check_nf_common, nf_shortcut)
+                                    check_group_width, nf_shortcut, nf_validator)
 
 # variant: stage widths, depths, train / test resolution, dropout (official table).
 _B_SERIES = {
@@ -185,22 +186,9 @@ class NFRegNet(hk.Module):
   def __call__(self, x, is_training: bool = True, return_metrics: bool = False) -> dict:
     """Returns {'logits': [N, num_classes] float32} (+ 'spp' with return_metrics)."""
     out = self.initial_conv(x)
-    stats = []
-    for info, block in zip(self.schedule, self.blocks):
-      out, branch = block(out, is_training=is_training)
-      if return_metrics:
-        stats.append(dict(nfnn.signal_stats(out),
-                          res_avg_var=nfnn.avg_channel_var(branch),
-                          expected_var=info['expected_var'],
-                          is_transition=info['is_transition']))
-    out = self.activation(self.final_conv(out))
-    pool = jnp.mean(out, axis=(1, 2))
-    if is_training and self.drop_rate > 0.0:
-      pool = hk.dropout(hk.next_rng_key(), self.drop_rate, pool)
-    outputs = {'logits': self.fc(pool).astype(jnp.float32)}
-    if return_metrics:
-      outputs['spp'] = nfnn.stack_block_stats(stats)
-    return outputs
+    return nf_blocks_and_head(out, self.blocks, self.schedule,
+                              lambda h: self.activation(self.final_conv(h)), self.fc,
+                              self.drop_rate, is_training, return_metrics)
 
 
 _NF_REGNET_FIELDS = ('variant', 'width', 'expansion', 'group_size', 'se_ratio', 'alpha',
@@ -208,15 +196,8 @@ _NF_REGNET_FIELDS = ('variant', 'width', 'expansion', 'group_size', 'se_ratio', 
                      'skipinit_gain', 'depths', 'widths', 'conv_impl')
 
 
-def validate_config(model_kwargs: Mapping[str, Any], num_classes=None) -> None:
-  """Checks NFRegNet constructor kwargs (`config.model` minus `name`), no tracing.
-
-  Raises:
-    ValueError: naming `config.model.<field>`, the bad value and what is allowed.
-  """
-  model = 'NFRegNet'
-  kw = check_nf_common(model, model_kwargs, _NF_REGNET_FIELDS, NF_REGNET_VARIANTS,
-                       num_classes)
+def _check_nf_regnet(model: str, kw: dict) -> None:
+  """The NF-RegNet-only fields of `validate_config`."""
   if 'expansion' in kw and (not _is_number(kw['expansion']) or kw['expansion'] <= 0):
     _bad(model, 'expansion', kw['expansion'], 'a number > 0')
   if 'group_size' in kw and not _is_pos_int(kw['group_size']):
@@ -231,6 +212,10 @@ def validate_config(model_kwargs: Mapping[str, Any], num_classes=None) -> None:
   check_group_width(model, 'group_size', kw.get('group_size', 8), [
       (p['expanded'], f"block {i}: input {p['in_ch']} channels x expansion")
       for i, p in enumerate(plan)])
+
+
+validate_config = nf_validator('NFRegNet', _NF_REGNET_FIELDS, NF_REGNET_VARIANTS,
+                               _check_nf_regnet)
 
 
 def min_resolution(model_kwargs: Optional[Mapping[str, Any]] = None) -> int:

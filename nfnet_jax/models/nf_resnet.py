@@ -15,10 +15,10 @@ implementation (module name 'NF_ResNet', `initial_conv`, `nf_res_block[_k]`,
 from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 import haiku as hk
-import jax.numpy as jnp
 
 from nfnet_jax import nn as nfnn
-from nfnet_jax.models.nfnet import _bad, _init_fn, check_nf_common
+from nfnet_jax.models._common import nf_blocks_and_head
+from nfnet_jax.models.nfnet import _bad, _init_fn, nf_validator
 
 # ResNet26 is not in the official variant table (added for the papers'
 # comparisons); the others are.
@@ -164,21 +164,8 @@ class NFResNet(hk.Module):
     out = self.initial_conv(x)
     if self.stem == 'imagenet':
       out = hk.max_pool(out, window_shape=(1, 3, 3, 1), strides=(1, 2, 2, 1), padding='SAME')
-    stats = []
-    for info, block in zip(self.schedule, self.blocks):
-      out, branch = block(out, is_training=is_training)
-      if return_metrics:
-        stats.append(dict(nfnn.signal_stats(out),
-                          res_avg_var=nfnn.avg_channel_var(branch),
-                          expected_var=info['expected_var'],
-                          is_transition=info['is_transition']))
-    pool = jnp.mean(self.activation(out), axis=(1, 2))
-    if is_training and self.drop_rate > 0.0:
-      pool = hk.dropout(hk.next_rng_key(), self.drop_rate, pool)
-    outputs = {'logits': self.fc(pool).astype(jnp.float32)}
-    if return_metrics:
-      outputs['spp'] = nfnn.stack_block_stats(stats)
-    return outputs
+    return nf_blocks_and_head(out, self.blocks, self.schedule, self.activation, self.fc,
+                              self.drop_rate, is_training, return_metrics)
 
 
 _NF_RESNET_FIELDS = ('variant', 'width', 'se_ratio', 'alpha', 'stochdepth_rate',
@@ -186,15 +173,8 @@ _NF_RESNET_FIELDS = ('variant', 'width', 'se_ratio', 'alpha', 'stochdepth_rate',
                      'bottleneck_ratio', 'depths', 'widths', 'stem_width', 'stem', 'conv_impl')
 
 
-def validate_config(model_kwargs: Mapping[str, Any], num_classes=None) -> None:
-  """Checks NFResNet constructor kwargs (`config.model` minus `name`), no tracing.
-
-  Raises:
-    ValueError: naming `config.model.<field>`, the bad value and what is allowed.
-  """
-  model = 'NFResNet'
-  kw = check_nf_common(model, model_kwargs, _NF_RESNET_FIELDS, NF_RESNET_VARIANTS,
-                       num_classes)
+def _check_nf_resnet(model: str, kw: dict) -> None:
+  """The NF-ResNet-only fields of `validate_config`."""
   if kw.get('stem', 'imagenet') not in STEMS:
     _bad(model, 'stem', kw['stem'], f'one of {STEMS}')
   stem = kw.get('stem_width')
@@ -205,6 +185,10 @@ def validate_config(model_kwargs: Mapping[str, Any], num_classes=None) -> None:
   if min(int(w * ratio) for w in widths) < 1 or int(16 * kw.get('width', 4)) < 1:
     _bad(model, 'width', kw.get('width', 4),
          'a value giving at least 1 channel in every bottleneck and in the stem')
+
+
+validate_config = nf_validator('NFResNet', _NF_RESNET_FIELDS, NF_RESNET_VARIANTS,
+                               _check_nf_resnet)
 
 
 def min_resolution(model_kwargs: Optional[Mapping[str, Any]] = None) -> int:

@@ -22,10 +22,10 @@ architectural fact of that family is written down in docs/models.md.
 from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 import haiku as hk
-import jax.numpy as jnp
 import numpy as np
 
 from nfnet_jax import nn as nfnn
+from nfnet_jax.models._common import nf_blocks_and_head
 from nfnet_jax.nn.grouped_conv import IMPLS
 
 _BASE_WIDTHS = (256, 512, 1536, 1536)
@@ -287,22 +287,9 @@ class NFNet(hk.Module):
       out = conv(out)
       if i < len(self.stem) - 1:
         out = self.activation(out)
-    stats = []
-    for info, block in zip(self.schedule, self.blocks):
-      out, branch = block(out, is_training=is_training)
-      if return_metrics:
-        stats.append(dict(nfnn.signal_stats(out),
-                          res_avg_var=nfnn.avg_channel_var(branch),
-                          expected_var=info['expected_var'],
-                          is_transition=info['is_transition']))
-    out = self.activation(self.final_conv(out))
-    pool = jnp.mean(out, axis=(1, 2))
-    if is_training and self.drop_rate > 0.0:
-      pool = hk.dropout(hk.next_rng_key(), self.drop_rate, pool)
-    outputs = {'logits': self.fc(pool).astype(jnp.float32)}
-    if return_metrics:
-      outputs['spp'] = nfnn.stack_block_stats(stats)
-    return outputs
+    return nf_blocks_and_head(out, self.blocks, self.schedule,
+                              lambda h: self.activation(self.final_conv(h)), self.fc,
+                              self.drop_rate, is_training, return_metrics)
 
 
 # ---------------------------------------------------------------------------
@@ -391,14 +378,29 @@ def check_group_width(model: str, field: str, group_width: int, bottlenecks) -> 
            'conv holds a whole group')
 
 
-def validate_config(model_kwargs: Mapping[str, Any], num_classes=None) -> None:
-  """Checks NFNet constructor kwargs (`config.model` minus `name`), no tracing.
+def nf_validator(model: str, known: Sequence[str], variants: Mapping[str, Any],
+                 check_specific: Callable[[str, dict], None]) -> Callable:
+  """A model module's `validate_config`: `check_nf_common`, then the model's own checks.
 
-  Raises:
-    ValueError: naming `config.model.<field>`, the bad value and what is allowed.
+  Args:
+    model: model name for the messages.
+    known: the constructor's config fields.
+    variants: the variant table.
+    check_specific: `(model, kw)` -> None, raising on the model-specific
+      fields; `kw` holds the fields that are set.
   """
-  model = 'NFNet'
-  kw = check_nf_common(model, model_kwargs, _NFNET_FIELDS, NFNET_VARIANTS, num_classes)
+  def validate_config(model_kwargs: Mapping[str, Any], num_classes=None) -> None:
+    kw = check_nf_common(model, model_kwargs, known, variants, num_classes)
+    check_specific(model, kw)
+  validate_config.__doc__ = (
+      f'Checks {model} constructor kwargs (`config.model` minus `name`), no tracing.\n\n'
+      '  Raises:\n'
+      '    ValueError: naming `config.model.<field>`, the bad value and what is allowed.\n')
+  return validate_config
+
+
+def _check_nfnet(model: str, kw: dict) -> None:
+  """The NFNet-only fields of `validate_config`."""
   table = NFNET_VARIANTS[kw.get('variant', 'F0')]
   if 'use_two_convs' in kw and not isinstance(kw['use_two_convs'], (bool, np.bool_)):
     _bad(model, 'use_two_convs', kw['use_two_convs'], 'True or False')
@@ -425,6 +427,9 @@ def validate_config(model_kwargs: Mapping[str, Any], num_classes=None) -> None:
   check_group_width(model, 'group_width', kw.get('group_width', table['group_width']), [
       (int(int(w * mult) * ratio),
        f'stage width {w} x width {mult} x bottleneck_ratio {ratio}') for w in widths])
+
+
+validate_config = nf_validator('NFNet', _NFNET_FIELDS, NFNET_VARIANTS, _check_nfnet)
 
 
 def min_resolution(model_kwargs: Optional[Mapping[str, Any]] = None) -> int:
