@@ -34,19 +34,7 @@ SEEDS = (0, 1, 2)
 
 
 def _opts(arg):
-  opts = [o.strip() for o in (arg or '').split(',') if o.strip()]
-  unknown = [o for o in opts if o != 'local']
-  if unknown:
-    raise ValueError(f'configs/studies/clipping_batch.py: unknown variant(s) {unknown}; '
-                     'allowed: local')
-  return opts
-
-
-def _batch_point(batch, local):
-  steps = 3 if local else common.steps_for(EPOCHS, batch)
-  return {'train.batch_size': batch, 'train.total_steps': steps,
-          'optimizer.warmup_steps': max(1, steps // 5),
-          'train.log_every': max(1, steps // 10)}
+  return common.study_options(arg, 'clipping_batch')
 
 
 def get_config(arg=''):
@@ -60,7 +48,7 @@ def get_config(arg=''):
 def get_sweep(arg=''):
   """batch x clipping x seed; ``local``: batch 32 with AGC off and 0.01, seed 0."""
   if 'local' in _opts(arg):
-    return [dict(_batch_point(32, True), **{'optimizer.clipping': lam}, seed=0)
+    return [dict(common.batch_point(32, EPOCHS, True), **{'optimizer.clipping': lam}, seed=0)
             for lam in (None, 0.01)]
-  return [dict(_batch_point(b, False), **{'optimizer.clipping': lam}, seed=s)
+  return [dict(common.batch_point(b, EPOCHS), **{'optimizer.clipping': lam}, seed=s)
           for b in BATCHES for lam in CLIPPINGS for s in SEEDS]

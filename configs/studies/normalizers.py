@@ -30,20 +30,7 @@ SEEDS = (0, 1, 2)
 
 
 def _opts(arg):
-  opts = [o.strip() for o in (arg or '').split(',') if o.strip()]
-  unknown = [o for o in opts if o != 'local']
-  if unknown:
-    raise ValueError(f'configs/studies/normalizers.py: unknown variant(s) {unknown}; '
-                     'allowed: local')
-  return opts
-
-
-def _batch_point(batch, local):
-  """Batch size with the steps for equal epochs and a warm-up of a fifth."""
-  steps = 3 if local else common.steps_for(EPOCHS, batch)
-  return {'train.batch_size': batch, 'train.total_steps': steps,
-          'optimizer.warmup_steps': max(1, steps // 5),
-          'train.log_every': max(1, steps // 10)}
+  return common.study_options(arg, 'normalizers')
 
 
 def get_config(arg=''):
@@ -55,6 +42,6 @@ def get_config(arg=''):
 def get_sweep(arg=''):
   """arm x batch x seed; ``local``: BN and NF at batch 8, seed 0."""
   if 'local' in _opts(arg):
-    return [dict(common.ARMS[a], **_batch_point(8, True), seed=0) for a in ('bn', 'nf')]
-  return [dict(common.ARMS[a], **_batch_point(b, False), seed=s)
+    return [dict(common.ARMS[a], **common.batch_point(8, EPOCHS, True), seed=0) for a in ('bn', 'nf')]
+  return [dict(common.ARMS[a], **common.batch_point(b, EPOCHS), seed=s)
           for a in ARMS for b in BATCHES for s in SEEDS]

@@ -32,12 +32,7 @@ SEEDS = (0, 1, 2)
 
 
 def _opts(arg):
-  opts = [o.strip() for o in (arg or '').split(',') if o.strip()]
-  unknown = [o for o in opts if o != 'local']
-  if unknown:
-    raise ValueError(f'configs/studies/regularization.py: unknown variant(s) {unknown}; '
-                     'allowed: local')
-  return opts
+  return common.study_options(arg, 'regularization')
 
 
 def get_config(arg=''):
