@@ -103,87 +103,76 @@ class Row(NamedTuple):
   has_official: bool
 
 
-def _get(node, dotted: str, default=None):
-  for part in dotted.split('.'):
-    try:
-      node = node[part]
-    except (KeyError, TypeError, AttributeError):
-      return default
-  return node
+_get = config_lib.get_dotted
+
+
+def _official_experiment(source: str, batch: int, epochs: int,
+                         **settings) -> Dict[str, Any]:
+  """What DeepMind's three experiments share, plus each one's own ``settings``.
+
+  All three: ``epochs`` epochs with 5 of linear warm-up, SGD with Nesterov
+  momentum 0.9, no weight decay on gains and biases, label smoothing 0.1,
+  float32 evaluation.
+  """
+  return dict(
+      source=source,
+      batch=batch,
+      total_steps=config_lib.official_train_steps(epochs, batch),
+      warmup_steps=config_lib.official_warmup_steps(5, batch),
+      optimizer=('sgd', 0.9, True),
+      wd_exclude=_excluded(official_no_weight_decay),
+      label_smoothing=0.1,
+      eval_dtype='float32',
+      **settings)
 
 
 def _official_nfnet(variant: str) -> Dict[str, Any]:
   batch = 4096
-  return dict(
-      source='experiment_nfnets.py',
-      batch=batch,
-      total_steps=config_lib.official_train_steps(360, batch),
-      warmup_steps=config_lib.official_warmup_steps(5, batch),
+  return _official_experiment(
+      'experiment_nfnets.py', batch, 360,
       peak_lr=0.1 * batch / 256,
       schedule=('cosine', 0.0),
-      optimizer=('sgd', 0.9, True),
       weight_decay=2e-5,
-      wd_exclude=_excluded(official_no_weight_decay),
       agc=(0.01, 1e-3),
       agc_exclude=_excluded(official_no_clipping),
       ema=0.99999,
-      label_smoothing=0.1,
       randaugment=((4, NFNET_RA_MAGNITUDE[variant.rstrip('+')], 'official')
                    if variant.rstrip('+') in NFNET_RA_MAGNITUDE
                    else NOT_DEFINED),
       mixing=(0.2, True),
       augment_order='after mixing',
-      dtype='bfloat16',
-      eval_dtype='float32',
-  )
+      dtype='bfloat16')
 
 
 def _official_nf_regnet(variant: str) -> Dict[str, Any]:
-  batch = 1024
-  return dict(
-      source='experiment_nf_regnets.py',
-      batch=batch,
-      total_steps=config_lib.official_train_steps(360, batch),
-      warmup_steps=config_lib.official_warmup_steps(5, batch),
+  return _official_experiment(
+      'experiment_nf_regnets.py', 1024, 360,
       peak_lr=0.4,
       schedule=('cosine', 0.001),
-      optimizer=('sgd', 0.9, True),
       weight_decay=NF_REGNET_WEIGHT_DECAY.get(variant, NOT_DEFINED),
-      wd_exclude=_excluded(official_no_weight_decay),
       agc=None,
       agc_exclude=None,
       ema=0.99999,
-      label_smoothing=0.1,
       randaugment=None,
       mixing=(0.2, True),
       augment_order=None,
-      dtype='float32',
-      eval_dtype='float32',
-  )
+      dtype='float32')
 
 
 def _official_resnet_baseline() -> Dict[str, Any]:
   batch = 1024
-  return dict(
-      source='experiment.py',
-      batch=batch,
-      total_steps=config_lib.official_train_steps(90, batch),
-      warmup_steps=config_lib.official_warmup_steps(5, batch),
+  return _official_experiment(
+      'experiment.py', batch, 90,
       peak_lr=0.1 * batch / 256,
       schedule=('cosine', 0.0),
-      optimizer=('sgd', 0.9, True),
       weight_decay=1e-4,
-      wd_exclude=_excluded(official_no_weight_decay),
       agc=None,
       agc_exclude=None,
       ema=None,
-      label_smoothing=0.1,
       randaugment=None,
       mixing=None,
       augment_order=None,
-      dtype='float32',
-      eval_dtype='float32',
-  )
+      dtype='float32')
 
 
 # Official experiments by name, for configs that say which one they follow

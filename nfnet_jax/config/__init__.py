@@ -9,6 +9,7 @@ from nfnet_jax.config.schema import CLASSIFIER_MODULE
 from nfnet_jax.config.schema import CLASSIFIER_WEIGHT
 from nfnet_jax.config.schema import COMPUTE_DTYPES
 from nfnet_jax.config.schema import DISTRIBUTED
+from nfnet_jax.config.schema import get_dotted
 from nfnet_jax.config.schema import IMAGENET_TRAIN_EXAMPLES
 from nfnet_jax.config.schema import official_train_steps
 from nfnet_jax.config.schema import official_warmup_steps

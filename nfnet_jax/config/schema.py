@@ -152,6 +152,16 @@ def base_config() -> ml_collections.ConfigDict:
   return c
 
 
+def get_dotted(node, dotted: str, default=None):
+  """``node['a']['b']`` for ``'a.b'`` (ConfigDict or dict), ``default`` where a part is missing."""
+  for part in dotted.split('.'):
+    try:
+      node = node[part]
+    except (KeyError, TypeError, AttributeError):
+      return default
+  return node
+
+
 def apply_local_mode(c: ml_collections.ConfigDict) -> None:
   """The shared tiny CPU setting of the `local` config variants.
 

@@ -83,14 +83,7 @@ def parse_profile_steps(value) -> Optional[tuple]:
   return nums[0], nums[1]
 
 
-def _get(config, dotted: str, default=None):
-  node = config
-  for part in dotted.split('.'):
-    try:
-      node = node[part]
-    except (KeyError, TypeError, AttributeError):
-      return default
-  return node
+_get = schema.get_dotted
 
 
 def _check_int(err, config, field, minimum, allowed=None):
