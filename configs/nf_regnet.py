@@ -47,17 +47,10 @@ def weight_decay(variant: str) -> float:
 
 
 def _parse(arg: str):
-  variant, mods = 'B0', set()
-  for p in [p.strip() for p in (arg or '').split(',') if p.strip()]:
-    if p in MODIFIERS:
-      mods.add(p)
-    elif p in NF_REGNET_VARIANTS:
-      variant = p
-    else:
-      raise ValueError(f'configs/nf_regnet.py: unknown argument {p!r}; allowed: a variant '
-                       f'({", ".join(NF_REGNET_VARIANTS)}) and modifiers {MODIFIERS}, '
-                       'comma-separated, e.g. "B0,local".')
-  return variant, mods
+  return base_lib.parse_config_arg(
+      arg, 'configs/nf_regnet.py', 'B0', MODIFIERS,
+      lambda p: p if p in NF_REGNET_VARIANTS else None,
+      f'a variant ({", ".join(NF_REGNET_VARIANTS)})', 'B0,local')
 
 
 def get_config(arg: str = 'B0') -> ml_collections.ConfigDict:
@@ -104,10 +97,7 @@ def get_config(arg: str = 'B0') -> ml_collections.ConfigDict:
   if mods:
     c.model.depths = (1, 1, 1, 1)
     c.model.widths = (16, 24, 32, 48)
-    base_lib.apply_local_mode(c)
-    c.data.grayscale_to_rgb = True       # exercise the 3-channel ImageNet path
-    c.data.train_split = 'train'
-    c.data.eval_split = 'test'
+    base_lib.apply_local_imagenet_mode(c)
     c.optimizer.base_lr = 0.1
     c.optimizer.lr_batch_base = c.train.batch_size
     c.optimizer.min_lr = 0.0

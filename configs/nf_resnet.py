@@ -50,17 +50,10 @@ MODIFIERS = ('se', 'baseline', 'local', 'tiny')
 
 
 def _parse(arg: str):
-  depth, mods = 50, set()
-  for p in [p.strip() for p in (arg or '').split(',') if p.strip()]:
-    if p in MODIFIERS:
-      mods.add(p)
-    elif p.isdigit() and int(p) in DEPTHS:
-      depth = int(p)
-    else:
-      raise ValueError(f'configs/nf_resnet.py: unknown argument {p!r}; '
-                       f'allowed: a depth {DEPTHS} and modifiers {MODIFIERS}, '
-                       'comma-separated, e.g. "50,se".')
-  return depth, mods
+  return base_lib.parse_config_arg(
+      arg, 'configs/nf_resnet.py', 50, MODIFIERS,
+      lambda p: int(p) if p.isdigit() and int(p) in DEPTHS else None,
+      f'a depth {DEPTHS}', '50,se')
 
 
 def official_experiment(arg: str = '50') -> str:

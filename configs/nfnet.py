@@ -55,19 +55,10 @@ MODIFIERS = ('local', 'tiny', 'bf16', 'f32')
 
 
 def _parse(arg: str):
-  parts = [p.strip() for p in (arg or '').split(',') if p.strip()]
-  variant, mods = 'F0', set()
-  for p in parts:
-    if p in MODIFIERS:
-      mods.add(p)
-    elif p.rstrip('+') in VARIANTS:
-      variant = p
-    else:
-      raise ValueError(
-          f'configs/nfnet.py: unknown argument {p!r}; allowed: a variant '
-          f'({", ".join(VARIANTS)}, optionally with "+") and modifiers '
-          f'{MODIFIERS}, comma-separated, e.g. "F0,local".')
-  return variant, mods
+  return base_lib.parse_config_arg(
+      arg, 'configs/nfnet.py', 'F0', MODIFIERS,
+      lambda p: p if p.rstrip('+') in VARIANTS else None,
+      f'a variant ({", ".join(VARIANTS)}, optionally with "+")', 'F0,local')
 
 
 def tiny_nfnet(model: ml_collections.ConfigDict) -> None:
@@ -124,11 +115,8 @@ def get_config(arg: str = 'F0') -> ml_collections.ConfigDict:
 
   if 'local' in mods or 'tiny' in mods:
     tiny_nfnet(c.model)
-    base_lib.apply_local_mode(c)
+    base_lib.apply_local_imagenet_mode(c)
     if 'bf16' not in mods:
       c.compute_dtype = 'float32'      # bf16 is no faster on XLA:CPU
-    c.data.grayscale_to_rgb = True     # exercise the 3-channel ImageNet path
-    c.data.train_split = 'train'
-    c.data.eval_split = 'test'
     c.optimizer.base_lr = 0.1
   return c

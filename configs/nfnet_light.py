@@ -37,17 +37,10 @@ def _f_counterpart(variant: str) -> str:
 
 
 def _parse(arg: str):
-  variant, mods = 'eca_nfnet_l0', set()
-  for p in [p.strip() for p in (arg or '').split(',') if p.strip()]:
-    if p in MODIFIERS:
-      mods.add(p)
-    elif p in LIGHT_VARIANTS:
-      variant = p
-    else:
-      raise ValueError(f'configs/nfnet_light.py: unknown argument {p!r}; allowed: a variant '
-                       f'({", ".join(LIGHT_VARIANTS)}) and modifiers {MODIFIERS}, '
-                       'comma-separated, e.g. "eca_nfnet_l0,local".')
-  return variant, mods
+  return base_lib.parse_config_arg(
+      arg, 'configs/nfnet_light.py', 'eca_nfnet_l0', MODIFIERS,
+      lambda p: p if p in LIGHT_VARIANTS else None,
+      f'a variant ({", ".join(LIGHT_VARIANTS)})', 'eca_nfnet_l0,local')
 
 
 def get_config(arg: str = 'eca_nfnet_l0') -> ml_collections.ConfigDict:
@@ -89,10 +82,7 @@ def get_config(arg: str = 'eca_nfnet_l0') -> ml_collections.ConfigDict:
     c.model.widths = (32, 32, 64, 64)
     c.model.stem_widths = (4, 8, 8, 8)
     c.model.group_width = 8
-    base_lib.apply_local_mode(c)
-    c.data.grayscale_to_rgb = True
-    c.data.train_split = 'train'
-    c.data.eval_split = 'test'
+    base_lib.apply_local_imagenet_mode(c)
     c.data.eval_crop_padding = 0
     c.optimizer.base_lr = 0.1
   return c

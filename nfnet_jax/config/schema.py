@@ -5,6 +5,8 @@ fields. The field names here are the public interface of the framework
 (``--config.optimizer.clipping=0.02`` on the command line); defaults are the
 NFNet paper's ImageNet recipe (arXiv 2102.06171) unless a comment says so.
 """
+from typing import Any, Callable, Sequence
+
 import ml_collections
 
 IMAGENET_TRAIN_EXAMPLES = 1_281_167
@@ -162,6 +164,59 @@ def get_dotted(node, dotted: str, default=None):
   return node
 
 
+def parse_config_arg(arg: str, config_file: str, default: Any, modifiers: Sequence[str],
+                     pick: Callable[[str], Any], allowed: str, example: str):
+  """Splits a config's ``arg`` ("variant,modifier,...") into (variant, modifiers).
+
+  Args:
+    arg: the comma-separated argument of ``get_config``.
+    config_file: the config's path, for the message (``configs/nfnet.py``).
+    default: the variant when ``arg`` names none.
+    modifiers: the allowed modifiers.
+    pick: maps a part to its variant, or None where it names none.
+    allowed: what a variant may be, for the message ('a variant (F0, ...)').
+    example: a valid ``arg``, for the message.
+
+  Returns:
+    (variant, set of modifiers); a later variant wins.
+
+  Raises:
+    ValueError: naming the config file, the unknown part and what is allowed.
+  """
+  variant, mods = default, set()
+  for p in [p.strip() for p in (arg or '').split(',') if p.strip()]:
+    if p in modifiers:
+      mods.add(p)
+    elif pick(p) is not None:
+      variant = pick(p)
+    else:
+      raise ValueError(f'{config_file}: unknown argument {p!r}; allowed: {allowed} and '
+                       f'modifiers {tuple(modifiers)}, comma-separated, e.g. "{example}".')
+  return variant, mods
+
+
+def use_fashion_mnist(data: ml_collections.ConfigDict, image_size: int) -> None:
+  """Points ``config.data`` at Debian's Fashion-MNIST idx files, resized to ``image_size``."""
+  from nfnet_jax.data import datasets  # pylint: disable=g-import-not-at-top
+  data.name = 'fashion_mnist'
+  data.data_dir = '/usr/share/datasets/fashion-mnist'
+  datasets.apply_dataset_defaults(data)
+  data.image_size = image_size
+  data.eval_image_size = image_size
+
+
+def apply_local_imagenet_mode(c: ml_collections.ConfigDict) -> None:
+  """`apply_local_mode` for an ImageNet config: the grey images go through the RGB path.
+
+  Fashion-MNIST's train/test splits stand for ImageNet's; the single grey
+  channel is repeated to 3 so the ImageNet model's stem is exercised.
+  """
+  apply_local_mode(c)
+  c.data.grayscale_to_rgb = True
+  c.data.train_split = 'train'
+  c.data.eval_split = 'test'
+
+
 def apply_local_mode(c: ml_collections.ConfigDict) -> None:
   """The shared tiny CPU setting of the `local` config variants.
 
@@ -169,12 +224,7 @@ def apply_local_mode(c: ml_collections.ConfigDict) -> None:
   so that any config family runs end to end on a laptop CPU in about a
   minute; model size is left to the caller.
   """
-  from nfnet_jax.data import datasets  # pylint: disable=g-import-not-at-top
-  c.data.name = 'fashion_mnist'
-  c.data.data_dir = '/usr/share/datasets/fashion-mnist'
-  datasets.apply_dataset_defaults(c.data)
-  c.data.image_size = 32
-  c.data.eval_image_size = 32
+  use_fashion_mnist(c.data, 32)
   c.train.batch_size = 32
   c.train.eval_batch_size = 1000
   c.train.total_steps = 10
