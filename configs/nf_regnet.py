@@ -33,7 +33,6 @@ import ml_collections
 from nfnet_jax import config as base_lib
 from nfnet_jax.models.nf_regnet import NF_REGNET_VARIANTS
 
-IMAGENET_TRAIN = base_lib.IMAGENET_TRAIN_EXAMPLES
 BATCH = 1024
 EPOCHS = 360
 PEAK_LR = 0.4
@@ -80,9 +79,7 @@ def get_config(arg: str = 'B0') -> ml_collections.ConfigDict:
   c.data.mixup_alpha = 0.2
   c.data.cutmix = True
 
-  c.train.batch_size = BATCH
-  c.train.total_steps = (IMAGENET_TRAIN * EPOCHS) // BATCH
-  c.optimizer.warmup_steps = base_lib.official_warmup_steps(5, BATCH)  # 6255.70
+  base_lib.apply_official_schedule(c, BATCH, EPOCHS)  # 450410 steps, 6255.70 warm-up
   c.optimizer.base_lr = PEAK_LR
   c.optimizer.lr_batch_base = BATCH      # not scaled by the batch size
   c.optimizer.min_lr = MIN_LR
@@ -91,8 +88,6 @@ def get_config(arg: str = 'B0') -> ml_collections.ConfigDict:
   c.optimizer.ema_decay = 0.99999
   c.optimizer.label_smoothing = 0.1
   c.train.eval_with_ema = True
-  c.train.eval_every = 5000
-  c.train.checkpoint_every = 2000
 
   if mods:
     c.model.depths = (1, 1, 1, 1)

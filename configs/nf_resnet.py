@@ -68,12 +68,9 @@ def apply_bn_baseline_recipe(c: ml_collections.ConfigDict) -> None:
   Every number is the one of DeepMind's ``nfnets/experiment.py`` (the
   ``model='ResNet'`` baseline).
   """
-  batch = 1024
-  c.train.batch_size = batch
-  c.train.total_steps = base_lib.official_train_steps(90, batch)    # 112602
+  base_lib.apply_official_schedule(c, 1024, 90)  # 112602 steps, 6255.70 warm-up
   c.optimizer.base_lr = 0.1              # peak 0.1 * 1024 / 256 = 0.4
   c.optimizer.lr_batch_base = 256
-  c.optimizer.warmup_steps = base_lib.official_warmup_steps(5, batch)  # 6255.70
   c.optimizer.weight_decay = 1e-4
   c.optimizer.label_smoothing = 0.1
   c.optimizer.clipping = None            # no AGC
@@ -84,8 +81,6 @@ def apply_bn_baseline_recipe(c: ml_collections.ConfigDict) -> None:
   c.data.cutmix = False
   c.data.image_size = 224
   c.data.eval_image_size = 224
-  c.train.eval_every = 5000
-  c.train.checkpoint_every = 2000
 
 
 def get_config(arg: str = '50') -> ml_collections.ConfigDict:
@@ -115,12 +110,7 @@ def get_config(arg: str = '50') -> ml_collections.ConfigDict:
   c.data.randaugment_mode = 'official'
 
   # experiment_nfnets.py: batch 4096, 360 epochs, 5 warm-up epochs.
-  batch = 4096
-  c.train.batch_size = batch
-  c.train.total_steps = base_lib.official_train_steps(360, batch)    # 112602
-  c.optimizer.warmup_steps = base_lib.official_warmup_steps(5, batch)  # 1563.92
-  c.train.eval_every = 5000
-  c.train.checkpoint_every = 2000
+  base_lib.apply_official_schedule(c, 4096, 360)  # 112602 steps, 1563.92 warm-up
 
   if 'baseline' in mods:
     apply_bn_baseline_recipe(c)

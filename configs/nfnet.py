@@ -100,12 +100,7 @@ def get_config(arg: str = 'F0') -> ml_collections.ConfigDict:
   c.data.randaugment_mode = 'official'
 
   # experiment_nfnets.py: batch 4096, 360 epochs, 5 warm-up epochs.
-  batch = 4096
-  c.train.batch_size = batch
-  c.train.total_steps = base_lib.official_train_steps(360, batch)
-  c.optimizer.warmup_steps = base_lib.official_warmup_steps(5, batch)
-  c.train.eval_every = 5000
-  c.train.checkpoint_every = 2000
+  base_lib.apply_official_schedule(c, 4096, 360)
 
   if 'bf16' in mods and 'f32' in mods:
     raise ValueError('configs/nfnet.py: modifiers "bf16" and "f32" '

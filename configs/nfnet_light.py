@@ -67,13 +67,8 @@ def get_config(arg: str = 'eca_nfnet_l0') -> ml_collections.ConfigDict:
   c.data.eval_crop_padding = 0           # timm's test_crop_pct = 1.0
   c.data.randaugment_layers, c.data.randaugment_magnitude = recipe['randaugment']
 
-  batch = 4096
-  c.train.batch_size = batch
   # The official NFNet experiment's formulas: 112602 steps, 1563.92 warm-up.
-  c.train.total_steps = base_lib.official_train_steps(360, batch)
-  c.optimizer.warmup_steps = base_lib.official_warmup_steps(5, batch)
-  c.train.eval_every = 5000
-  c.train.checkpoint_every = 2000
+  base_lib.apply_official_schedule(c, 4096, 360)
 
   if 'bf16' in mods:
     c.compute_dtype = 'bfloat16'

@@ -164,6 +164,20 @@ def get_dotted(node, dotted: str, default=None):
   return node
 
 
+def apply_official_schedule(c: ml_collections.ConfigDict, batch: int, epochs: int) -> None:
+  """DeepMind's ImageNet run length: ``epochs`` epochs at ``batch``, 5 of warm-up.
+
+  Steps and warm-up as `official_train_steps` / `official_warmup_steps`
+  (e.g. 360 epochs at 4096 and 90 at 1024 are both 112602 steps); evaluates
+  every 5000 steps and checkpoints every 2000.
+  """
+  c.train.batch_size = batch
+  c.train.total_steps = official_train_steps(epochs, batch)
+  c.optimizer.warmup_steps = official_warmup_steps(5, batch)
+  c.train.eval_every = 5000
+  c.train.checkpoint_every = 2000
+
+
 def parse_config_arg(arg: str, config_file: str, default: Any, modifiers: Sequence[str],
                      pick: Callable[[str], Any], allowed: str, example: str):
   """Splits a config's ``arg`` ("variant,modifier,...") into (variant, modifiers).
