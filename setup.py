@@ -1,20 +1,25 @@
 """nfnet_jax: normalizer-free networks (NF-ResNets, NFNets) in JAX/Haiku."""
 from setuptools import find_packages, setup
 
-# JAX, jaxlib, Haiku and optax move in lockstep: pin them together.
+# Ranges, not pins: users install into existing environments (Python 3.12
+# GPU images with jax 0.11.x). The exact tested set is constraints.txt, which
+# CI and the README commands pass to pip with `-c constraints.txt`.
+# Upper bounds stop at the newest minor version tested (jax 0.11.2 on Python
+# 3.12: the model, the train step and benchmarks/gpu_check.py --tiny); Haiku,
+# optax and orbax below their next minor, whose APIs may move.
 CORE = [
-    "jax==0.10.2",
-    "jaxlib==0.10.2",
-    "dm-haiku==0.0.17",
-    "optax==0.2.8",
-    "chex==0.1.92",
-    "ml-collections==1.1.0",
+    "jax>=0.10.2,<0.12",
+    "jaxlib>=0.10.2,<0.12",
+    "dm-haiku>=0.0.17,<0.1",
+    "optax>=0.2.8,<0.3",
+    "chex>=0.1.92",
+    "ml-collections>=1.1.0",
     "numpy",
-    "tensorflow-cpu==2.21.0",
-    "tensorflow-datasets==4.9.10",
+    "tensorflow-cpu>=2.21.0",
+    "tensorflow-datasets>=4.9.10",
     "importlib_resources",  # used by tfds 4.9.10 without declaring it
-    "orbax-checkpoint==0.12.8",
-    "tensorboardX==2.6.5",
+    "orbax-checkpoint>=0.12.8,<0.13",
+    "tensorboardX>=2.6.5",
     "tqdm",
     "matplotlib",
     "dill",
@@ -31,7 +36,7 @@ setup(
     extras_require={
         "test": ["pytest", "pytest-xdist"],
         # Peer comparison in benchmarks/ (not needed by the package itself).
-        "bench": ["torch==2.13.0", "timm"],
+        "bench": ["torch>=2.13.0", "torchvision", "timm>=1.0"],
     },
     entry_points={
         "console_scripts": [
