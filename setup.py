@@ -36,7 +36,7 @@ setup(
     extras_require={
         "test": ["pytest", "pytest-xdist"],
         # Peer comparison in benchmarks/ (not needed by the package itself).
-        "bench": ["torch>=2.13.0", "torchvision", "timm>=1.0"],
+        "bench": ["torch>=2.13.0", "torchvision", "timm>=1.0", "psutil"],
     },
     entry_points={
         "console_scripts": [
