@@ -197,3 +197,21 @@ def test_unreadable_folder_names_it(tree, monkeypatch):
   monkeypatch.setattr(image_folder.os, 'listdir', listdir)
   msg = _error(_config(tree))
   assert f'image folder {bad}: cannot be read (Permission denied)' in msg
+
+
+def test_command_line_class_folder_without_images_exits_2(tree, tmp_path):
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  (tree / 'train' / 'dog').mkdir()
+  workdir = tmp_path / 'work'
+  cmd = [sys.executable, os.path.join(root, 'scripts', 'train.py'),
+         '--config', os.path.join(root, 'configs', 'fashion_mnist.py:local'),
+         '--workdir', str(workdir), '--config.data.name=image_folder',
+         f'--config.data.data_dir={tree}']
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3', PYTHONPATH=root)
+  proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300,
+                        cwd=root)
+  assert proc.returncode == 2, proc.stderr[-3000:]
+  assert f'{tree}/train/dog: class folder holds no images' in proc.stderr
+  assert 'Traceback' not in proc.stderr
