@@ -28,7 +28,8 @@ CutMix on the batch: ours half/half per batch, timm switch prob 0.5).
 
 Measure: images per CPU-second = images delivered / CPU time (user + system)
 of every process involved (the main process and, for timm, its workers),
-taken between two points after `--warmup` batches. Each (side, setting) runs
+taken between two points after `--warmup` batches (enough to drain the
+read-ahead both sides build up during start-up). Each (side, setting) runs
 in its own fresh subprocess, and the subprocesses are INTERLEAVED (round 1:
 ours, timm, decode for each setting; round 2: ...), so load from other work
 on the machine hits every side alike; medians over rounds and the ratio
@@ -211,8 +212,11 @@ def main(argv=None):
   p.add_argument('--dir', default=DEFAULT_DIR)
   p.add_argument('--images', type=int, default=512)
   p.add_argument('--batch', type=int, default=64)
-  p.add_argument('--batches', type=int, default=16, help='timed batches per run')
-  p.add_argument('--warmup', type=int, default=3)
+  p.add_argument('--batches', type=int, default=24, help='timed batches per run')
+  p.add_argument('--warmup', type=int, default=8,
+                 help='batches before timing: long enough to drain the read-ahead '
+                      'buffers filled during start-up (tf.data prefetch, DataLoader '
+                      'prefetch_factor), which would otherwise be counted as free')
   p.add_argument('--rounds', type=int, default=3)
   p.add_argument('--settings', default=','.join(SETTINGS))
   p.add_argument('--sides', default=','.join(SIDES))
