@@ -3,21 +3,25 @@ from setuptools import find_packages, setup
 
 # Ranges, not pins: users install into existing environments (Python 3.12
 # GPU images with jax 0.11.x). The exact tested set is constraints.txt, which
-# CI and the README commands pass to pip with `-c constraints.txt`.
-# Upper bounds stop at the newest minor version tested (jax 0.11.2 on Python
-# 3.12: the model, the train step and benchmarks/gpu_check.py --tiny); Haiku,
-# optax and orbax below their next minor, whose APIs may move.
+# CI (scripts/setup_env.sh) and the README commands pass to pip with
+# `-c constraints.txt`; why each of those versions is the tested one is
+# said there. Upper bounds stop at the newest minor release tested (jax 0.11.2
+# on Python 3.12: the model, the train step and benchmarks/gpu_check.py
+# --tiny) and, for Haiku, optax and orbax, below the next minor, whose APIs
+# may move.
 CORE = [
     "jax>=0.10.2,<0.12",
     "jaxlib>=0.10.2,<0.12",
     "dm-haiku>=0.0.17,<0.1",
     "optax>=0.2.8,<0.3",
-    "chex>=0.1.92",
+    # config_dict's locking and type-safe assignment, which the override
+    # parser (nfnet_jax/config/load.py) relies on.
     "ml-collections>=1.1.0",
     "numpy",
     "tensorflow-cpu>=2.21.0",
     "tensorflow-datasets>=4.9.10",
     "importlib_resources",  # used by tfds 4.9.10 without declaring it
+    # The CheckpointManager / args API (our on-disk format is what it writes).
     "orbax-checkpoint>=0.12.8,<0.13",
     "tensorboardX>=2.6.5",
     "tqdm",
@@ -31,7 +35,8 @@ setup(
     version="0.1.0",
     description="Normalizer-free networks (NF-ResNets, NFNets) with AGC in JAX/Haiku",
     packages=find_packages(include=["nfnet_jax", "nfnet_jax.*"]),
-    python_requires=">=3.10",
+    # jax/jaxlib 0.10.2 and orbax-checkpoint 0.12.8 declare Requires-Python >=3.11.
+    python_requires=">=3.11",
     install_requires=CORE,
     extras_require={
         "test": ["pytest", "pytest-xdist"],
