@@ -20,8 +20,10 @@ hits both alike:
 
 Ours is the real train step (`nfnet_jax.train.step.make_train_step`: loss
 with label smoothing 0.1, backward, cross-device mean, AGC -> weight decay ->
-SGD-Nesterov, EMA, non-finite guard) wrapped by `Parallel('shard_map')` on
-one device, exactly as training runs it, with donated state. timm's side:
+SGD-Nesterov, EMA, non-finite guard) wrapped by the loop's `Parallel`
+(shard_map) on one device, exactly as training runs it, with donated state
+(`nfnet_jax.analysis.benchmark.compile_train_step`, the same helper
+`scripts/benchmark.py` times). timm's side:
 channels_last, bf16 `torch.autocast`, SGD-Nesterov + AGC (timm.utils.agc,
 classifier excluded) + label smoothing 0.1; `--torch_compile` adds
 `torch.compile`.
@@ -103,15 +105,8 @@ def log(msg: str) -> None:
 
 def our_config(case: Case, conv_impl: str, tiny: bool):
   """The experiment config of one case (bf16 compute, the recipe optimizer)."""
-  from nfnet_jax import config as config_lib  # pylint: disable=g-import-not-at-top
-  cfg = config_lib.base_config()
-  cfg.model.name = case.model
-  if case.model != 'NFNet':
-    # The base model section is NFNet's; other models take their own fields.
-    for k in list(cfg.model.keys()):
-      if k not in ('name', 'variant', 'conv_impl'):
-        del cfg.model[k]
-  cfg.model.variant = case.variant
+  from nfnet_jax.analysis import benchmark as bench  # pylint: disable=g-import-not-at-top
+  cfg = bench.config_for_model(case.model, case.variant)
   cfg.model.conv_impl = conv_impl
   if tiny:
     for k, v in TINY_OURS.get(case.model, {}).items():
@@ -147,53 +142,33 @@ _INIT_CACHE: Dict[Any, Any] = {}
 
 
 def our_step(case: Case, conv_impl: str, tiny: bool, batch: int, res: int) -> OurStep:
-  """Builds, compiles and places our real train (or eval) step on one device."""
+  """Compiles the loop's own train (or eval) step on one device.
+
+  `nfnet_jax.analysis.benchmark.compile_train_step` / `compile_eval_step`:
+  the step of `nfnet_jax/train/step.py` wrapped by the loop's `Parallel`
+  (shard_map) on one device, donated state, AOT-compiled.
+  """
   import jax  # pylint: disable=g-import-not-at-top
-  import numpy as np  # pylint: disable=g-import-not-at-top
-  from nfnet_jax import bench  # pylint: disable=g-import-not-at-top
   from nfnet_jax import models  # pylint: disable=g-import-not-at-top
-  from nfnet_jax import optim  # pylint: disable=g-import-not-at-top
-  from nfnet_jax.train import loop  # pylint: disable=g-import-not-at-top
-  from nfnet_jax.train import parallel  # pylint: disable=g-import-not-at-top
-  from nfnet_jax.train import step as step_lib  # pylint: disable=g-import-not-at-top
+  from nfnet_jax.analysis import benchmark as bench  # pylint: disable=g-import-not-at-top
   cfg = our_config(case, conv_impl, tiny)
   cfg.train.batch_size = batch
-  net = models.create_model(cfg.model, NUM_CLASSES)
-  tx, schedule = optim.build_optimizer(cfg.optimizer, batch, cfg.train.total_steps)
   # The conv impls share parameter trees: initialise once per case and shape.
   init_key = (case.key, batch, res)
   if init_key not in _INIT_CACHE:
     _INIT_CACHE.clear()
-    _INIT_CACHE[init_key] = loop.init_train_state(net, tx, cfg, (res, res, 3))
-  host_state = _INIT_CACHE[init_key]
-  par = parallel.Parallel('shard_map', jax.devices()[:1])
-  rng = np.random.default_rng(0)
-  images = rng.standard_normal((batch, res, res, 3), np.float32)
-  labels = rng.integers(0, NUM_CLASSES, batch)
-  n_params = bench.param_count(host_state.params)
+    _, params, model_state = bench.build_model(cfg, NUM_CLASSES, res, batch)
+    _INIT_CACHE[init_key] = jax.device_get((params, model_state))
+  params, model_state = _INIT_CACHE[init_key]
+  net = models.create_model(cfg.model, NUM_CLASSES)
+  images, labels = bench._fake_batch(batch, res, NUM_CLASSES)  # pylint: disable=protected-access
+  n_params = bench.param_count(params)
   if case.mode == 'eval':
-    fn = par.wrap_eval_step(step_lib.make_eval_step(
-        net.apply, compute_dtype=cfg.compute_dtype, num_classes=NUM_CLASSES))
-    params = par.put_replicated(host_state.params)
-    model_state = par.put_replicated(host_state.model_state)
-    data = par.put_batch({'images': images, 'labels': labels.astype(np.int32),
-                          'mask': np.ones((batch,), np.float32)})
-    comp = bench.compile_fn(fn, params, model_state, data)
-    run = lambda: jax.block_until_ready(comp(params, model_state, data))
+    comp, args = bench.compile_eval_step(cfg, net, params, model_state, images, NUM_CLASSES)
+    run = lambda: bench.block(comp(*args))
   else:
-    fn = par.wrap_train_step(step_lib.make_train_step(
-        net.apply, tx, schedule, compute_dtype=cfg.compute_dtype,
-        label_smoothing=cfg.optimizer.label_smoothing,
-        ema_decay=cfg.optimizer.ema_decay, ema_update=optim.update_ema))
-    state = par.put_replicated(host_state)
-    data = par.put_batch({'images': images,
-                          'labels': np.eye(NUM_CLASSES, dtype=np.float32)[labels]})
-    comp = bench.compile_fn(fn, state, data)
-    holder = {'state': state}
-
-    def run():
-      holder['state'], metrics = comp(holder['state'], data)
-      return jax.block_until_ready((holder['state'], metrics))
+    stepper = bench.compile_train_step(cfg, net, params, model_state, images, labels)
+    comp, run = stepper.compiled, stepper
   return OurStep(run, comp.compile_s, comp.flops, comp.memory.get('peak_mib'), n_params)
 
 
@@ -256,7 +231,7 @@ def time_alternating(fns: Dict[str, Callable[[], Any]], rounds: int) -> Dict[str
 def measure_peak_tflops(tiny: bool) -> float:
   """bf16 matmul TFLOP/s measured here (the MFU denominator)."""
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  from nfnet_jax import bench  # pylint: disable=g-import-not-at-top
+  from nfnet_jax.analysis import benchmark as bench  # pylint: disable=g-import-not-at-top
   n = 256 if tiny else 8192
   return bench.measure_matmul_peak(n=n, dtype=jnp.bfloat16, reps=5 if tiny else 20) / 1e3
 

@@ -115,7 +115,7 @@ def run_ours(root, setting, batch, batches, warmup, source='image_folder',
     c.data.data_dir = root
     c.data.eval_split = 'train'
   else:
-    from nfnet_jax.data import benchmark as data_bench  # pylint: disable=g-import-not-at-top
+    from nfnet_jax.analysis import benchmark as data_bench  # pylint: disable=g-import-not-at-top
     c.data.name = 'imagenet2012'
     if tfds_images == 512:
       c.data.data_dir = data_bench.prepare_synthetic_imagenet()

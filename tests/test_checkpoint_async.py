@@ -148,3 +148,47 @@ def test_orbax_wrapped_os_errors_are_described():
   except RuntimeError as e:
     assert ckpt_lib.describe_save_error(e) == 'No space left on device (errno 28)'
   assert ckpt_lib.describe_save_error(KeyError('x')).startswith('KeyError')
+
+
+@_ORBAX_CLOSED_LOOP
+def test_command_line_disk_full_ends_with_one_line_and_exit_2(tmp_path):
+  """The real training command with async saves: the disk 'fills up' after
+  the step-5 checkpoint, so the background write of the final (step 10)
+  checkpoint fails; the run ends with one line and exit status 2."""
+  import os  # pylint: disable=g-import-not-at-top
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  from test_preemption import ROOT, subprocess_env, write_idx_dataset  # pylint: disable=g-import-not-at-top
+  data_dir = write_idx_dataset(str(tmp_path / 'data'))
+  work = tmp_path / 'work'
+  argv = ['train.py', '--config', os.path.join(ROOT, 'configs', 'fashion_mnist.py') + ':local',
+          '--workdir', str(work), f'--config.data.data_dir={data_dir}',
+          '--config.train.batch_size=16', '--config.train.total_steps=10',
+          '--config.train.checkpoint_every=5', '--config.optimizer.warmup_steps=2',
+          '--config.train.async_checkpoints=on', '--config.train.compilation_cache_dir=None']
+  code = f'''
+import resource, signal, sys
+from nfnet_jax.train import checkpoint as ck
+real_save = ck.Checkpointer.save
+def save(self, step, state, meta=None):
+  if step >= 10:   # the disk is full from here on
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (16 * 1024, resource.RLIM_INFINITY))
+  return real_save(self, step, state, meta)
+ck.Checkpointer.save = save
+sys.argv = {argv!r}
+from nfnet_jax.train import cli
+cli.main()
+'''
+  env = subprocess_env(str(tmp_path / 'jax_cache'), devices=1)
+  env.pop('JAX_COMPILATION_CACHE_DIR')
+  proc = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True,
+                        text=True, timeout=600, cwd=ROOT)
+  assert proc.returncode == 2, proc.stderr[-3000:]
+  err = proc.stderr
+  ckpts = work / 'checkpoints'
+  want = (f'error: checkpoint {ckpts}/10 could not be written: File too large (errno 27); '
+          f'the last good checkpoint is {ckpts}/5 (a rerun resumes from it)')
+  assert want in err, err[-3000:]
+  assert 'Traceback' not in err, err[-3000:]
+  assert sorted(os.listdir(ckpts)) == ['5'] or '5' in os.listdir(ckpts)

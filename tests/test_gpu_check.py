@@ -54,15 +54,16 @@ def test_model_step_checkpoint_path_imports_and_runs_without_tensorflow():
   out = _run('''
 import jax, jax.numpy as jnp, numpy as np
 from nfnet_jax import config as config_lib, models, optim
-from nfnet_jax.train import step as step_lib, parallel, checkpoint, loop
+from nfnet_jax.train import step as step_lib, parallel, checkpoint, loop, state
+from nfnet_jax.analysis import benchmark
 cfg = config_lib.base_config()
 cfg.model.depths = (1, 1, 1, 1); cfg.model.widths = (16, 32, 48, 48)
 cfg.model.stem_widths = (4, 4, 8, 8); cfg.model.group_width = 8
 cfg.optimizer.warmup_steps = 2
 net = models.create_model(cfg.model, 10)
 tx, sched = optim.build_optimizer(cfg.optimizer, 2, 10)
-fn = step_lib.make_train_step(net.apply, tx, sched, compute_dtype='bfloat16',
-                              ema_decay=0.999, ema_update=optim.update_ema)
+fn = step_lib.make_train_step(net.apply, tx, cfg.optimizer, compute_dtype='bfloat16',
+                              schedule=sched)
 par = parallel.Parallel('shard_map', jax.devices()[:1])
 # Abstract state (nothing compiles): shapes from init and the optimizer.
 key, x = jax.random.PRNGKey(0), jnp.zeros((2, 32, 32, 3))

@@ -14,6 +14,7 @@ IMAGENET_TRAIN_EXAMPLES = 1_281_167
 COMPUTE_DTYPES = ('float32', 'bfloat16')
 PARALLEL_MODES = ('shard_map', 'pmap')
 DISTRIBUTED = ('auto', 'on', 'off')
+ASYNC_CHECKPOINTS = ('auto', 'on', 'off')
 
 # The final classifier of every nfnet_jax / official model is the top-level
 # module's own linear ('NFNet/~/linear', 'NF_ResNet/~/linear'); the
@@ -102,6 +103,10 @@ def base_config() -> ml_collections.ConfigDict:
   # Persistent XLA compilation cache: a resumed (pre-empted) or repeated run
   # loads its compiled step instead of recompiling it. None disables it.
   c.train.compilation_cache_dir = '~/.cache/nfnet_jax/xla'
+  # Checkpoints written in the background (training continues meanwhile);
+  # SIGTERM and the final save still wait. auto: on for GPU/TPU, off on CPU
+  # (whose cores the write would take from the step).
+  c.train.async_checkpoints = 'auto'   # auto | on | off
 
   # ---- parallelism
   c.parallel = ml_collections.ConfigDict()

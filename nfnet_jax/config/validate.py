@@ -182,6 +182,9 @@ def validate_config(config, *, check_devices: bool = True,
   if not isinstance(_get(config, 'train.eval_with_ema'), bool):
     err.add('train.eval_with_ema', _get(config, 'train.eval_with_ema'),
             'True or False')
+  if _get(config, 'train.async_checkpoints', 'auto') not in schema.ASYNC_CHECKPOINTS:
+    err.add('train.async_checkpoints', _get(config, 'train.async_checkpoints'),
+            f'one of {schema.ASYNC_CHECKPOINTS}')
   cache_dir = _get(config, 'train.compilation_cache_dir')
   if cache_dir is not None and (not isinstance(cache_dir, str) or not cache_dir):
     err.add('train.compilation_cache_dir', cache_dir,

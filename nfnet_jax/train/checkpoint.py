@@ -38,6 +38,7 @@ import logging
 import os
 import re
 import shutil
+import sys
 import time
 import zlib
 from typing import Any, Optional, Sequence
@@ -87,13 +88,39 @@ class _OrbaxThreadErrorFilter(logging.Filter):
   Checkpointer waits for the save, so the log record only adds noise.
   """
 
+  # The two messages orbax 0.12 logs (with the traceback) for a failed
+  # background write: the writer thread's and the commit thread's.
+  _MESSAGES = ('raised an exception', 'background save thread',
+               'Finalize thread')
+
   def filter(self, record):
-    return not (record.levelno >= logging.ERROR and
-                'orbax' in (record.pathname or '') and
-                'raised an exception' in record.getMessage())
+    if record.levelno < logging.ERROR or 'orbax' not in (record.pathname or ''):
+      return True
+    msg = record.getMessage()
+    return not any(m in msg for m in self._MESSAGES)
 
 
 _THREAD_ERROR_FILTER = _OrbaxThreadErrorFilter()
+
+
+def _quiet_closed_event_loops() -> None:
+  """After a failed write, orbax's closed event loops still get callbacks.
+
+  Python reports each as an "unraisable" RuntimeError('Event loop is
+  closed') traceback, down to interpreter exit. The failure itself is
+  reported (one line) by CheckpointSaveError; these echoes are dropped.
+  """
+  previous = sys.unraisablehook
+  if getattr(previous, '_nfnet_quiet', False):
+    return
+
+  def hook(unraisable):
+    exc = unraisable.exc_value
+    if isinstance(exc, RuntimeError) and 'Event loop is closed' in str(exc):
+      return
+    previous(unraisable)
+  hook._nfnet_quiet = True  # pylint: disable=protected-access
+  sys.unraisablehook = hook
 
 
 def _flatten(tree: PyTree):
@@ -159,6 +186,7 @@ class Checkpointer:
     self._manager = ocp.CheckpointManager(self.directory, options=options)
 
   def _save_error(self, step: int, err: BaseException) -> CheckpointSaveError:
+    _quiet_closed_event_loops()
     good = [s for s in self._manager.all_steps() if s != step]
     if good:
       last = (f'the last good checkpoint is {self.directory}/{max(good)} '
