@@ -61,11 +61,19 @@ CHANNEL_AXIS_ACTIVATIONS = ('glu', 'log_softmax')
 SHAPE_CHANGING_ACTIVATIONS = ('glu',)
 
 
-def get_activation(name: str) -> Callable[[jnp.ndarray], jnp.ndarray]:
-  """Returns `x -> gamma * fn(x)` for an official activation name."""
+def get_activation(name: str, scaled: bool = True) -> Callable[[jnp.ndarray], jnp.ndarray]:
+  """Returns `x -> gamma * fn(x)` for an official activation name.
+
+  Args:
+    name: a key of `ACTIVATIONS`.
+    scaled: False returns the plain `fn` (normalized baselines, whose
+      normalizers fix the scale, use no gamma).
+  """
   if name not in ACTIVATIONS:
     raise ValueError(f'Unknown activation {name!r}; allowed: {sorted(ACTIVATIONS)}')
   fn, gamma = ACTIVATIONS[name]
+  if not scaled:
+    return fn
 
   def scaled(x):
     return fn(x) * gamma

@@ -11,6 +11,10 @@ from nfnet_jax.nn.ws_fused import standardize_weight_fused
 
 # Floor on `var * fan_in` (not added to it), as in the official code.
 WS_EPS = 1e-4
+# Added to the kernel variance by plain (unscaled) WS. BiT uses 1e-10: the
+# per-unit kernel variance at He init is ~2/fan_in (~4e-4 for a 3x3x512
+# kernel), so an eps like 1e-5 would already bias the standardisation by ~1%.
+PLAIN_WS_EPS = 1e-10
 
 
 def standardize_weight(w: jnp.ndarray, gain: jnp.ndarray,
@@ -51,6 +55,7 @@ class WSConv2D(hk.Module):
                feature_group_count: int = 1,
                conv_impl: str = 'auto',
                eps: float = WS_EPS,
+               gain_init: float = 1.0,
                name: Optional[str] = None):
     """Builds the module.
 
@@ -62,6 +67,9 @@ class WSConv2D(hk.Module):
       feature_group_count: number of groups; the kernel's input dim is C/groups.
       conv_impl: implementation of grouped convs, passed to `grouped_conv`.
       eps: floor on `var * fan_in`.
+      gain_init: initial value of every `gain` (1 officially; 0 makes the
+        conv output its bias at init, timm's SkipInit variant for the last
+        conv of a residual branch).
       name: Haiku module name.
     """
     super().__init__(name=name)
@@ -73,6 +81,7 @@ class WSConv2D(hk.Module):
     self.feature_group_count = feature_group_count
     self.conv_impl = conv_impl
     self.eps = eps
+    self.gain_init = float(gain_init)
 
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
     in_ch = x.shape[-1]
@@ -83,10 +92,51 @@ class WSConv2D(hk.Module):
     w_shape = self.kernel_shape + (in_ch // groups, self.output_channels)
     w_init = hk.initializers.VarianceScaling(1.0, 'fan_in', 'normal')
     w = hk.get_parameter('w', w_shape, x.dtype, init=w_init)
-    gain = hk.get_parameter('gain', (self.output_channels,), x.dtype, init=jnp.ones)
+    gain = hk.get_parameter('gain', (self.output_channels,), x.dtype,
+                            init=hk.initializers.Constant(self.gain_init))
     # Same forward numerics as standardize_weight, with a closed-form gradient
     # that is ~10x cheaper on XLA:CPU for large kernels (nn/ws_fused.py).
     w_hat = standardize_weight_fused(w, gain, self.eps)
     out = grouped_conv(x, w_hat, self.stride, self.padding, groups, self.conv_impl)
     bias = hk.get_parameter('bias', (self.output_channels,), x.dtype, init=jnp.zeros)
     return out + bias
+
+
+def standardize_weight_plain(w: jnp.ndarray, eps: float = PLAIN_WS_EPS) -> jnp.ndarray:
+  """Plain Weight Standardization (Qiao et al. 2019) of an HWIO kernel.
+
+  `w_hat = (w - mean) / sqrt(var + eps)` per output unit over its fan-in:
+  no 1/sqrt(fan_in) factor and no gain, because a normalizer follows.
+  """
+  mean = jnp.mean(w, axis=(0, 1, 2), keepdims=True)
+  var = jnp.var(w, axis=(0, 1, 2), keepdims=True)
+  return (w - mean) * jax.lax.rsqrt(var + eps)
+
+
+class StdConv2D(hk.Module):
+  """Dense conv with plain Weight Standardization (BiT-style WS + GroupNorm).
+
+  Kernel `w` HWIO (He init), SAME padding, no bias and no gain: the
+  following normalizer fixes scale and offset.
+  """
+
+  def __init__(self, output_channels: int, kernel_shape: int, stride: int = 1,
+               eps: float = PLAIN_WS_EPS, name: Optional[str] = None):
+    super().__init__(name=name)
+    self.output_channels = output_channels
+    self.kernel_shape = kernel_shape
+    self.stride = stride
+    self.eps = eps
+
+  def standardized_weight(self, in_channels: int, dtype) -> jnp.ndarray:
+    shape = (self.kernel_shape, self.kernel_shape, in_channels, self.output_channels)
+    # He et al. 2015 init (WS makes the scale irrelevant, the shape matters).
+    w = hk.get_parameter('w', shape, dtype,
+                         init=hk.initializers.VarianceScaling(2.0, 'fan_in', 'normal'))
+    return standardize_weight_plain(w, self.eps)
+
+  def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+    w = self.standardized_weight(x.shape[-1], x.dtype)
+    return jax.lax.conv_general_dilated(
+        x, w, window_strides=(self.stride, self.stride), padding='SAME',
+        dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
