@@ -88,11 +88,13 @@ TINY_OURS = {
     'NFNet': dict(depths=(1, 1, 1, 1), widths=(16, 32, 48, 48),
                   stem_widths=(4, 4, 8, 8), group_width=8),
     'NFResNet': dict(depths=(1, 1, 1, 1), widths=(16, 32, 48, 64), stem_width=8),
+    'NFRegNet': dict(depths=(1, 1, 1, 1), widths=(16, 32, 48, 64)),
 }
 TINY_TIMM = {
     'dm_nfnet_f0': dict(depths=(1, 1, 1, 1), channels=(16, 32, 48, 48), stem_chs=8,
                         group_size=8, num_features=96),
     'nf_resnet50': dict(depths=(1, 1, 1, 1), channels=(16, 32, 48, 64), stem_chs=8),
+    'nf_regnet_b0': dict(depths=(1, 1, 1, 1), channels=(16, 32, 48, 64), num_features=128),
 }
 
 
