@@ -24,6 +24,27 @@ CLASSIFIER_MODULE = r'^[^/]+/~/linear'
 CLASSIFIER_WEIGHT = CLASSIFIER_MODULE + r'/w$'
 
 
+def official_train_steps(epochs: int, batch_size: int,
+                         examples: int = IMAGENET_TRAIN_EXAMPLES) -> int:
+  """Training length as DeepMind's experiment files compute it.
+
+  ``(examples * epochs) // batch_size``: the floor is taken once over the whole
+  run, not per epoch (``360 * (examples // batch)`` would be 282 steps short
+  at batch 4096).
+  """
+  return (examples * epochs) // batch_size
+
+
+def official_warmup_steps(epochs: float, batch_size: int,
+                          examples: int = IMAGENET_TRAIN_EXAMPLES) -> float:
+  """Warm-up length as the official experiments compute it: a float.
+
+  ``epochs * examples / batch_size`` is not rounded there (5 epochs at batch
+  4096 are 1563.92 steps); the LR schedule takes fractional warm-ups.
+  """
+  return epochs * examples / batch_size
+
+
 def base_config() -> ml_collections.ConfigDict:
   """Returns the full config tree with the paper's ImageNet defaults."""
   c = ml_collections.ConfigDict()
@@ -57,6 +78,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.random_flip = True
   c.data.randaugment_layers = 4
   c.data.randaugment_magnitude = 5
+  # 'official': the TPU/EfficientNet level mapping the paper's magnitudes were
+  # tuned with; 'increasing': every op stronger with magnitude (see
+  # nfnet_jax/data/randaugment.py for both sets of formulas).
+  c.data.randaugment_mode = 'official'
   c.data.mixup_alpha = 0.2             # Beta(0.2, 0.2); 0 disables
   c.data.cutmix = True                 # CutMix on half the batch, MixUp on the other half
   c.data.grayscale_to_rgb = True
@@ -76,7 +101,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.optimizer.lr_batch_base = 256      # peak LR = base_lr * batch_size / lr_batch_base
   c.optimizer.schedule = 'cosine'      # cosine | constant
   c.optimizer.min_lr = 0.0             # cosine floor (official NF-RegNet experiment: 0.001)
-  c.optimizer.warmup_steps = 5 * (IMAGENET_TRAIN_EXAMPLES // 4096)
+  c.optimizer.warmup_steps = official_warmup_steps(5, 4096)  # 1563.92
   c.optimizer.weight_decay = 2e-5      # coupled L2, added to the gradient
   # No wd on gains, skip gains, biases and norm scale/offset: the official rule is param
   # name in (b, scale, offset) or containing 'gain'/'bias' (regex on 'module/param').
@@ -92,7 +117,7 @@ def base_config() -> ml_collections.ConfigDict:
   # ---- training loop
   c.train = ml_collections.ConfigDict()
   c.train.batch_size = 4096            # global
-  c.train.total_steps = 360 * (IMAGENET_TRAIN_EXAMPLES // 4096)
+  c.train.total_steps = official_train_steps(360, 4096)   # 112602
   c.train.eval_batch_size = 1000       # global
   c.train.eval_every = 5000            # steps; 0 = only at the end
   c.train.log_every = 100
@@ -101,6 +126,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.nonfinite = 'skip'           # skip | raise
   c.train.max_consecutive_nonfinite = 20
   c.train.eval_with_ema = True
+  # The official experiments evaluate in float32 even when they train in
+  # bfloat16 (their bf16 cast is for mode == 'train' only).
+  c.train.eval_compute_dtype = 'float32'   # 'float32' | 'bfloat16'
   # Persistent XLA compilation cache: a resumed (pre-empted) or repeated run
   # loads its compiled step instead of recompiling it. None disables it.
   c.train.compilation_cache_dir = '~/.cache/nfnet_jax/xla'
@@ -108,6 +136,11 @@ def base_config() -> ml_collections.ConfigDict:
   # SIGTERM and the final save still wait. auto: on for GPU/TPU, off on CPU
   # (whose cores the write would take from the step).
   c.train.async_checkpoints = 'auto'   # auto | on | off
+  # With AGC on: per-module clipped fraction and ||G||/max(||W||, eps)
+  # median/max, logged every log_every steps (train/telemetry.py).
+  c.train.agc_telemetry = True
+  # 'a,b': a jax.profiler trace of steps a..b into <workdir>/profile ('' = off).
+  c.train.profile_steps = ''
 
   # ---- parallelism
   c.parallel = ml_collections.ConfigDict()

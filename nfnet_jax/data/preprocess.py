@@ -127,10 +127,10 @@ def train_image(image, key, *, size, jpeg, channels, crop='inception',
                 padding=4, flip=True, method='bicubic', randaugment=None):
   """Per-example train preprocessing; returns uint8 [size, size, C].
 
-  The output stays uint8 (rounded once, after the resize, as PIL-based
-  pipelines do): batching and the batch-level ops then move a quarter of
-  the bytes, and the single cast to float32 happens in the batch
-  finalisation (mixing + normalisation).
+  The output is uint8 (rounded once after the resize, as PIL-based
+  pipelines do, or converted by RandAugment): batching and the batch-level
+  ops then move a quarter of the bytes, and the single cast to float32
+  happens in the batch finalisation (mixing + normalisation).
 
   Args:
     image: JPEG bytes (jpeg=True) or uint8 [H, W, C].
@@ -142,7 +142,8 @@ def train_image(image, key, *, size, jpeg, channels, crop='inception',
     padding: pad_crop padding.
     flip: random horizontal flip.
     method: resize method name.
-    randaugment: None or a callable (uint8 image, key) -> uint8 image.
+    randaugment: None or a callable (float image, key) -> uint8 image that
+      does its own float -> uint8 conversion (see `randaugment.to_uint8`).
   """
   k_crop, k_flip, k_ra = fold_in(key, 1), fold_in(key, 2), fold_in(key, 3)
   if crop == 'inception':
@@ -152,14 +153,17 @@ def train_image(image, key, *, size, jpeg, channels, crop='inception',
     out = decode_full(image, jpeg, channels)
     hw = tf.shape(out)[:2]
     out = tf.cond(tf.reduce_all(tf.equal(hw, [size, size])),
-                  lambda: tf.cast(out, tf.uint8),
-                  lambda: _to_uint8(resize(out, size, method)))
+                  lambda: tf.cast(out, tf.float32),
+                  lambda: resize(out, size, method))
     if crop == 'pad_crop' and padding > 0:
       out = pad_crop(out, k_crop, size=size, padding=padding)
-  out = _to_uint8(out)
+  if randaugment is None:
+    out = _to_uint8(out)
   if flip:
     out = random_flip(out, k_flip)
   if randaugment is not None:
+    # RandAugment converts to uint8 itself, as its mode prescribes (the
+    # official TPU code truncates, 'increasing' rounds).
     out = randaugment(out, k_ra)
   out = tf.ensure_shape(out, [size, size, channels])
   return out
