@@ -57,6 +57,30 @@ def _init_fn(value: Union[float, Callable]) -> Callable:
   return hk.initializers.Constant(float(value))
 
 
+# Numerics options shared by the NF models; the defaults are the official ones.
+NUMERICS_FIELDS = ('gelu_form', 'ws_eps_form', 'ws_eps', 'conv_padding', 'ws_folded')
+CONV_PADDINGS = ('SAME', 'symmetric')
+
+
+def ws_conv_options(ws_eps_form: str = 'floor', ws_eps: Optional[float] = None,
+                    conv_padding: str = 'SAME', ws_folded: bool = False) -> dict:
+  """WSConv2D keywords for the model-level numerics options.
+
+  Args:
+    ws_eps_form: 'floor' (official `rsqrt(max(N var, eps))`) or 'add'
+      (timm's `rsqrt(N (var + eps))`).
+    ws_eps: the eps; None -> 1e-4 for 'floor', 1e-5 (timm's) for 'add'.
+    conv_padding: 'SAME' (official, TF-style) or 'symmetric' (PyTorch-style,
+      timm's own NF models; also their stem max-pool).
+    ws_folded: kernels are pre-standardized (`nfnet_jax.export.fold_ws`):
+      no WS at run time and no `gain` params.
+  """
+  if ws_eps is None:
+    ws_eps = nfnn.TIMM_WS_EPS if ws_eps_form == 'add' else nfnn.WS_EPS
+  return dict(eps=float(ws_eps), eps_form=ws_eps_form, padding=conv_padding,
+              folded=bool(ws_folded))
+
+
 class NFBlock(hk.Module):
   """Normalizer-free bottleneck block with two grouped 3x3 convs and SE."""
 
@@ -65,7 +89,8 @@ class NFBlock(hk.Module):
                stride: int = 1, beta: float = 1.0, alpha: float = 0.2,
                activation: Callable = None, use_two_convs: bool = True,
                stochdepth_rate: Optional[float] = None, skipinit_gain=0.0,
-               conv_impl: str = 'auto', name: Optional[str] = None):
+               conv_impl: str = 'auto', ws_options: Optional[Mapping[str, Any]] = None,
+               name: Optional[str] = None):
     super().__init__(name=name)
     self.in_ch, self.out_ch = in_ch, out_ch
     self.activation = activation or nfnn.get_activation('gelu')
@@ -80,7 +105,7 @@ class NFBlock(hk.Module):
     if self.groups < 1:
       raise ValueError(f'NFBlock: bottleneck width {width} (= {out_ch} * {expansion}) is '
                        f'smaller than the group width {group_size}')
-    conv = lambda *a, **k: nfnn.WSConv2D(*a, conv_impl=conv_impl, **k)
+    conv = lambda *a, **k: nfnn.WSConv2D(*a, conv_impl=conv_impl, **(ws_options or {}), **k)
     self.conv0 = conv(self.width, kernel_shape=1, name='conv0')
     self.conv1 = conv(self.width, kernel_shape=kernel_shape, stride=stride,
                       feature_group_count=self.groups, name='conv1')
@@ -137,7 +162,10 @@ class NFNet(hk.Module):
                widths: Optional[Sequence[int]] = None,
                stem_widths: Optional[Sequence[int]] = None,
                skipinit_gain: Union[float, Callable] = 0.0,
-               conv_impl: str = 'auto', name: str = 'NFNet'):
+               conv_impl: str = 'auto', gelu_form: str = 'tanh',
+               ws_eps_form: str = 'floor', ws_eps: Optional[float] = None,
+               conv_padding: str = 'SAME', ws_folded: bool = False,
+               name: str = 'NFNet'):
     """Builds the network.
 
     Args:
@@ -160,6 +188,8 @@ class NFNet(hk.Module):
       stem_widths: override of the 4 stem widths (default 16, 32, 64, widths[0]//2).
       skipinit_gain: initial value (or initializer) of every block's skip_gain.
       conv_impl: grouped conv implementation ('auto', 'xla', 'split').
+      gelu_form, ws_eps_form, ws_eps, conv_padding, ws_folded: numerics
+        options, see `numerics_options` (defaults: the official numerics).
       name: module name ('NFNet' for official checkpoints).
     """
     super().__init__(name=name)
@@ -173,13 +203,14 @@ class NFNet(hk.Module):
     self.depth_pattern = tuple(depths if depths is not None else params['depth'])
     self.width_pattern = tuple(widths if widths is not None else params['width'])
     self.drop_rate = params['drop_rate'] if drop_rate is None else drop_rate
-    self.activation = nfnn.get_activation(activation)
+    self.activation = nfnn.get_activation(activation, gelu_form=gelu_form)
+    ws_options = ws_conv_options(ws_eps_form, ws_eps, conv_padding, ws_folded)
     stem_widths = tuple(stem_widths if stem_widths is not None else
                         (16, 32, 64, self.width_pattern[0] // 2))
     if len(stem_widths) != 4 or len(self.depth_pattern) != 4 or len(self.width_pattern) != 4:
       raise ValueError('NFNet needs 4 stem widths, 4 stage depths and 4 stage widths, got '
                        f'{stem_widths}, {self.depth_pattern}, {self.width_pattern}')
-    conv = lambda *a, **k: nfnn.WSConv2D(*a, conv_impl=conv_impl, **k)
+    conv = lambda *a, **k: nfnn.WSConv2D(*a, conv_impl=conv_impl, **ws_options, **k)
     self.stem = [conv(ch, kernel_shape=3, stride=s, name=f'stem_conv{i}')
                  for i, (ch, s) in enumerate(zip(stem_widths, (2, 1, 1, 2)))]
 
@@ -194,7 +225,7 @@ class NFNet(hk.Module):
           group_size=group_width, stride=stride, beta=info['beta'], alpha=alpha,
           activation=self.activation, use_two_convs=use_two_convs,
           stochdepth_rate=info['stochdepth_rate'], skipinit_gain=skipinit_gain,
-          conv_impl=conv_impl))
+          conv_impl=conv_impl, ws_options=ws_options))
       ch = out_ch
 
     # An explicit final_conv_ch wins (configs cannot set final_conv_mult to
@@ -291,6 +322,16 @@ def check_nf_common(model: str, model_kwargs: Mapping[str, Any], known: Sequence
     _bad(model, 'skipinit_gain', kw['skipinit_gain'], 'a number or an initializer')
   if 'fc_init' in kw and not callable(kw['fc_init']):
     _bad(model, 'fc_init', kw['fc_init'], 'None or a Haiku initializer')
+  if 'gelu_form' in kw and kw['gelu_form'] not in nfnn.GELU_FORMS:
+    _bad(model, 'gelu_form', kw['gelu_form'], str(list(nfnn.GELU_FORMS)))
+  if 'ws_eps_form' in kw and kw['ws_eps_form'] not in nfnn.EPS_FORMS:
+    _bad(model, 'ws_eps_form', kw['ws_eps_form'], str(list(nfnn.EPS_FORMS)))
+  if 'ws_eps' in kw and (not _is_number(kw['ws_eps']) or kw['ws_eps'] <= 0):
+    _bad(model, 'ws_eps', kw['ws_eps'], 'None or a number > 0')
+  if 'conv_padding' in kw and kw['conv_padding'] not in CONV_PADDINGS:
+    _bad(model, 'conv_padding', kw['conv_padding'], str(list(CONV_PADDINGS)))
+  if 'ws_folded' in kw and not isinstance(kw['ws_folded'], (bool, np.bool_)):
+    _bad(model, 'ws_folded', kw['ws_folded'], 'True or False')
   for field in ('depths', 'widths', 'stem_widths'):
     v = kw.get(field)
     if v is not None and (isinstance(v, (str, bytes)) or not hasattr(v, '__len__')
@@ -302,7 +343,7 @@ def check_nf_common(model: str, model_kwargs: Mapping[str, Any], known: Sequence
 _NFNET_FIELDS = ('variant', 'width', 'se_ratio', 'alpha', 'stochdepth_rate', 'drop_rate',
                  'activation', 'fc_init', 'final_conv_mult', 'final_conv_ch',
                  'use_two_convs', 'group_width', 'bottleneck_ratio', 'depths', 'widths',
-                 'stem_widths', 'skipinit_gain', 'conv_impl')
+                 'stem_widths', 'skipinit_gain', 'conv_impl') + NUMERICS_FIELDS
 
 
 def validate_config(model_kwargs: Mapping[str, Any], num_classes=None) -> None:
