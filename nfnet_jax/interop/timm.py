@@ -49,6 +49,10 @@ TIMM_NUMERICS = {'gelu_form': 'erf', 'ws_eps_form': 'add', 'ws_eps': 1e-5}
 NUMERICS_ONLY = ('gelu_form', 'ws_eps_form', 'ws_eps')
 # Fields that do not change the parameters or their meaning at inference.
 _TRAIN_ONLY = ('drop_rate', 'stochdepth_rate', 'conv_impl', 'fc_init', 'skipinit_gain')
+# Fields that only change sizes: with an explicit timm name they may differ
+# (timm's create_model(name, depths=..., channels=...) overrides them too);
+# the parameter shapes are then checked tensor by tensor.
+SIZE_FIELDS = ('variant', 'depths', 'widths', 'stem_widths', 'width', 'stem_width')
 
 
 class TimmArch(NamedTuple):
@@ -109,9 +113,16 @@ def supported_names() -> list:
   return sorted(TIMM_ARCHS)
 
 
-def timm_model_config(name: str) -> dict:
-  """Our `config.model` (with timm's numerics) for a timm model name."""
-  return dict(_arch(name).config)
+def timm_model_config(name: str, overrides: Optional[Mapping[str, Any]] = None) -> dict:
+  """Our `config.model` (with timm's numerics) for a timm model name.
+
+  Args:
+    name: timm model name.
+    overrides: fields to change, e.g. {'depths': (1, 1, 1, 1)} for a model
+      made by `timm.create_model(name, depths=(1, 1, 1, 1))` (timm's field
+      for our `widths` is `channels`).
+  """
+  return dict(_arch(name).config, **dict(overrides or {}))
 
 
 def _arch(name: str) -> TimmArch:
@@ -173,7 +184,11 @@ def timm_name_for(model_config: Mapping) -> str:
     ValueError: no covered timm model has that architecture (the message
       names the closest one and the fields that differ).
   """
-  diffs = {n: architecture_differences(model_config, n) for n in TIMM_ARCHS}
+  cls_name, _ = _effective(model_config)
+  diffs = {n: architecture_differences(model_config, n) for n, a in TIMM_ARCHS.items()
+           if a.config['name'] == cls_name}
+  if not diffs:
+    raise ValueError(f'config.model.name={cls_name!r}: no covered timm model is of this kind')
   matches = [n for n, d in diffs.items() if not d]
   if len(matches) == 1:
     return matches[0]
@@ -278,6 +293,24 @@ def _from_timm(x: np.ndarray, kind: str) -> np.ndarray:
   return x
 
 
+def _timm_shapes(entries, shapes, arch: TimmArch) -> dict:
+  return {e.key: _timm_shape(shapes[e.module][e.param], e.kind) for e in entries
+          if arch.skip_gain or e.kind != 'skip'}
+
+
+def expected_state_dict_shapes(name: str, num_classes: int = 1000,
+                               overrides: Optional[Mapping[str, Any]] = None) -> dict:
+  """{timm key: shape} that timm's `name` has, derived from OUR model.
+
+  Computed with `jax.eval_shape` (nothing compiles); a test compares it with
+  `timm.create_model(name).state_dict()` on the meta device.
+  """
+  arch = _arch(name)
+  config = timm_model_config(name, overrides)
+  shapes = _expected_shapes(config, num_classes)
+  return _timm_shapes(_entries(config, shapes), shapes, arch)
+
+
 def _gamma(model_config: Mapping) -> float:
   from nfnet_jax import nn as nfnn  # pylint: disable=g-import-not-at-top
   _, kw = _effective(model_config)
@@ -352,12 +385,15 @@ def read_state_dict(source) -> Dict[str, np.ndarray]:
   return out
 
 
-def load_timm(source, name: str) -> Tuple[dict, dict]:
+def load_timm(source, name: str, overrides: Optional[Mapping[str, Any]] = None
+              ) -> Tuple[dict, dict]:
   """Converts timm weights into our model config and params.
 
   Args:
     source: a timm state dict, or a `.pth` / `.bin` / `.safetensors` file.
     name: the timm model name (`supported_names()`), e.g. 'dm_nfnet_f0'.
+    overrides: changes to the name's config (`timm_model_config`), for
+      models made with timm overrides such as `depths=`.
 
   Returns:
     (model_config, params): `config.model` as a dict (timm's numerics, see
@@ -371,16 +407,16 @@ def load_timm(source, name: str) -> Tuple[dict, dict]:
   """
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   arch = _arch(name)
+  config = timm_model_config(name, overrides)
   sd = read_state_dict(source)
   where = source if isinstance(source, (str, os.PathLike)) else 'the state dict'
   bias = sd.get('head.fc.bias')
   num_classes = int(bias.shape[0]) if bias is not None and bias.ndim == 1 else 1000
-  shapes = _expected_shapes(arch.config, num_classes)
-  entries = _entries(arch.config, shapes)
-  expected = {e.key: _timm_shape(shapes[e.module][e.param], e.kind) for e in entries
-              if arch.skip_gain or e.kind != 'skip'}
+  shapes = _expected_shapes(config, num_classes)
+  entries = _entries(config, shapes)
+  expected = _timm_shapes(entries, shapes, arch)
   check_state_dict(sd, expected, f'{where} (timm {name}, {num_classes} classes)')
-  gamma = _gamma(arch.config)
+  gamma = _gamma(config)
   root = _ROOT[arch.config['name']] + '/~/'
   params: Dict[str, Dict[str, Any]] = {}
   for e in entries:
@@ -394,7 +430,7 @@ def load_timm(source, name: str) -> Tuple[dict, dict]:
       elif e.module == root + 'linear' and e.param == 'w':
         value = value / np.float32(gamma)
     params.setdefault(e.module, {})[e.param] = jnp.asarray(value)
-  return dict(arch.config), params
+  return config, params
 
 
 def check_state_dict(sd: Mapping[str, np.ndarray], expected: Mapping[str, tuple],
@@ -415,29 +451,32 @@ def to_timm_state_dict(params: Mapping, model_config: Mapping,
     params: `{module: {param: array}}` of `create_model(model_config, ...)`.
     model_config: `config.model`; its architecture must be timm `name`'s
       (numerics-only fields may differ).
-    name: timm model name; None infers it from `model_config`.
+    name: timm model name; None infers it from `model_config`. When given,
+      size fields (variant, depths, widths) may differ from the name's: the
+      tensor shapes are checked instead.
 
   Raises:
     ValueError: no timm model has this architecture, or params that do not
       fit the model (one message listing the differences).
   """
   from nfnet_jax import pretrained  # pylint: disable=g-import-not-at-top
+  ignore = NUMERICS_ONLY + (SIZE_FIELDS if name else ())
   name = name or timm_name_for(model_config)
   arch = _arch(name)
-  diffs = architecture_differences(model_config, name)
+  diffs = architecture_differences(model_config, name, ignore=ignore)
   if diffs:
     raise ValueError(f'config.model is not the architecture of timm {name}: {"; ".join(diffs)}')
   host = {m: {n: np.asarray(v, np.float32) for n, v in d.items()} for m, d in params.items()}
   root = _ROOT[arch.config['name']] + '/~/'
   fc_b = host.get(root + 'linear', {}).get('b')
   num_classes = int(fc_b.shape[0]) if fc_b is not None else 1000
-  shapes = _expected_shapes(arch.config, num_classes)
+  shapes = _expected_shapes(model_config, num_classes)
   pretrained.check_params(host, shapes, what=f'params for timm {name}')
-  gamma = np.float32(_gamma(arch.config))
+  gamma = np.float32(_gamma(model_config))
   if not arch.skip_gain:
     host = _fold_skip_gains(host)
   sd = {}
-  for e in _entries(arch.config, shapes):
+  for e in _entries(model_config, shapes):
     if e.kind == 'skip' and not arch.skip_gain:
       continue
     value = host[e.module][e.param]
@@ -504,7 +543,7 @@ def save_timm(params: Mapping, model_config: Mapping, path: str,
       _import('safetensors.numpy').save_file(sd, tmp)
     else:
       torch = _import('torch')
-      torch.save({k: torch.from_numpy(v) for k, v in sd.items()}, tmp)
+      torch.save({k: torch.from_numpy(v.copy()) for k, v in sd.items()}, tmp)
     os.chmod(tmp, 0o644)
     os.replace(tmp, path)  # atomic: never a half-written file under `path`
   except BaseException:
