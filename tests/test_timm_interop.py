@@ -194,7 +194,7 @@ def test_wrong_shapes_list_every_difference():
   msg = str(e.value)
   assert '1 missing' in msg and 'stages.1.0.conv2.gain' in msg
   assert '1 unexpected' in msg and 'extra.weight' in msg
-  assert '1 mis-shaped' in msg and 'stages.0.0.conv1.weight: file (64, 5, 1, 1) vs model (64, 128, 1, 1)' in msg
+  assert '1 mis-shaped' in msg and 'stages.0.0.conv1.weight: file (32, 5, 1, 1) vs model (32, 64, 1, 1)' in msg
   # A full-size name for the tiny file: the sizes differ, one message.
   with pytest.raises(ValueError, match='does not match the model: .*mis-shaped'):
     timm_lib.load_timm(sd, 'nf_resnet50')
