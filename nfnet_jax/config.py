@@ -100,6 +100,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.finetune = ml_collections.ConfigDict()
   c.finetune.checkpoint = None         # path to F*_haiku.npz or our checkpoint dir
   c.finetune.reset_classifier = True
+  c.finetune.format = 'auto'           # auto (official file / our checkpoint dir) | timm
+  c.finetune.timm_name = None          # format='timm': timm model name, e.g. 'dm_nfnet_f0'
   return c
 
 

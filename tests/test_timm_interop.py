@@ -243,3 +243,67 @@ def test_missing_torch_names_the_extra(monkeypatch, tmp_path):
   monkeypatch.delitem(sys.modules, 'torch')
   with pytest.raises(ImportError, match=r'pip install -e \.\[timm\]'):
     timm_lib.read_state_dict(path)
+
+
+# ---------------------------------------------------------------------------
+# Fine-tuning from a timm file (config.finetune.format='timm')
+
+
+def _finetune_config(path, model):
+  """A valid config on a tiny Fashion-MNIST-format data set next to `path`."""
+  from nfnet_jax import config as config_lib  # pylint: disable=g-import-not-at-top
+  from nfnet_jax import data as data_lib  # pylint: disable=g-import-not-at-top
+  from nfnet_jax.data import fashion_mnist  # pylint: disable=g-import-not-at-top
+  directory = os.path.join(os.path.dirname(path), 'idx')
+  os.makedirs(directory, exist_ok=True)
+  for split in ('train', 'test'):
+    images, labels = fashion_mnist.FILES[split]
+    fashion_mnist.write_idx(os.path.join(directory, images), np.zeros((16, 28, 28), np.uint8))
+    fashion_mnist.write_idx(os.path.join(directory, labels), np.arange(16, dtype=np.uint8) % 10)
+  c = config_lib.base_config()
+  c.data.name = 'fashion_mnist'
+  data_lib.apply_dataset_defaults(c.data)
+  c.data.data_dir = directory
+  c.train.batch_size = c.train.eval_batch_size = 16
+  c.data.image_size = c.data.eval_image_size = 32
+  c.model = model
+  c.finetune.checkpoint = path
+  c.finetune.format = 'timm'
+  c.finetune.timm_name = 'nf_resnet26'
+  return c
+
+
+def test_finetune_from_timm_file(tmp_path):
+  import haiku as hk  # pylint: disable=g-import-not-at-top
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  from nfnet_jax.train import loop  # pylint: disable=g-import-not-at-top
+  from nfnet_jax.train.validate import validate_config  # pylint: disable=g-import-not-at-top
+  path = str(tmp_path / 'w.safetensors')
+  __import__('safetensors.torch', fromlist=['_']).save_file(_tiny_resnet_state_dict(), path)
+  model_cfg = timm_lib.timm_model_config('nf_resnet26', _RESNET_TINY[1])
+  model_cfg.update(ws_eps_form='floor', ws_eps=None)  # numerics may differ: a note
+  config = _finetune_config(path, ml_collections.ConfigDict(model_cfg))
+  validate_config(config, check_devices=False)
+  model = create_model(config.model, 3)  # 3 classes, the file has 7
+  shapes, _ = jax.eval_shape(lambda: model.init(
+      jax.random.PRNGKey(0), np.zeros((1, 32, 32, 3), np.float32), is_training=True))
+  fresh = jax.tree.map(lambda s: np.full(s.shape, 0.5, s.dtype),
+                       hk.data_structures.to_mutable_dict(shapes))
+  notes = []
+  out = loop.load_finetune_params(config, fresh, log=notes.append)
+  _, ref = timm_lib.load_timm(path, 'nf_resnet26', overrides=_RESNET_TINY[1])
+  assert any('numerics differ' in n and 'ws_eps_form' in n for n in notes)
+  for m, d in out.items():
+    for n, v in d.items():
+      expect = fresh[m][n] if m == 'NF_ResNet/~/linear' else ref[m][n]
+      np.testing.assert_array_equal(np.asarray(v), np.asarray(expect), err_msg=f'{m}/{n}')
+
+  # An architecture timm's file does not have: one error naming the fields.
+  official = _finetune_config(path, ml_collections.ConfigDict(
+      dict(name='NFResNet', variant='ResNet26', **_RESNET_TINY[1])))
+  with pytest.raises(ValueError, match=r"holds timm nf_resnet26 weights, but config.model builds "
+                     r"another network: config.model.conv_padding='SAME'"):
+    loop.load_finetune_params(official, fresh, log=lambda *a: None)
+  config.finetune.timm_name = 'nf_resnet27'
+  with pytest.raises(ValueError, match="config.finetune.timm_name='nf_resnet27' is invalid"):
+    validate_config(config, check_devices=False)

@@ -11,8 +11,9 @@ Two kinds of checkpoint are read:
 * DeepMind's official ``F*_haiku.npz`` files (dill pickles of the Haiku params),
   through :func:`nfnet_jax.pretrained.load_official`.
 
-:func:`evaluate` runs the model in inference mode over the config's eval
-split (every example exactly once, padding masked) at each resolution and
+:func:`evaluate` runs the model in inference mode (with weight
+standardization folded into the kernels once, `nfnet_jax.export.fold_ws`)
+over the config's eval split (every example exactly once, padding masked) at each resolution and
 returns top-1, top-5 and mean cross-entropy.
 """
 import ast
@@ -220,6 +221,7 @@ def evaluate(config, checkpoint: str, resolutions: Optional[Sequence[int]] = Non
   """
   import jax  # pylint: disable=g-import-not-at-top
   from nfnet_jax import data as data_lib  # pylint: disable=g-import-not-at-top
+  from nfnet_jax import export  # pylint: disable=g-import-not-at-top
   from nfnet_jax import models  # pylint: disable=g-import-not-at-top
   info = data_lib.dataset_info(config.data)
   resolutions = list(resolutions or [config.data.eval_image_size])
@@ -234,6 +236,10 @@ def evaluate(config, checkpoint: str, resolutions: Optional[Sequence[int]] = Non
   expected, _ = jax.eval_shape(lambda x: model.init(jax.random.PRNGKey(0), x, False),
                                jax.ShapeDtypeStruct((1, res0, res0, channels), np.float32))
   params, state, src = load_for_eval(checkpoint, use_ema=use_ema, expected_params=expected)
+  if export.can_fold(config.model) and not config.model.get('ws_folded'):
+    # Standardize the kernels once instead of at every batch (same logits).
+    params, folded_config = export.fold_ws(params, config.model)
+    model = models.create_model(folded_config, info.num_classes)
   eval_fn = make_eval_fn(model, getattr(config, 'compute_dtype', 'float32'))
   results = {}
   for r in resolutions:
