@@ -105,6 +105,13 @@ def infer_nfnet_config(params: Mapping[str, Mapping[str, Any]]) -> Optional[dict
   return None
 
 
+def classifier_classes(params: Mapping) -> Optional[int]:
+  """Classes of the root classifier `<root>/~/linear/b`, or None if absent."""
+  biases = [d['b'] for m, d in params.items()
+            if m.endswith('/~/linear') and m.count('/~/') == 1 and 'b' in d]
+  return int(np.shape(biases[0])[0]) if len(biases) == 1 else None
+
+
 def _shapes_report(found: Mapping, expected: Mapping) -> list:
   flat_found = {f'{m}/{n}': tuple(np.shape(v)) for m, d in found.items() for n, v in d.items()}
   flat_exp = {f'{m}/{n}': tuple(s) for m, d in expected.items() for n, s in d.items()}

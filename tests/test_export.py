@@ -102,3 +102,41 @@ def test_saved_model_reloads_and_gives_the_logits(tmp_path):
   x = np.random.RandomState(7).randn(3, 32, 32, 3).astype(np.float32)
   got = loaded.signatures['serving_default'](images=tf.constant(x))['logits'].numpy()
   assert _rel(got, _logits(TINY_NFNET, params, x)) < 1e-5
+
+
+def _run_script(name, argv):
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  path = os.path.join(os.path.dirname(__file__), '..', 'scripts', f'{name}.py')
+  spec = importlib.util.spec_from_file_location(f'script_{name}', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.main(argv)
+
+
+def test_export_script(tmp_path, capsys):
+  from nfnet_jax import pretrained  # pylint: disable=g-import-not-at-top
+  import json  # pylint: disable=g-import-not-at-top
+  params = _random_params(TINY_RESNET)
+  src = str(tmp_path / 'tiny.npz')
+  pretrained.save_official(params, src)
+  out = str(tmp_path / 'out')
+  model_json = json.dumps({k: list(v) if isinstance(v, tuple) else v
+                           for k, v in TINY_RESNET.items()})
+  assert _run_script('export', ['--from', src, '--out', out, '--image_size', '32',
+                                '--formats', 'stablehlo', '--model', model_json]) == 0
+  meta = json.load(open(os.path.join(out, 'model.json')))
+  assert meta['model']['ws_folded'] is True and meta['num_classes'] == NUM_CLASSES
+  folded = pretrained.read_official(os.path.join(out, 'params_folded.npz'))
+  assert not any('gain' in d for d in folded.values())
+  x = np.random.RandomState(3).randn(2, 32, 32, 3).astype(np.float32)
+  got = np.asarray(export.load_stablehlo(os.path.join(out, 'model.stablehlo')).call(x))
+  assert _rel(got, _logits(TINY_RESNET, params, x)) < 1e-5
+  # Bad input: one line, exit status 2, before anything compiles.
+  capsys.readouterr()
+  assert _run_script('export', ['--from', src, '--out', out, '--image_size', '32',
+                                '--model', json.dumps(dict(TINY_RESNET, depths=[2, 1, 1, 1]))]) == 2
+  err = capsys.readouterr().err.strip().splitlines()
+  assert len(err) == 1 and 'missing' in err[0], err
+  assert _run_script('export', ['--from', str(tmp_path / 'nope.npz'), '--out', out,
+                                '--image_size', '32']) == 2
+  assert 'does not exist' in capsys.readouterr().err

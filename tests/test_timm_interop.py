@@ -307,3 +307,33 @@ def test_finetune_from_timm_file(tmp_path):
   config.finetune.timm_name = 'nf_resnet27'
   with pytest.raises(ValueError, match="config.finetune.timm_name='nf_resnet27' is invalid"):
     validate_config(config, check_devices=False)
+
+
+def test_convert_script_timm_to_npz_and_back(tmp_path, capsys):
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  spec = importlib.util.spec_from_file_location(
+      'convert_script', os.path.join(os.path.dirname(__file__), '..', 'scripts', 'convert.py'))
+  script = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(script)
+  sd = _randomized_timm('nf_resnet26').state_dict()
+  src = str(tmp_path / 'r26.safetensors')
+  __import__('safetensors.torch', fromlist=['_']).save_file(sd, src)
+  npz = str(tmp_path / 'r26.npz')
+  assert script.main(['--from', f'timm:nf_resnet26={src}', '--to', npz]) == 0
+  _, expected = timm_lib.load_timm(src, 'nf_resnet26')
+  got = pretrained.read_official(npz)
+  for m, d in expected.items():
+    for n, v in d.items():
+      np.testing.assert_array_equal(got[m][n], np.asarray(v))
+  back = str(tmp_path / 'back.pth')
+  assert script.main(['--from', npz, '--to', f'timm:nf_resnet26={back}']) == 0
+  model = timm.create_model('nf_resnet26', num_classes=NUM_CLASSES)
+  model.load_state_dict(torch.load(back, weights_only=True), strict=True)
+  for key, v in model.state_dict().items():  # gamma moved and back: float rounding only
+    np.testing.assert_allclose(v.numpy(), sd[key].numpy(), rtol=1e-6, atol=1e-7, err_msg=key)
+  capsys.readouterr()
+  assert script.main(['--from', f'timm:nf_resnet50={src}', '--to', npz]) == 2
+  err = capsys.readouterr().err.strip().splitlines()
+  assert len(err) == 1 and 'does not match the model' in err[0]
+  assert script.main(['--from', 'timm:nf_resnet26', '--to', npz]) == 2
+  assert 'timm:NAME=PATH' in capsys.readouterr().err

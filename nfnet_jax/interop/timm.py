@@ -468,8 +468,7 @@ def to_timm_state_dict(params: Mapping, model_config: Mapping,
     raise ValueError(f'config.model is not the architecture of timm {name}: {"; ".join(diffs)}')
   host = {m: {n: np.asarray(v, np.float32) for n, v in d.items()} for m, d in params.items()}
   root = _ROOT[arch.config['name']] + '/~/'
-  fc_b = host.get(root + 'linear', {}).get('b')
-  num_classes = int(fc_b.shape[0]) if fc_b is not None else 1000
+  num_classes = pretrained.classifier_classes(host) or 1000
   shapes = _expected_shapes(model_config, num_classes)
   pretrained.check_params(host, shapes, what=f'params for timm {name}')
   gamma = np.float32(_gamma(model_config))
