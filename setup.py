@@ -21,6 +21,16 @@ CORE = [
     "absl-py",
 ]
 
+# torch + torchvision must be a matching pair (timm imports torchvision; a
+# mismatched torchvision fails at import with "operator torchvision::nms does
+# not exist"). timm 1.0.31 is the version the interop mapping was checked on.
+TIMM = [
+    "torch==2.14.1",
+    "torchvision==0.29.1",
+    "timm==1.0.31",
+    "safetensors==0.8.0",
+]
+
 setup(
     name="nfnet_jax",
     version="0.1.0",
@@ -29,9 +39,12 @@ setup(
     python_requires=">=3.10",
     install_requires=CORE,
     extras_require={
-        "test": ["pytest", "pytest-xdist"],
+        # The suite runs the timm interop tests, so CI installs TIMM too.
+        "test": ["pytest", "pytest-xdist"] + TIMM,
+        # Weights to/from timm (nfnet_jax.interop.timm, scripts/convert.py).
+        "timm": TIMM,
         # Peer comparison in benchmarks/ (not needed by the package itself).
-        "bench": ["torch==2.13.0", "timm"],
+        "bench": TIMM,
     },
     entry_points={
         "console_scripts": [

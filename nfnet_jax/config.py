@@ -26,6 +26,13 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.activation = 'gelu'
   c.model.se_ratio = 0.5
   c.model.conv_impl = 'auto'           # grouped convs: auto | xla | split
+  # NF models' numerics/layout options; None = official. timm's weights need
+  # timm's (nfnet_jax.interop.timm.timm_model_config; README "Use PyTorch weights").
+  c.model.gelu_form = None             # tanh (official) | erf (timm)
+  c.model.ws_eps_form = None           # floor (official) | add (timm)
+  c.model.ws_eps = None                # None: 1e-4 for floor, 1e-5 for add
+  c.model.conv_padding = None          # SAME (official) | symmetric (timm's own models)
+  c.model.shortcut = None              # NF-ResNet: conv (official) | avgpool (timm)
 
   # ---- data
   c.data = ml_collections.ConfigDict()
