@@ -78,6 +78,12 @@ def _registry() -> Dict[str, TimmArch]:
     archs[f'nfnet_f{k}'] = TimmArch(
         dict(name='NFNet', variant=f'F{k}', conv_padding='symmetric', **TIMM_NUMERICS),
         True, False)
+  from nfnet_jax.models.nfnet import NFNET_VARIANTS  # pylint: disable=g-import-not-at-top
+  for name in ('nfnet_l0', 'eca_nfnet_l0', 'eca_nfnet_l1', 'eca_nfnet_l2', 'eca_nfnet_l3'):
+    if name in NFNET_VARIANTS:  # timm's light NFNets (SiLU, SE or ECA)
+      archs[name] = TimmArch(
+          dict(name='NFNet', variant=name, conv_padding='symmetric', **TIMM_NUMERICS),
+          True, False)
   for depth in (26, 50, 101):
     base = dict(name='NFResNet', variant=f'ResNet{depth}', shortcut='avgpool',
                 conv_padding='symmetric', **TIMM_NUMERICS)
@@ -105,7 +111,8 @@ _GAMMA_CONVS = {'NFNet': ('stem_conv0', 'final_conv'), 'NFResNet': ('initial_con
 _IN_BLOCK = {'conv0': 'conv1', 'conv1': 'conv2', 'conv1b': 'conv2b', 'conv2': 'conv3',
              'conv_shortcut': 'downsample.conv',
              'squeeze_excite/~/linear': 'attn_last.fc1',
-             'squeeze_excite/~/linear_1': 'attn_last.fc2'}
+             'squeeze_excite/~/linear_1': 'attn_last.fc2',
+             'eca': 'attn_last.conv'}
 
 
 def supported_names() -> list:
@@ -218,7 +225,7 @@ class _Entry(NamedTuple):
   module: str      # our Haiku module path
   param: str       # our param name
   key: str         # timm state-dict key
-  kind: str        # conv_w | gain | vec | linear_w | se_w | skip
+  kind: str        # conv_w | gain | vec | linear_w | se_w | eca_w | skip
 
 
 def _entries(model_config: Mapping, shapes: Mapping) -> list:
@@ -254,6 +261,8 @@ def _entries(model_config: Mapping, shapes: Mapping) -> list:
       elif param in ('w', 'b') and 'squeeze_excite' in module:  # 1x1 convs in timm
         out.append(_Entry(module, param, f'{tmod}.{"weight" if param == "w" else "bias"}',
                           'se_w' if param == 'w' else 'vec'))
+      elif param == 'w' and rest.endswith('/~/eca'):  # ECA's 1-D kernel [k]
+        out.append(_Entry(module, param, f'{tmod}.weight', 'eca_w'))
       elif param == 'w' and len(shape) == 4:
         out.append(_Entry(module, param, f'{tmod}.weight', 'conv_w'))
       elif param == 'gain':
@@ -274,6 +283,8 @@ def _to_timm(x: np.ndarray, kind: str) -> np.ndarray:
     return np.transpose(x)                          # [in, out] -> [out, in]
   if kind == 'se_w':
     return np.transpose(x)[:, :, None, None]        # -> 1x1 conv [out, in, 1, 1]
+  if kind == 'eca_w':
+    return np.reshape(x, (1, 1, -1))                # Conv1d(1, 1, k) weight
   return x
 
 
@@ -290,6 +301,8 @@ def _from_timm(x: np.ndarray, kind: str) -> np.ndarray:
     return np.transpose(x)
   if kind == 'se_w':
     return np.transpose(x[:, :, 0, 0])
+  if kind == 'eca_w':
+    return np.reshape(x, (-1,))
   return x
 
 
@@ -505,9 +518,11 @@ def _fold_skip_gains(host: dict) -> dict:
     conv2 = out[module + '/~/conv2']
     conv2['gain'] = conv2['gain'] * s
     conv2['bias'] = conv2['bias'] * s
-    se = module + '/~/squeeze_excite/~/linear'
-    if se in out and s != 0:
-      out[se]['w'] = out[se]['w'] / s
+    # The attention gate reads the branch mean linearly (SE's first linear,
+    # ECA's bias-free conv): divide s back out there.
+    for gate in (module + '/~/squeeze_excite/~/linear', module + '/~/eca'):
+      if gate in out and s != 0:
+        out[gate]['w'] = out[gate]['w'] / s
   return out
 
 
