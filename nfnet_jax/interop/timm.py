@@ -155,10 +155,14 @@ def _effective(model_config: Mapping) -> Tuple[str, dict]:
   from nfnet_jax.models import get_model_class  # pylint: disable=g-import-not-at-top
   cfg = dict(model_config.to_dict() if hasattr(model_config, 'to_dict') else model_config)
   name = cfg.pop('name', 'NFNet')
-  sig = inspect.signature(get_model_class(name).__init__)
+  cls = get_model_class(name)
+  sig = inspect.signature(cls.__init__)
   out = {k: p.default for k, p in sig.parameters.items()
          if k not in ('self', 'num_classes', 'name') and p.default is not inspect.Parameter.empty}
   out.update({k: v for k, v in cfg.items() if v is not None})
+  # Constructor None = "the variant's value" (e.g. the light NFNets' activation).
+  row = getattr(cls, 'VARIANTS', {}).get(out.get('variant'), {})
+  out.update({k: row[k] for k, v in out.items() if v is None and k in row})
   out = {k: (tuple(v) if isinstance(v, (list, tuple)) else v) for k, v in out.items()}
   return name, out
 

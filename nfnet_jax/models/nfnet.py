@@ -189,7 +189,7 @@ class NFNet(hk.Module):
       skipinit_gain: initial value (or initializer) of every block's skip_gain.
       conv_impl: grouped conv implementation ('auto', 'xla', 'split').
       gelu_form, ws_eps_form, ws_eps, conv_padding, ws_folded: numerics
-        options, see `numerics_options` (defaults: the official numerics).
+        options, see `ws_conv_options` (defaults: the official numerics).
       name: module name ('NFNet' for official checkpoints).
     """
     super().__init__(name=name)
