@@ -133,16 +133,8 @@ def timm_step_fn(torch, timm, model_name, mode, batch, res, ema, channels_last, 
 def ours_step_fn(model_name, variant, mode, batch, res, ema, conv_impl):
   """Returns (zero-arg callable running one of our steps, params, compile s, FLOPs)."""
   import jax  # pylint: disable=g-import-not-at-top
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  from nfnet_jax import bench  # pylint: disable=g-import-not-at-top
-  from nfnet_jax import config as config_lib  # pylint: disable=g-import-not-at-top
-  cfg = config_lib.base_config()
-  cfg.model.name = model_name
-  if model_name != 'NFNet':
-    for k in list(cfg.model.keys()):
-      if k not in ('name', 'variant', 'conv_impl'):
-        del cfg.model[k]
-  cfg.model.variant = variant
+  from nfnet_jax.analysis import benchmark as bench  # pylint: disable=g-import-not-at-top
+  cfg = bench.config_for_model(model_name, variant)
   cfg.model.conv_impl = conv_impl
   cfg.optimizer.clipping = AGC_CLIP
   cfg.optimizer.label_smoothing = LABEL_SMOOTHING
@@ -151,21 +143,13 @@ def ours_step_fn(model_name, variant, mode, batch, res, ema, conv_impl):
   images, labels = bench._fake_batch(batch, res, NUM_CLASSES)  # pylint: disable=protected-access
   n_params = bench.param_count(params)
   if mode == 'eval':
-    fn = jax.jit(lambda p, s, x: net.apply(p, s, None, x, is_training=False)[0]['logits'])
-    comp = bench.compile_fn(fn, params, model_state, images)
-    return (lambda: jax.block_until_ready(comp(params, model_state, images)),
+    comp, args = bench.compile_eval_step(cfg, net, params, model_state, images,
+                                         NUM_CLASSES)
+    return (lambda: jax.block_until_ready(comp(*args)),
             n_params, comp.compile_s, comp.flops)
-  comp, state = bench.compile_train_step(cfg, net, params, model_state, images, labels,
-                                         agc=True, ema=ema, donate=True)
-  holder = {'state': state}
-  rng = jax.random.PRNGKey(1)
-
-  def step():
-    holder['state'], loss = comp(holder['state'], images, labels, rng)
-    jax.block_until_ready((loss, holder['state']))
-    return loss
-  del jnp
-  return step, n_params, comp.compile_s, comp.flops
+  run = bench.compile_train_step(cfg, net, params, model_state, images, labels,
+                                 agc=True, ema=ema)
+  return run, n_params, run.compiled.compile_s, run.compiled.flops
 
 
 def model_regularization(model_name, variant):

@@ -21,10 +21,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
 from absl import logging
-from ml_collections import config_flags
 
-_CONFIG = config_flags.DEFINE_config_file('config', None, 'experiment config file (file.py[:arg])',
-                                          lock_config=False)
+from nfnet_jax.config import load as config_load  # pylint: disable=g-import-not-at-top
+
+_CONFIG = flags.DEFINE_string('config', None, 'experiment config file (file.py[:arg]); '
+                              'overrides with --config.a.b=v')
 _CHECKPOINT = flags.DEFINE_string('checkpoint', None,
                                   'workdir, checkpoints/<step> dir or official F*_haiku.npz')
 _RESOLUTIONS = flags.DEFINE_list('resolutions', None,
@@ -36,11 +37,11 @@ _MAX_BATCHES = flags.DEFINE_integer('max_batches', None,
 flags.mark_flags_as_required(['config', 'checkpoint'])
 
 
-def main(argv):
+def main(argv, overrides):
   del argv
+  config = config_load.exit_on_error(config_load.load_config, _CONFIG.value, overrides)
   logging.set_verbosity(logging.WARNING)  # orbax logs every restore at INFO
   from nfnet_jax.analysis import evaluate as eval_lib  # pylint: disable=g-import-not-at-top
-  config = _CONFIG.value
   try:
     resolutions = [int(r) for r in _RESOLUTIONS.value] if _RESOLUTIONS.value else None
   except ValueError:
@@ -59,4 +60,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  config_load.run_absl(main)

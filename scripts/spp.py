@@ -4,7 +4,7 @@
   python scripts/spp.py --out docs/figures \
       [--models bn_resnet50_bn_relu_conv,bn_resnet50_relu_bn_conv,resnet50_plain,nf_resnet50] \
       [--resolution 224 --batch 32 --input gaussian|data --skip_gain 1.0] \
-      [--config.model.alpha=0.5]
+      [--config.model.alpha=0.5] [--config configs/fashion_mnist.py --config.data.data_dir=D]
 
 Model specs are short names (nfnet_jax/analysis/spp.py: MODEL_SPECS and the
 patterns nf_resnetD, bn_resnetD_{bn_relu_conv,relu_bn_conv}, gn_resnetD,
@@ -24,7 +24,8 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from nfnet_jax.analysis import spp as spp_lib  # pylint: disable=g-import-not-at-top
-from nfnet_jax.analysis.sweep import parse_value  # pylint: disable=g-import-not-at-top
+from nfnet_jax.config import load as config_load  # pylint: disable=g-import-not-at-top
+from nfnet_jax.config.load import parse_value  # pylint: disable=g-import-not-at-top
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -38,21 +39,27 @@ def main(argv=None):
   p.add_argument('--resolution', type=int, default=224)
   p.add_argument('--batch', type=int, default=32)
   p.add_argument('--input', choices=('gaussian', 'data'), default='gaussian')
-  p.add_argument('--data_config', default=os.path.join(REPO, 'configs', 'fashion_mnist.py'),
-                 help='config whose eval split feeds --input data (file.py[:arg])')
+  p.add_argument('--config', '--data_config', dest='data_config',
+                 default=os.path.join(REPO, 'configs', 'fashion_mnist.py'),
+                 help='config whose eval split feeds --input data (file.py[:arg]); '
+                      '--config.model.k=v overrides go to every model, other '
+                      '--config.a.b=v overrides to this config')
   p.add_argument('--skip_gain', default='1.0', help='value for every skip_gain, or "none"')
   p.add_argument('--seed', type=int, default=0)
   p.add_argument('--num_classes', type=int, default=1000)
   p.add_argument('--jit', action='store_true', help='compile each forward pass')
   p.add_argument('--title', default=None)
   args, extra = p.parse_known_args(argv)
-
-  overrides = {}
-  for a in extra:
-    if not a.startswith('--config.model.') or '=' not in a:
-      p.error(f'unknown argument {a!r}; model overrides look like --config.model.alpha=0.5')
-    k, _, v = a[len('--config.model.'):].partition('=')
-    overrides[k] = parse_value(v)
+  extra, pairs = config_load.exit_on_error(config_load.split_overrides, extra)
+  if extra:
+    p.error(f'unknown arguments {extra}; overrides look like --config.model.alpha=0.5')
+  overrides = {k[len('model.'):]: parse_value(v) for k, v in pairs
+               if k.startswith('model.')}
+  # The other overrides configure the data config (checked even when the
+  # input is Gaussian, so a misspelled field is never silently ignored).
+  data_cfg = config_load.exit_on_error(
+      config_load.load_config, args.data_config,
+      [(k, v) for k, v in pairs if not k.startswith('model.')])
   skip_gain = parse_value(args.skip_gain)
   if skip_gain is not None and not isinstance(skip_gain, (int, float)):
     p.error(f'--skip_gain must be a number or "none", got {args.skip_gain!r}')
@@ -64,15 +71,13 @@ def main(argv=None):
     configs = {n: spp_lib.apply_overrides(spp_lib.resolve_spec(n), overrides) for n in names}
   except ValueError as e:
     p.error(str(e))
+  config_load.exit_on_error(spp_lib.check_model_overrides,
+                            [spp_lib.resolve_spec(n) for n in names], overrides)
 
   if args.input == 'gaussian':
     images = spp_lib.gaussian_batch(args.batch, args.resolution, args.seed)
   else:
-    from nfnet_jax.analysis.sweep import load_config_module  # pylint: disable=g-import-not-at-top
-    mod = load_config_module(args.data_config)
-    arg = args.data_config.split(':', 1)[1] if ':' in args.data_config else None
-    cfg = mod.get_config(arg) if arg is not None else mod.get_config()
-    images = spp_lib.data_batch(cfg, args.batch, args.resolution)
+    images = spp_lib.data_batch(data_cfg, args.batch, args.resolution)
 
   os.makedirs(args.out, exist_ok=True)
   results = {}

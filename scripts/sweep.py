@@ -13,12 +13,14 @@ skipped, so re-running the same command resumes the sweep. Writes
 W/results.csv and W/heatmap.png.
 """
 import argparse
+import copy
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from nfnet_jax.analysis import sweep as sweep_lib  # pylint: disable=g-import-not-at-top
+from nfnet_jax.config import load as config_load  # pylint: disable=g-import-not-at-top
 
 
 def main(argv=None):
@@ -51,6 +53,14 @@ def main(argv=None):
     grid = sweep_lib.expand_grid(axes, base)
   except ValueError as e:
     p.error(str(e))
+  # Every run's config, checked here (one line and exit 2 for an unknown
+  # field) rather than in each run.
+  _, fixed = config_load.exit_on_error(config_load.split_overrides, extra)
+  base_config = config_load.exit_on_error(config_load.load_config, args.config)
+  if hasattr(base_config, 'keys'):  # (a stand-in config may be anything)
+    for point in grid:
+      config_load.exit_on_error(config_load.apply_overrides, copy.deepcopy(base_config),
+                                fixed + list(point.items()))
   train_cmd = args.train_cmd.split() if args.train_cmd else None
 
   if args.print_commands:

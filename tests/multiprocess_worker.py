@@ -62,8 +62,8 @@ def main():
 
   from nfnet_jax import config as config_lib  # pylint: disable=g-import-not-at-top
   from nfnet_jax import optim  # pylint: disable=g-import-not-at-top
-  from nfnet_jax.train import loop  # pylint: disable=g-import-not-at-top
   from nfnet_jax.train import parallel  # pylint: disable=g-import-not-at-top
+  from nfnet_jax.train import state as state_lib  # pylint: disable=g-import-not-at-top
   from nfnet_jax.train import step as step_lib  # pylint: disable=g-import-not-at-top
 
   assert jax.process_count() == args.num_processes, jax.process_count()
@@ -91,10 +91,10 @@ def main():
   config.train.total_steps = args.steps
   tx, schedule = optim.build_optimizer(config.optimizer, GLOBAL_BATCH,
                                        args.steps)
-  host_state = loop.init_train_state(model, tx, config, IMAGE)
+  host_state = state_lib.init_train_state(model, tx, config, IMAGE)
   step_fn = step_lib.make_train_step(
-      model.apply, tx, schedule, label_smoothing=0.1, ema_decay=0.9,
-      ema_update=optim.update_ema)
+      model.apply, tx, {'label_smoothing': 0.1, 'ema_decay': 0.9},
+      schedule=schedule)
 
   per_process = GLOBAL_BATCH // args.num_processes
   lo = args.process_id * per_process

@@ -31,8 +31,9 @@ import nfnet_jax.models
 from nfnet_jax import config as config_lib
 from nfnet_jax.data import fashion_mnist
 from nfnet_jax.data import imagenet
+from nfnet_jax.config.validate import validate_config
 from nfnet_jax.train import loop
-from nfnet_jax.train.validate import validate_config
+from nfnet_jax.train import state as state_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MISSING = '/nonexistent/nfnet_jax_test'
@@ -439,7 +440,7 @@ def test_incompatible_finetune_checkpoint_names_the_mismatch(idx_dir,
   config.finetune.checkpoint = path
   validate_config(config, num_devices=1, process_count=1)
   with pytest.raises(ValueError) as e:
-    loop.load_finetune_params(config, params, log=lambda *a: None)
+    state_lib.load_finetune_params(config, params, log=lambda *a: None)
   msg = str(e.value)
   assert f'config.finetune.checkpoint={path!r}' in msg
   assert f'{block}/w: checkpoint' in msg, msg
@@ -490,20 +491,20 @@ def test_compatible_finetune_checkpoint_is_loaded_with_a_fresh_classifier(idx_di
     dill.dump(ckpt, f)
   config.finetune.checkpoint = path
   captured = {}
-  real = loop.host_state_from
+  real = state_lib.host_state_from
 
   def spy(params, *args, **kwargs):
     captured['params'] = params
     return real(params, *args, **kwargs)
-  loop.host_state_from = spy
+  state_lib.host_state_from = spy
   try:
     loop.train_and_evaluate(config, str(tmp_path / 'work'))
   finally:
-    loop.host_state_from = real
+    state_lib.host_state_from = real
   params = captured['params']
   for module, sub in ckpt.items():
     for name, value in sub.items():
-      if loop.CLASSIFIER_MODULE.match(module):
+      if state_lib.is_classifier(module):
         assert not np.array_equal(params[module][name], value)   # fresh init
       else:
         np.testing.assert_array_equal(params[module][name], value)

@@ -1,4 +1,4 @@
-"""scripts/benchmark.py and nfnet_jax.bench on a tiny NFNet (no timed assertions)."""
+"""scripts/benchmark.py and nfnet_jax.analysis.benchmark on a tiny NFNet (no timed assertions)."""
 import json
 import os
 import subprocess
@@ -9,8 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from nfnet_jax import bench
 from nfnet_jax import config as config_lib
+from nfnet_jax.analysis import benchmark as bench
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -47,22 +47,51 @@ def test_result_derived_fields():
 
 
 def test_train_step_updates_params_and_ema():
+  """The benchmark times the loop's own step (one device): params, EMA, step."""
   cfg = _tiny_config()
   cfg.optimizer.warmup_steps = 0
   cfg.optimizer.schedule = 'constant'
   net, params, ms = bench.build_model(cfg, 10, 32, 2)
   images, labels = bench._fake_batch(2, 32, 10)  # pylint: disable=protected-access
-  comp, state = bench.compile_train_step(cfg, net, params, ms, images, labels)
+  run = bench.compile_train_step(cfg, net, params, ms, images, labels)
+  comp = run.compiled
   assert comp.flops and comp.flops > 0
-  new_state, loss = comp(state, images, labels, jax.random.PRNGKey(0))
-  assert np.isfinite(float(loss))
-  assert int(new_state['step']) == 1
+  new_state, metrics = comp(run.state, run.batch)
+  assert np.isfinite(float(metrics['loss'])) and float(metrics['finite']) == 1.0
+  assert int(new_state.step) == 1
   p0 = params['NFNet/~/linear']['b']
-  p1 = new_state['params']['NFNet/~/linear']['b']
+  p1 = new_state.params['NFNet/~/linear']['b']
   assert np.any(np.asarray(p0) != np.asarray(p1))
   # Official EMA warm-up: decay min(0.99999, 1/10) after update 0.
-  np.testing.assert_allclose(new_state['ema']['NFNet/~/linear']['b'],
-                             0.1 * p0 + 0.9 * p1, rtol=1e-5, atol=1e-15)
+  np.testing.assert_allclose(new_state.ema_params['NFNet/~/linear']['b'],
+                             0.1 * p0 + 0.9 * np.asarray(p1), rtol=1e-5, atol=1e-15)
+
+
+def test_benchmark_step_is_the_training_step():
+  """Same params, batch and seed: the benchmark's step and the loop's agree."""
+  from nfnet_jax import optim  # pylint: disable=import-outside-toplevel
+  from nfnet_jax.train import parallel as parallel_lib  # pylint: disable=import-outside-toplevel
+  from nfnet_jax.train import state as state_lib  # pylint: disable=import-outside-toplevel
+  from nfnet_jax.train import step as step_lib  # pylint: disable=import-outside-toplevel
+  cfg = _tiny_config()
+  cfg.optimizer.warmup_steps = 0
+  cfg.train.total_steps = 10
+  net, params, ms = bench.build_model(cfg, 10, 32, 2)
+  images, labels = bench._fake_batch(2, 32, 10)  # pylint: disable=protected-access
+  run = bench.compile_train_step(cfg, net, params, ms, images, labels)
+  got, got_m = run.compiled(run.state, run.batch)
+  # The loop's construction, written out independently.
+  par = parallel_lib.Parallel(cfg.parallel.mode, jax.devices()[:1])
+  tx, schedule = optim.build_optimizer(cfg.optimizer, 2, 10)
+  step = par.wrap_train_step(step_lib.make_train_step(
+      net.apply, tx, cfg.optimizer, compute_dtype=cfg.compute_dtype, schedule=schedule))
+  host = state_lib.host_state_from(jax.device_get(params), jax.device_get(ms), tx, cfg)
+  want, want_m = step(par.put_replicated(host),
+                      par.put_batch({'images': np.asarray(images),
+                                     'labels': np.asarray(labels)}))
+  np.testing.assert_allclose(float(got_m['loss']), float(want_m['loss']), rtol=1e-6)
+  for a, b in zip(jax.tree.leaves(got.params), jax.tree.leaves(want.params)):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
 
 
 def test_run_benchmark_records():

@@ -2,6 +2,7 @@
 import collections
 import os
 
+import jax
 import numpy as np
 import pytest
 
@@ -127,3 +128,30 @@ def test_empty_directory_restores_nothing(tmp_path):
   ck = ckpt_lib.Checkpointer(str(tmp_path / 'ckpt'), log=lambda m: None)
   assert ck.restore_latest(_template()) is None
   ck.close()
+
+
+# ---------------------------------------------------------------------------
+# Reading without a template (moved from test_evaluate.py with the reader)
+
+
+def test_parse_keystr_round_trip():
+  State = collections.namedtuple('State', 'step params ema_params opt_state')  # pylint: disable=invalid-name
+  tree = State(step=np.zeros(()),
+               params={'NF_ResNet/~/linear': {'w': np.ones((2, 3)), 'b': np.zeros(3)},
+                       "odd'name": {'x': np.ones(1)}},
+               ema_params={'NF_ResNet/~/linear': {'w': 2 * np.ones((2, 3))}},
+               opt_state=(({'NF_ResNet/~/linear': {'w': np.ones((2, 3))}},), [np.ones(2)]))
+  leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+  paths = [jax.tree_util.keystr(p) for p, _ in leaves]
+  values = [v for _, v in leaves]
+  assert ckpt_lib.parse_keystr(".params['NF_ResNet/~/linear']['w']") == [
+      'params', 'NF_ResNet/~/linear', 'w']
+  assert ckpt_lib.parse_keystr('.opt_state[0][1]') == ['opt_state', 0, 1]
+  params = ckpt_lib.subtree_from_paths(paths, values, 'params')
+  assert set(params) == {'NF_ResNet/~/linear', "odd'name"}
+  np.testing.assert_array_equal(params['NF_ResNet/~/linear']['w'], np.ones((2, 3)))
+  ema = ckpt_lib.subtree_from_paths(paths, values, 'ema_params')
+  np.testing.assert_array_equal(ema['NF_ResNet/~/linear']['w'], 2 * np.ones((2, 3)))
+  assert ckpt_lib.subtree_from_paths(paths, values, 'model_state') is None
+  with pytest.raises(ValueError, match='cannot parse'):
+    ckpt_lib.parse_keystr('params/w')

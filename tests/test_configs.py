@@ -1,12 +1,13 @@
 """Experiment configs, their validation, and the command-line overrides."""
-import importlib.util
 import os
+import subprocess
+import sys
 
 import pytest
 
 from nfnet_jax import config as base_lib
-from nfnet_jax.train import cli
-from nfnet_jax.train.validate import validate_config
+from nfnet_jax.config import load as config_load
+from nfnet_jax.config.validate import validate_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FASHION_DIR = '/usr/share/datasets/fashion-mnist'
@@ -16,11 +17,7 @@ have_fashion = pytest.mark.skipif(
 
 
 def load(name):
-  spec = importlib.util.spec_from_file_location(
-      f'cfg_test_{name}', os.path.join(ROOT, 'configs', f'{name}.py'))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  return config_load.load_config_module(os.path.join(ROOT, 'configs', f'{name}.py'))
 
 
 # ---------------------------------------------------------------------------
@@ -206,7 +203,7 @@ def test_unknown_train_field_is_rejected():
 
 
 # ---------------------------------------------------------------------------
-# Command-line overrides ml_collections cannot parse on its own.
+# Command-line overrides: the one loader and parser (nfnet_jax/config/load.py)
 
 
 def test_cli_overrides_to_none_and_of_none_fields():
@@ -214,13 +211,68 @@ def test_cli_overrides_to_none_and_of_none_fields():
           '--workdir', 'w', '--config.optimizer.clipping=None',
           '--config.optimizer.sam_rho=0.05',
           '--config.finetune.checkpoint=/ckpt/F0_haiku.npz',
+          '--config.data.data_dir=/data/tfds',
           '--config.train.batch_size=256']
-  rest, extra = cli.split_unparseable_overrides(argv)
-  assert '--config.train.batch_size=256' in rest
-  assert dict(extra) == {'optimizer.clipping': None, 'optimizer.sam_rho': 0.05,
-                         'finetune.checkpoint': '/ckpt/F0_haiku.npz'}
+  rest, extra = config_load.split_overrides(argv)
+  assert rest == argv[:5]
+  assert dict(extra) == {'optimizer.clipping': 'None', 'optimizer.sam_rho': '0.05',
+                         'finetune.checkpoint': '/ckpt/F0_haiku.npz',
+                         'data.data_dir': '/data/tfds', 'train.batch_size': '256'}
   c = load('nfnet').get_config('F0')
   c.lock()
-  cli.apply_overrides(c, extra)
+  config_load.apply_overrides(c, extra)
   assert c.optimizer.clipping is None and c.optimizer.sam_rho == 0.05
   assert c.finetune.checkpoint == '/ckpt/F0_haiku.npz'
+  assert c.data.data_dir == '/data/tfds'
+  assert c.train.batch_size == 256 and isinstance(c.train.batch_size, int)
+
+
+def test_override_values_take_the_field_type():
+  c = config_load.load_config(os.path.join(ROOT, 'configs/nfnet.py:F0'), [
+      ('model.alpha', '1'), ('model.variant', '50'), ('data.random_flip', 'false'),
+      ('data.mean', '(1, 2, 3)'), ('optimizer.wd_exclude', 'gain')])
+  assert c.model.alpha == 1.0 and isinstance(c.model.alpha, float)
+  assert c.model.variant == '50'          # a string field keeps the text
+  assert c.data.random_flip is False
+  assert c.data.mean == (1, 2, 3)
+  assert c.optimizer.wd_exclude == 'gain'
+  with pytest.raises(config_load.ConfigError,
+                     match=r"config\.train\.batch_size='abc' \(str\) does not fit"):
+    config_load.apply_override(c, 'train.batch_size', 'abc')
+
+
+@pytest.mark.parametrize('field,closest', [
+    ('optimizer.clipingg', 'optimizer.clipping'),
+    ('optimzer.clipping', 'optimizer.clipping'),
+    ('data.datadir', 'data.data_dir'),
+    ('sed', 'seed')])
+def test_misspelled_override_names_the_closest_field(field, closest):
+  c = load('nfnet').get_config('F0')
+  with pytest.raises(config_load.ConfigError) as e:
+    config_load.apply_override(c, field, '0.1')
+  msg = str(e.value)
+  assert '\n' not in msg
+  assert msg.startswith(f'config.{field} is not a field')
+  assert msg.endswith(f'did you mean config.{closest}?')
+
+
+def test_unknown_field_in_a_config_file_names_the_closest_field():
+  c = load('nfnet').get_config('F0')
+  with c.train.unlocked() if hasattr(c.train, 'unlocked') else _null():
+    c.train.log_evry = 5
+  with pytest.raises(ValueError, match=r'config\.train\.log_evry is not a field.*'
+                     r'did you mean config\.train\.log_every\?'):
+    validate_config(c, check_devices=False)
+
+
+def test_misspelled_override_exits_2_with_one_line():
+  proc = subprocess.run(
+      [sys.executable, os.path.join(ROOT, 'scripts', 'train.py'),
+       '--config', os.path.join(ROOT, 'configs', 'nfnet.py:F0'), '--workdir', 'unused',
+       '--config.optimizer.clipingg=0.1'],
+      capture_output=True, text=True, timeout=120, cwd=ROOT,
+      env=dict(os.environ, PYTHONPATH=ROOT))
+  assert proc.returncode == 2, proc.stderr[-2000:]
+  assert proc.stderr.strip() == ('error: config.optimizer.clipingg is not a field of '
+                                 'this config; did you mean config.optimizer.clipping?')
+  assert not os.path.exists(os.path.join(ROOT, 'unused'))

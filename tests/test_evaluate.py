@@ -5,7 +5,6 @@ Metrics are checked against a numpy computation on the same eval batches
 split whose size (50) is not a multiple of the eval batch (16), so padding
 and masking matter.
 """
-import collections
 import json
 import os
 import subprocess
@@ -83,29 +82,6 @@ def _spread_classifier(params, scale=300.0):
   return out
 
 
-def test_parse_keystr_round_trip():
-  State = collections.namedtuple('State', 'step params ema_params opt_state')
-  tree = State(step=np.zeros(()),
-               params={'NF_ResNet/~/linear': {'w': np.ones((2, 3)), 'b': np.zeros(3)},
-                       "odd'name": {'x': np.ones(1)}},
-               ema_params={'NF_ResNet/~/linear': {'w': 2 * np.ones((2, 3))}},
-               opt_state=(({'NF_ResNet/~/linear': {'w': np.ones((2, 3))}},), [np.ones(2)]))
-  leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
-  paths = [jax.tree_util.keystr(p) for p, _ in leaves]
-  values = [v for _, v in leaves]
-  assert eval_lib.parse_keystr(".params['NF_ResNet/~/linear']['w']") == [
-      'params', 'NF_ResNet/~/linear', 'w']
-  assert eval_lib.parse_keystr('.opt_state[0][1]') == ['opt_state', 0, 1]
-  params = eval_lib.subtree_from_paths(paths, values, 'params')
-  assert set(params) == {'NF_ResNet/~/linear', "odd'name"}
-  np.testing.assert_array_equal(params['NF_ResNet/~/linear']['w'], np.ones((2, 3)))
-  ema = eval_lib.subtree_from_paths(paths, values, 'ema_params')
-  np.testing.assert_array_equal(ema['NF_ResNet/~/linear']['w'], 2 * np.ones((2, 3)))
-  assert eval_lib.subtree_from_paths(paths, values, 'model_state') is None
-  with pytest.raises(ValueError, match='cannot parse'):
-    eval_lib.parse_keystr('params/w')
-
-
 @pytest.fixture(scope='module')
 def official_ckpt(idx_dir, tmp_path_factory):
   """(params, path) of a tiny NF-ResNet written by save_official."""
@@ -145,13 +121,13 @@ def test_training_loop_checkpoint_with_bn_state_and_ema(idx_dir, tmp_path):
   EMA params and BatchNorm statistics), read back without the optimizer."""
   from nfnet_jax.optim import build_optimizer  # pylint: disable=import-outside-toplevel
   from nfnet_jax.train import checkpoint as ckpt_lib  # pylint: disable=import-outside-toplevel
-  from nfnet_jax.train import loop  # pylint: disable=import-outside-toplevel
+  from nfnet_jax.train import state as state_lib  # pylint: disable=import-outside-toplevel
   bn_model = dict(name='ResNet', variant='ResNet26', norm='batchnorm', width=0.125,
                   depths=(1, 1, 1, 1), widths=(16, 16, 16, 16), stochdepth_rate=0.0, drop_rate=0.0)
   config = make_config(idx_dir, model=bn_model)
   model = models.create_model(config.model, 10)
   tx, _ = build_optimizer(config.optimizer, config.train.batch_size, config.train.total_steps)
-  st = loop.init_train_state(model, tx, config, (32, 32, 1))
+  st = state_lib.init_train_state(model, tx, config, (32, 32, 1))
   rng = np.random.default_rng(0)
   # Distinct params / EMA params, and non-trivial BN statistics, so that
   # picking the wrong tree or dropping the state changes the numbers.

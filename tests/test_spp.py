@@ -169,3 +169,13 @@ def test_plot_marks_expected_variance_for_nf_models(tmp_path):
   assert path.stat().st_size > 10_000
   text = spp_lib.summarize({'nf': fake}, {'nf': {'name': 'NFResNet', 'alpha': 0.3}})
   assert 'expected 1.27, 1.18' in text and 'stage-end avg_var 1.2, 1.1' in text
+
+
+def test_misspelled_model_override_names_the_closest_field():
+  from nfnet_jax.config import load as config_load  # pylint: disable=import-outside-toplevel
+  cfgs = [spp_lib.resolve_spec('nf_resnet50'), spp_lib.resolve_spec('bn_resnet50_bn_relu_conv')]
+  spp_lib.check_model_overrides(cfgs, {'alpha': 0.5, 'width': 0.5})   # known: no error
+  with pytest.raises(config_load.ConfigError,
+                     match=r'config\.model\.alpah is not a field of any of the models; '
+                           r'did you mean config\.model\.alpha\?'):
+    spp_lib.check_model_overrides(cfgs, {'alpah': 0.5})

@@ -276,8 +276,8 @@ def _finetune_config(path, model):
 def test_finetune_from_timm_file(tmp_path):
   import haiku as hk  # pylint: disable=g-import-not-at-top
   import ml_collections  # pylint: disable=g-import-not-at-top
-  from nfnet_jax.train import loop  # pylint: disable=g-import-not-at-top
-  from nfnet_jax.train.validate import validate_config  # pylint: disable=g-import-not-at-top
+  from nfnet_jax.train import state as state_lib  # pylint: disable=g-import-not-at-top
+  from nfnet_jax.config import validate_config  # pylint: disable=g-import-not-at-top
   path = str(tmp_path / 'w.safetensors')
   __import__('safetensors.torch', fromlist=['_']).save_file(_tiny_resnet_state_dict(), path)
   model_cfg = timm_lib.timm_model_config('nf_resnet26', _RESNET_TINY[1])
@@ -290,7 +290,7 @@ def test_finetune_from_timm_file(tmp_path):
   fresh = jax.tree.map(lambda s: np.full(s.shape, 0.5, s.dtype),
                        hk.data_structures.to_mutable_dict(shapes))
   notes = []
-  out = loop.load_finetune_params(config, fresh, log=notes.append)
+  out = state_lib.load_finetune_params(config, fresh, log=notes.append)
   _, ref = timm_lib.load_timm(path, 'nf_resnet26', overrides=_RESNET_TINY[1])
   assert any('numerics differ' in n and 'ws_eps_form' in n for n in notes)
   for m, d in out.items():
@@ -303,7 +303,7 @@ def test_finetune_from_timm_file(tmp_path):
       dict(name='NFResNet', variant='ResNet26', **_RESNET_TINY[1])))
   with pytest.raises(ValueError, match=r"holds timm nf_resnet26 weights, but config.model builds "
                      r"another network: config.model.conv_padding='SAME'"):
-    loop.load_finetune_params(official, fresh, log=lambda *a: None)
+    state_lib.load_finetune_params(official, fresh, log=lambda *a: None)
   config.finetune.timm_name = 'nf_resnet27'
   with pytest.raises(ValueError, match="config.finetune.timm_name='nf_resnet27' is invalid"):
     validate_config(config, check_devices=False)

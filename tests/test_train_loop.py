@@ -8,13 +8,14 @@ data split over devices, the cross-device gradient mean and the optimizer
 state must not depend on the parallel mode or device count.
 """
 import contextlib
-import importlib.util
 import json
 import os
 
 import jax
 import numpy as np
 import pytest
+
+from nfnet_jax.config import load as config_load
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # One epoch longer than any test run: the data pipeline builds the next
@@ -27,11 +28,7 @@ EVAL_EXAMPLES = 16
 
 def load_config_module(name):
   """Imports ``configs/<name>.py`` (the configs folder is not a package)."""
-  spec = importlib.util.spec_from_file_location(
-      f'nfnet_configs_{name}', os.path.join(ROOT, 'configs', f'{name}.py'))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  return config_load.load_config_module(os.path.join(ROOT, 'configs', f'{name}.py'))
 
 
 def write_mock_imagenet_metadata(data_dir):

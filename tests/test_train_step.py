@@ -10,7 +10,6 @@ import numpy as np
 import optax
 import pytest
 
-from nfnet_jax.optim import ema as ema_lib
 from nfnet_jax.train import parallel as parallel_lib
 from nfnet_jax.train import step as step_lib
 
@@ -84,8 +83,9 @@ def _run(mode, num_devices, batches, compute_dtype='float32', sam_rho=None):
   model, tx = _toy_model(), _tx()
   par = parallel_lib.Parallel(mode, jax.devices()[:num_devices])
   fn = par.wrap_train_step(step_lib.make_train_step(
-      model.apply, tx, None, compute_dtype=compute_dtype, label_smoothing=LS,
-      ema_decay=EMA, ema_update=ema_lib.update_ema, sam_rho=sam_rho))
+      model.apply, tx,
+      {'label_smoothing': LS, 'ema_decay': EMA, 'sam_rho': sam_rho},
+      compute_dtype=compute_dtype))
   state = par.put_replicated(_init_state(model, tx))
   metrics = []
   for b in batches:
@@ -145,8 +145,7 @@ def test_nonfinite_step_is_skipped(mode):
   model, tx = _toy_model(), _tx()
   par = parallel_lib.Parallel(mode, jax.devices()[:4])
   fn = par.wrap_train_step(step_lib.make_train_step(
-      model.apply, tx, None, label_smoothing=LS, ema_decay=EMA,
-      ema_update=ema_lib.update_ema))
+      model.apply, tx, {'label_smoothing': LS, 'ema_decay': EMA}))
   init = _init_state(model, tx)
   state = par.put_replicated(init)
   bad = _batch(5)

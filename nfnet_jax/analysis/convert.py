@@ -63,8 +63,8 @@ def read_weights(spec: str, use_ema: bool = True) -> Tuple[Optional[Dict[str, An
     from nfnet_jax import pretrained  # pylint: disable=g-import-not-at-top
     params = pretrained.read_official(path)
     return pretrained.infer_nfnet_config(params), params
-  from nfnet_jax.analysis import evaluate as eval_lib  # pylint: disable=g-import-not-at-top
-  trees, meta = eval_lib.load_train_checkpoint(path)
+  from nfnet_jax.train import checkpoint as ckpt_lib  # pylint: disable=g-import-not-at-top
+  trees, meta = ckpt_lib.load_train_checkpoint(path)
   params = trees['ema_params'] if use_ema and trees.get('ema_params') else trees['params']
   config = None
   if meta.get('config'):

@@ -24,6 +24,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 
+from nfnet_jax.config import load as config_load
+
 CSV_COLUMNS = ('model', 'block', 'avg_sq_mean', 'avg_var', 'res_avg_var')
 STAT_KEYS = ('avg_sq_mean', 'avg_var', 'res_avg_var', 'expected_var', 'is_transition')
 # The paper's comparison (Figures 1 and 2): the two BN block orders, an
@@ -81,11 +83,6 @@ def split_models(text: str) -> List[str]:
   return [m.strip() for m in out if m.strip()]
 
 
-def _parse_value(text: str) -> Any:
-  from nfnet_jax.analysis.sweep import parse_value  # pylint: disable=g-import-not-at-top
-  return parse_value(text)
-
-
 def resolve_spec(spec: str) -> Dict[str, Any]:
   """Expands ``name`` or ``name:key=val;key=val`` into a model config dict.
 
@@ -120,7 +117,7 @@ def resolve_spec(spec: str) -> Dict[str, Any]:
     if '=' not in item:
       raise ValueError(f'--models: override {item!r} in {spec!r} must look like key=value')
     k, _, v = item.partition('=')
-    cfg[k.strip()] = _parse_value(v)
+    cfg[k.strip()] = config_load.parse_value(v)
   return cfg
 
 
@@ -153,6 +150,29 @@ def apply_overrides(model_cfg: Dict[str, Any], overrides: Mapping[str, Any]) -> 
       if k in out and k not in keys:
         del out[k]
   return out
+
+
+def check_model_overrides(model_cfgs: Sequence[Mapping[str, Any]],
+                          overrides: Mapping[str, Any]) -> None:
+  """Raises ConfigError for an override that none of the models takes.
+
+  Args:
+    model_cfgs: the resolved model configs of the comparison.
+    overrides: the ``--config.model.k=v`` overrides, by ``k``.
+  """
+  known = set()
+  for cfg in model_cfgs:
+    keys = accepted_keys(cfg['name'])
+    if keys is None:
+      return  # a model taking **kwargs accepts anything
+    known |= keys | set(cfg)
+  for k in overrides:
+    if k not in known:
+      near = config_load.closest_name(k, sorted(known))
+      hint = f'did you mean config.model.{near}?' if near else (
+          f'the models take {sorted(known)}')
+      raise config_load.ConfigError(
+          f'config.model.{k} is not a field of any of the models; {hint}')
 
 
 def set_skip_gain(params: Mapping[str, Mapping[str, Any]], value: float):

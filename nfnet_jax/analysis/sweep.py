@@ -13,10 +13,8 @@ After the runs, :func:`collect_results` reads each run's ``summary.json`` and
 ``metrics.jsonl`` into one row per grid point, :func:`write_results_csv`
 writes ``W/results.csv`` and :func:`plot_heatmap` draws ``W/heatmap.png``.
 """
-import ast
 import concurrent.futures
 import csv
-import importlib.util
 import itertools
 import json
 import math
@@ -26,6 +24,11 @@ import subprocess
 import sys
 import time
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+
+# The one config loader and value parser (shared with every command line).
+from nfnet_jax.config.load import load_config
+from nfnet_jax.config.load import load_config_module
+from nfnet_jax.config.load import parse_value
 
 Overrides = Dict[str, Any]
 
@@ -41,29 +44,6 @@ RUN_RECORD = 'sweep_run.json'
 
 # ----------------------------------------------------------------------------
 # Values and grids
-
-
-def parse_value(text: str) -> Any:
-  """Parses one swept value: None/null, True/False, int, float, else a string.
-
-  Args:
-    text: the value as typed on the command line, e.g. '0.01', 'None', 'relu'.
-
-  Returns:
-    The Python value.
-  """
-  t = text.strip()
-  if t.lower() in ('none', 'null'):
-    return None
-  if t.lower() in ('true', 'false'):
-    return t.lower() == 'true'
-  try:
-    v = ast.literal_eval(t)
-    if isinstance(v, (int, float, tuple, list)):
-      return v
-  except (ValueError, SyntaxError):
-    pass
-  return t
 
 
 def format_value(value: Any) -> str:
@@ -168,23 +148,6 @@ def run_name(overrides: Overrides) -> str:
 
 # ----------------------------------------------------------------------------
 # Config modules
-
-
-def load_config_module(config_path: str):
-  """Imports a config file (``path.py`` or ``path.py:arg``) as a module."""
-  path = config_path.split(':', 1)[0]
-  if not os.path.exists(path):
-    raise ValueError(f'--config file {path!r} does not exist')
-  name = 'sweep_config_' + re.sub(r'\W', '_', os.path.abspath(path))
-  spec = importlib.util.spec_from_file_location(name, path)
-  module = importlib.util.module_from_spec(spec)
-  # Configs may import their siblings (e.g. configs/fashion_mnist.py).
-  sys.path.insert(0, os.path.dirname(os.path.abspath(path)))
-  try:
-    spec.loader.exec_module(module)
-  finally:
-    sys.path.pop(0)
-  return module
 
 
 def sweep_from_config(config_path: str) -> Optional[List[Overrides]]:
@@ -606,9 +569,7 @@ def plot_heatmap(rows: Sequence[Dict[str, Any]], path: str, title: Optional[str]
 def chance_top1_from_config(config_path: str) -> float:
   """1 / num_classes of the config's data set; 0.1 when it cannot be told cheaply."""
   try:
-    module = load_config_module(config_path)
-    arg = config_path.split(':', 1)[1] if ':' in config_path else None
-    cfg = module.get_config(arg) if arg is not None else module.get_config()
+    cfg = load_config(config_path)
     from nfnet_jax import data as data_lib  # pylint: disable=g-import-not-at-top
     return 1.0 / data_lib.dataset_info(cfg.data).num_classes
   except Exception:  # pylint: disable=broad-except

@@ -18,15 +18,15 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from nfnet_jax.config import schema as config_schema
 from nfnet_jax.optim import masks
 
 # The final classifier weight of any nfnet_jax / official model
-# ('NFNet/~/linear/w', 'NF_ResNet/~/linear/w'). The squeeze-excite linears
-# ('.../squeeze_excite/~/linear/w') do not match and ARE clipped, as in the
-# official code (which excludes modules containing 'linear' but not
-# 'squeeze_excite', and only their non-gain/bias params, i.e. 'w'; the
-# classifier bias 'b' is clipped there too).
-CLASSIFIER_REGEX = r'^[^/]+/~/linear/w$'
+# ('NFNet/~/linear/w'); the squeeze-excite linears do not match and ARE
+# clipped, as in the official code (which excludes modules containing
+# 'linear' but not 'squeeze_excite', and only their non-gain/bias params,
+# i.e. 'w'; the classifier bias 'b' is clipped there too).
+CLASSIFIER_REGEX = config_schema.CLASSIFIER_WEIGHT
 
 # Guard for the division by ||G_i||. It can only engage when the clip does not
 # trigger anyway (||G_i|| = 0 <= lambda*eps), so it only keeps 0/0 out of the

@@ -23,7 +23,6 @@ to the gradient, like the official Adam without ``use_adamw``); ``'adamw'``
 accumulation with ``optax.MultiSteps``).
 """
 import math
-import numbers
 import re
 from typing import Any, Callable, List, Optional, Tuple
 
@@ -32,6 +31,8 @@ import jax.numpy as jnp
 import optax
 
 from nfnet_jax import config as config_lib
+from nfnet_jax.config.validate import is_int
+from nfnet_jax.config.validate import is_number
 from nfnet_jax.optim import agc as agc_lib
 from nfnet_jax.optim import masks
 
@@ -54,14 +55,6 @@ def _field(opt_config, name: str, defaults=None):
     return opt_config[name]
   defaults = _defaults() if defaults is None else defaults
   return defaults[name]
-
-
-def _is_number(x) -> bool:
-  return isinstance(x, numbers.Real) and not isinstance(x, bool)
-
-
-def _is_int(x) -> bool:
-  return isinstance(x, numbers.Integral) and not isinstance(x, bool)
 
 
 def validate_optimizer_config(opt_config, total_steps: Optional[int] = None
@@ -92,7 +85,7 @@ def validate_optimizer_config(opt_config, total_steps: Optional[int] = None
     bad('name', name, f'expected one of {OPTIMIZERS}')
 
   momentum = get('momentum')
-  if not _is_number(momentum) or not 0.0 <= momentum < 1.0:
+  if not is_number(momentum) or not 0.0 <= momentum < 1.0:
     bad('momentum', momentum, 'expected a number in [0, 1) (0.9 in the paper)')
 
   nesterov = get('nesterov')
@@ -100,12 +93,12 @@ def validate_optimizer_config(opt_config, total_steps: Optional[int] = None
     bad('nesterov', nesterov, 'expected True or False')
 
   base_lr = get('base_lr')
-  if not _is_number(base_lr) or not base_lr > 0 or not math.isfinite(base_lr):
+  if not is_number(base_lr) or not base_lr > 0 or not math.isfinite(base_lr):
     bad('base_lr', base_lr, 'expected a finite number > 0 (0.1 per 256 '
         'examples in the paper)')
 
   lr_batch_base = get('lr_batch_base')
-  if not _is_number(lr_batch_base) or not lr_batch_base > 0:
+  if not is_number(lr_batch_base) or not lr_batch_base > 0:
     bad('lr_batch_base', lr_batch_base, 'expected a number > 0 (256)')
 
   schedule = get('schedule')
@@ -113,14 +106,14 @@ def validate_optimizer_config(opt_config, total_steps: Optional[int] = None
     bad('schedule', schedule, f'expected one of {SCHEDULES}')
 
   warmup = get('warmup_steps')
-  if not _is_int(warmup) or warmup < 0:
+  if not is_int(warmup) or warmup < 0:
     bad('warmup_steps', warmup, 'expected an integer >= 0')
   elif total_steps is not None and warmup > total_steps:
     bad('warmup_steps', warmup, f'must be <= config.train.total_steps '
         f'({total_steps})')
 
   wd = get('weight_decay')
-  if wd is not None and (not _is_number(wd) or not wd >= 0):
+  if wd is not None and (not is_number(wd) or not wd >= 0):
     bad('weight_decay', wd, 'expected a number >= 0 or None (2e-5 in the '
         'paper)')
 
@@ -138,12 +131,12 @@ def validate_optimizer_config(opt_config, total_steps: Optional[int] = None
       bad(field, value, f'not a valid regular expression ({e})')
 
   clipping = get('clipping')
-  if clipping is not None and (not _is_number(clipping) or not clipping > 0):
+  if clipping is not None and (not is_number(clipping) or not clipping > 0):
     bad('clipping', clipping, 'expected a number > 0 (AGC lambda, 0.01 at '
         'batch 4096) or None to disable AGC')
 
   clip_eps = get('clip_eps')
-  if not _is_number(clip_eps) or not clip_eps > 0:
+  if not is_number(clip_eps) or not clip_eps > 0:
     # eps = 0 is a valid AGC formula but a silent trap in training: every
     # zero-initialised parameter (biases, skip gains) gets a clip norm of
     # lambda * 0 and never moves.
@@ -151,7 +144,7 @@ def validate_optimizer_config(opt_config, total_steps: Optional[int] = None
         'AGC pins zero-initialised parameters (biases, skip gains) at zero')
 
   accum = get('accum_steps')
-  accum_ok = _is_int(accum) and accum >= 1
+  accum_ok = is_int(accum) and accum >= 1
   if not accum_ok:
     bad('accum_steps', accum, 'expected an integer >= 1')
   elif total_steps is not None and accum > total_steps:
@@ -160,7 +153,7 @@ def validate_optimizer_config(opt_config, total_steps: Optional[int] = None
 
   sam_rho = get('sam_rho')
   if sam_rho is not None:
-    if not _is_number(sam_rho) or not sam_rho > 0:
+    if not is_number(sam_rho) or not sam_rho > 0:
       bad('sam_rho', sam_rho, 'expected a number > 0 or None to disable SAM')
     elif accum_ok and accum > 1:
       bad('sam_rho', sam_rho, f'SAM cannot be combined with '
@@ -168,12 +161,12 @@ def validate_optimizer_config(opt_config, total_steps: Optional[int] = None
           'would only see the last micro-batch); set one of them off')
 
   ema = get('ema_decay')
-  if ema is not None and (not _is_number(ema) or not 0.0 <= ema < 1.0):
+  if ema is not None and (not is_number(ema) or not 0.0 <= ema < 1.0):
     bad('ema_decay', ema, 'expected a number in [0, 1) or None to disable '
         'the EMA (0.99999 in the paper)')
 
   ls = get('label_smoothing')
-  if not _is_number(ls) or not 0.0 <= ls < 1.0:
+  if not is_number(ls) or not 0.0 <= ls < 1.0:
     bad('label_smoothing', ls, 'expected a number in [0, 1) (0.1 in the '
         'paper)')
 
@@ -312,10 +305,10 @@ def build_optimizer(opt_config, batch_size: int, total_steps: int, *,
     ValueError: on any invalid field (see `validate_optimizer_config`) or a
       non-positive ``batch_size`` / ``total_steps``.
   """
-  if not _is_int(batch_size) or batch_size < 1:
+  if not is_int(batch_size) or batch_size < 1:
     raise ValueError(f'build_optimizer: batch_size={batch_size!r} is invalid: '
                      'expected an integer >= 1 (config.train.batch_size).')
-  if not _is_int(total_steps) or total_steps < 1:
+  if not is_int(total_steps) or total_steps < 1:
     raise ValueError(f'build_optimizer: total_steps={total_steps!r} is '
                      'invalid: expected an integer >= 1 '
                      '(config.train.total_steps).')

@@ -18,12 +18,13 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from nfnet_jax.config import schema as config_schema
 from nfnet_jax.train.step import AXIS
 
 PyTree = Any
 
-MODES = ('pmap', 'shard_map')
-DISTRIBUTED = ('auto', 'on', 'off')
+MODES = config_schema.PARALLEL_MODES
+DISTRIBUTED = config_schema.DISTRIBUTED
 
 # Environment variables that mean "this process is one of several of a job"
 # (JAX's own coordinator settings, SLURM, Open MPI, Cloud TPU pods).
@@ -230,6 +231,16 @@ class Parallel:
     fn = jax.shard_map(eval_fn, mesh=self.mesh, in_specs=(P(), P(), P(AXIS)),
                        out_specs=P(), check_vma=True)
     return jax.jit(fn)
+
+  def topology(self) -> dict:
+    """This host's place in the data: the iterators' geometry arguments.
+
+    It follows our devices (``config.parallel.num_devices`` may use fewer
+    than JAX sees).
+    """
+    return dict(process_index=jax.process_index(),
+                process_count=jax.process_count(),
+                local_device_count=self.num_local)
 
   def get_metrics(self, metrics: PyTree) -> PyTree:
     """Device metrics (identical on every device) -> host numpy scalars."""

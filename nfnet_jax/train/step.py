@@ -15,12 +15,14 @@ to='varying')``): the gradient is then the local one in both pmap and
 shard_map, and the single explicit ``lax.pmean`` makes it the global-batch
 mean. Tests compare against a one-device computation on the whole batch.
 """
-from typing import Any, Callable, NamedTuple, Optional
+from typing import Any, Callable, Mapping, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
 import optax
 
+from nfnet_jax.config import schema as config_schema
+from nfnet_jax.optim import ema as ema_lib
 from nfnet_jax.optim import losses as losses_lib
 
 AXIS = 'batch'
@@ -54,8 +56,11 @@ class TrainState(NamedTuple):
 
 
 def get_dtype(name: str):
-  """Maps ``config.compute_dtype`` to a jnp dtype."""
-  return {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}[name]
+  """Maps ``config.compute_dtype`` (schema.COMPUTE_DTYPES) to a jnp dtype."""
+  if name not in config_schema.COMPUTE_DTYPES:
+    raise ValueError(f'config.compute_dtype={name!r} is invalid: one of '
+                     f'{config_schema.COMPUTE_DTYPES}.')
+  return jnp.dtype(name)
 
 
 def cast_floating(tree: PyTree, dtype) -> PyTree:
@@ -98,13 +103,10 @@ def step_rng(base_key_data: jnp.ndarray, step: jnp.ndarray,
 def make_train_step(
     apply_fn: Callable[..., Any],
     tx: optax.GradientTransformation,
-    schedule: Optional[Callable[[Any], Any]],
+    optimizer: Mapping[str, Any],
     *,
     compute_dtype: str = 'float32',
-    label_smoothing: float = 0.0,
-    ema_decay: Optional[float] = None,
-    ema_update: Optional[Callable[..., Any]] = None,
-    sam_rho: Optional[float] = None,
+    schedule: Optional[Callable[[Any], Any]] = None,
 ) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
   """Builds the per-device train step ``(state, batch) -> (state, metrics)``.
 
@@ -112,13 +114,13 @@ def make_train_step(
     apply_fn: the Haiku ``apply(params, state, rng, images, is_training)``
       returning ``({'logits': ...}, new_state)``.
     tx: the optax transformation (receives cross-device-mean gradients).
+    optimizer: the ``config.optimizer`` section (a ConfigDict or dict); the
+      step reads ``label_smoothing``, ``ema_decay`` (None: no parameter EMA)
+      and ``sam_rho`` (None: no SAM). The rest is in ``tx``.
+    compute_dtype: ``config.compute_dtype``, ``'float32'`` or
+      ``'bfloat16'``; params and images are cast inside the step, the
+      master weights stay float32.
     schedule: step -> learning rate, for logging only (None: not logged).
-    compute_dtype: ``'float32'`` or ``'bfloat16'``; params and images are
-      cast inside the step, the master weights stay float32.
-    label_smoothing: passed to the loss.
-    ema_decay: EMA decay, or None to disable the parameter EMA.
-    ema_update: ``update_ema(ema_params, params, step, decay)``.
-    sam_rho: SAM neighbourhood size; None disables SAM.
 
   Returns:
     The per-device step. ``batch`` holds ``images`` [b, H, W, C] float32 and
@@ -128,6 +130,9 @@ def make_train_step(
     still increments ``step`` and the non-finite counters.
   """
   dtype = get_dtype(compute_dtype)
+  label_smoothing = optimizer.get('label_smoothing') or 0.0
+  ema_decay = optimizer.get('ema_decay')
+  sam_rho = optimizer.get('sam_rho')
 
   def loss_fn(params, model_state, images, labels, rng):
     outputs, new_model_state = apply_fn(
@@ -168,7 +173,8 @@ def make_train_step(
     updates, new_opt_state = tx.update(grads, state.opt_state, state.params)
     new_params = optax.apply_updates(state.params, updates)
     if ema_decay is not None:
-      new_ema = ema_update(state.ema_params, new_params, state.step, ema_decay)
+      new_ema = ema_lib.update_ema(state.ema_params, new_params, state.step,
+                                   ema_decay)
     else:
       new_ema = state.ema_params
 

@@ -1,12 +1,16 @@
-"""Benchmark helpers: timing, matmul peak, XLA cost analysis, memory.
+"""Benchmarks: the train and eval steps, the input pipeline; timing helpers.
 
 Library code behind `scripts/benchmark.py` and `benchmarks/timm_compare.py`.
-The train step timed here is the single-device form of the recipe's step:
-forward, label-smoothed cross-entropy, backward, the optimizer chain of
-`nfnet_jax.optim.build_optimizer` (AGC -> coupled weight decay ->
-SGD-Nesterov with the LR schedule) and the parameter EMA, all inside one
-jitted function with donated state buffers.
+The steps timed are the training loop's own (`nfnet_jax.train.step`): the
+train step wrapped for a one-device `Parallel` (forward, label-smoothed
+cross-entropy, backward, the cross-device mean, the optimizer chain of
+`nfnet_jax.optim.build_optimizer` -- AGC -> coupled weight decay ->
+SGD-Nesterov with the LR schedule --, the parameter EMA and the non-finite
+guard, with donated state buffers), and the eval step (logits, loss and
+top-1/top-5 sums). `benchmark_pipeline` times the train input pipeline,
+optionally on a locally built synthetic imagenet2012.
 """
+import copy
 import dataclasses
 import json
 import os
@@ -18,13 +22,18 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
-import optax
+
+from nfnet_jax.config import schema as config_schema
+from nfnet_jax.train import parallel as parallel_lib
+from nfnet_jax.train import state as state_lib
+from nfnet_jax.train import step as step_lib
 
 PyTree = Any
 
 MODES = ('train', 'eval', 'data')
-DTYPES = ('float32', 'bfloat16')
+DTYPES = config_schema.COMPUTE_DTYPES
 
 
 # ----------------------------------------------------------------- timing
@@ -149,61 +158,6 @@ def compile_fn(jitted, *args) -> Compiled:
 # ------------------------------------------------------------ train / eval
 
 
-class BenchState(dict):
-  """params, opt_state, ema, step (a dict so it is a pytree)."""
-
-
-def make_train_step(apply_fn, tx: optax.GradientTransformation, *,
-                    compute_dtype=jnp.float32, label_smoothing: float = 0.1,
-                    ema_decay: Optional[float] = 0.99999):
-  """Single-device recipe train step `(state, images, labels, rng) -> (state, loss)`.
-
-  Args:
-    apply_fn: Haiku `apply(params, state, rng, images, is_training)`.
-    tx: optax chain (AGC, weight decay, SGD-Nesterov, schedule).
-    compute_dtype: params and images are cast to it for the forward pass.
-    label_smoothing: of the cross-entropy.
-    ema_decay: EMA decay (official warm-up form), or None for no EMA.
-  """
-  from nfnet_jax.optim import losses, ema  # pylint: disable=g-import-not-at-top
-
-  def cast(tree):
-    return jax.tree.map(lambda x: x.astype(compute_dtype)
-                        if jnp.issubdtype(x.dtype, jnp.floating) else x, tree)
-
-  def loss_fn(params, model_state, images, labels, rng):
-    out, new_ms = apply_fn(cast(params), model_state, rng, images.astype(compute_dtype),
-                           is_training=True)
-    logits = out['logits'].astype(jnp.float32)
-    loss = jnp.mean(losses.softmax_cross_entropy(logits, labels, label_smoothing))
-    return loss, new_ms
-
-  def step(state, images, labels, rng):
-    (loss, new_ms), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        state['params'], state['model_state'], images, labels, rng)
-    updates, opt_state = tx.update(grads, state['opt_state'], state['params'])
-    params = optax.apply_updates(state['params'], updates)
-    new = {'params': params, 'model_state': new_ms, 'opt_state': opt_state,
-           'step': state['step'] + 1}
-    if ema_decay is not None:
-      new['ema'] = ema.update_ema(state['ema'], params, state['step'], ema_decay)
-    else:
-      new['ema'] = state['ema']
-    return new, loss
-
-  return step
-
-
-def init_train_state(params, model_state, tx, ema_on: bool) -> Dict[str, Any]:
-  # Own copies: the step donates its state, and two states (AGC+EMA on/off)
-  # must not share buffers.
-  params = jax.tree.map(jnp.copy, params)
-  model_state = jax.tree.map(jnp.copy, model_state)
-  return {'params': params, 'model_state': model_state, 'opt_state': tx.init(params),
-          'ema': jax.tree.map(jnp.copy, params) if ema_on else {},
-          'step': jnp.zeros((), jnp.int32)}
-
-
 def param_count(params) -> int:
   return int(sum(np.prod(x.shape) for x in jax.tree.leaves(params)))
 
@@ -284,6 +238,23 @@ def _model_label(cfg) -> str:
   return f'{cfg.model.name}-{variant}' if variant else cfg.model.name
 
 
+def config_for_model(model: str, variant: Optional[str] = None):
+  """``base_config()`` for a model by registry name (no experiment file).
+
+  Models other than NFNet keep only the fields every model takes; the rest
+  are their constructor's defaults.
+  """
+  cfg = config_schema.base_config()
+  cfg.model.name = model
+  if model != 'NFNet':
+    for k in list(cfg.model.keys()):
+      if k not in ('name', 'variant', 'conv_impl'):
+        del cfg.model[k]
+  if variant:
+    cfg.model.variant = variant
+  return cfg
+
+
 def build_model(cfg, num_classes: int, resolution: int, batch: int, seed: int = 0):
   """Creates the model of `cfg.model` and initialises params for the input shape."""
   from nfnet_jax import models  # pylint: disable=g-import-not-at-top
@@ -301,56 +272,87 @@ def _fake_batch(batch, resolution, num_classes, seed=0):
   return images, labels
 
 
-def _opt_config(cfg, agc: bool):
-  opt = cfg.optimizer.to_dict() if hasattr(cfg.optimizer, 'to_dict') else dict(cfg.optimizer)
+def one_device(cfg) -> parallel_lib.Parallel:
+  """The loop's device wrapper (``cfg.parallel.mode``) on one device."""
+  return parallel_lib.Parallel(cfg.parallel.mode, jax.devices()[:1])
+
+
+def _step_config(cfg, agc: bool, ema: bool):
+  """The config of the timed step: one update (no SAM, no accumulation)."""
+  c = ml_collections.ConfigDict(copy.deepcopy(cfg.to_dict()))
   if not agc:
-    opt['clipping'] = None
-  # Benchmarks time one update, not SAM's two passes or accumulation.
-  opt['sam_rho'] = None
-  opt['accum_steps'] = 1
-  return opt
+    c.optimizer.clipping = None
+  if ema and c.optimizer.ema_decay is None:
+    c.optimizer.ema_decay = 0.99999
+  if not ema:
+    c.optimizer.ema_decay = None
+  c.optimizer.sam_rho = None
+  c.optimizer.accum_steps = 1
+  return c
+
+
+class TrainStepper:
+  """Runs a compiled train step again and again, threading its state."""
+
+  def __init__(self, compiled, state, batch):
+    self.compiled, self.state, self.batch = compiled, state, batch
+
+  def __call__(self):
+    self.state, metrics = self.compiled(self.state, self.batch)
+    return block((metrics, self.state))
 
 
 def compile_train_step(cfg, net, params, model_state, images, labels, *,
-                       agc: bool = True, ema: bool = True, donate: bool = True,
+                       agc: bool = True, ema: bool = True,
                        compute_dtype: Optional[str] = None):
-  """Builds, AOT-compiles and initialises one recipe train step.
+  """AOT-compiles the loop's train step on one device, with its state.
+
+  Args:
+    cfg: the full config (optimizer, parallel.mode, compute_dtype, seed).
+    net, params, model_state: from :func:`build_model`.
+    images, labels: one batch (labels one-hot).
+    agc, ema: keep AGC / the parameter EMA in the step (off: the share of
+      the step they take can be measured).
+    compute_dtype: overrides ``cfg.compute_dtype``.
 
   Returns:
-    (Compiled step, initial state).
+    A :class:`TrainStepper` (its ``compiled`` is a :class:`Compiled`).
   """
   from nfnet_jax import optim  # pylint: disable=g-import-not-at-top
-  batch = images.shape[0]
-  tx, _ = optim.build_optimizer(_opt_config(cfg, agc), batch, max(cfg.train.total_steps, 10))
-  dtype = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}[
-      compute_dtype or cfg.compute_dtype]
-  ema_decay = cfg.optimizer.ema_decay if ema else None
-  if ema and ema_decay is None:
-    ema_decay = 0.99999
-  step = make_train_step(net.apply, tx, compute_dtype=dtype,
-                         label_smoothing=cfg.optimizer.label_smoothing or 0.0,
-                         ema_decay=ema_decay)
-  state = init_train_state(params, model_state, tx, ema_on=ema_decay is not None)
-  jitted = jax.jit(step, donate_argnums=(0,) if donate else ())
-  rng = jax.random.PRNGKey(1)
-  return compile_fn(jitted, state, images, labels, rng), state
+  c = _step_config(cfg, agc, ema)
+  par = one_device(c)
+  tx, schedule = optim.build_optimizer(c.optimizer, images.shape[0],
+                                       max(c.train.total_steps, 10))
+  step = par.wrap_train_step(step_lib.make_train_step(
+      net.apply, tx, c.optimizer,
+      compute_dtype=compute_dtype or c.compute_dtype, schedule=schedule))
+  # Own copies: the step donates its state, and two states (AGC+EMA on/off)
+  # must not share buffers.
+  host = state_lib.host_state_from(jax.device_get(params),
+                                   jax.device_get(model_state), tx, c)
+  state = par.put_replicated(host)
+  batch = par.put_batch({'images': np.asarray(images),
+                         'labels': np.asarray(labels)})
+  return TrainStepper(compile_fn(step, state, batch), state, batch)
 
 
-def run_train_steps(compiled: Compiled, state, images, labels, steps: int, warmup: int):
-  """Times `steps` train steps after `warmup` ones, threading the state through."""
-  rng = jax.random.PRNGKey(1)
-  holder = {'state': state}
-
-  def one():
-    holder['state'], loss = compiled(holder['state'], images, labels, rng)
-    return loss, holder['state']
-  ms = time_calls(one, steps, warmup)
-  return ms, holder['state']
+def compile_eval_step(cfg, net, params, model_state, images, num_classes: int):
+  """AOT-compiles the loop's eval step on one device: (Compiled, args)."""
+  par = one_device(cfg)
+  step = par.wrap_eval_step(step_lib.make_eval_step(
+      net.apply, compute_dtype=cfg.compute_dtype, num_classes=num_classes))
+  n = images.shape[0]
+  batch = par.put_batch({'images': np.asarray(images),
+                         'labels': np.zeros((n,), np.int32),
+                         'mask': np.ones((n,), np.float32)})
+  args = (par.put_replicated(jax.device_get(params)),
+          par.put_replicated(jax.device_get(model_state)), batch)
+  return compile_fn(step, *args), args
 
 
 def run_benchmark(cfg, *, mode: str = 'train', batch: int = 8, resolution: int = 128,
                   num_classes: int = 1000, steps: int = 10, warmup: int = 2,
-                  agc_ema_share: bool = True, donate: bool = True,
+                  agc_ema_share: bool = True,
                   measure_peak: bool = True, name: str = 'bench',
                   synthetic: bool = False) -> List[Any]:
   """Runs one benchmark configuration; returns a list of `Result`s (or dicts for data).
@@ -362,11 +364,10 @@ def run_benchmark(cfg, *, mode: str = 'train', batch: int = 8, resolution: int =
     steps, warmup: timed and untimed steps.
     agc_ema_share: train mode: also time the step without AGC and EMA,
       alternating with the full step, and report the share.
-    donate: donate the train state buffers.
     measure_peak: measure the f32 matmul peak for the % column.
     name: label of the result lines.
     synthetic: data mode: time the pipeline on a locally built synthetic
-      imagenet2012 (`nfnet_jax.data.benchmark`).
+      imagenet2012 (:func:`prepare_synthetic_imagenet`).
   """
   if mode not in MODES:
     raise ValueError(f'mode={mode!r} is not supported; allowed: {MODES}')
@@ -374,8 +375,7 @@ def run_benchmark(cfg, *, mode: str = 'train', batch: int = 8, resolution: int =
     raise ValueError(f'config.compute_dtype={cfg.compute_dtype!r} is not supported; '
                      f'allowed: {DTYPES}')
   if mode == 'data':
-    from nfnet_jax.data import benchmark as data_bench  # pylint: disable=g-import-not-at-top
-    out = data_bench.benchmark_pipeline(cfg, steps, synthetic=synthetic)
+    out = benchmark_pipeline(cfg, steps, synthetic=synthetic)
     return [dict(out, name=name, mode='data', load_avg=load_average())]
 
   peak = measure_matmul_peak() if measure_peak else None
@@ -388,31 +388,27 @@ def run_benchmark(cfg, *, mode: str = 'train', batch: int = 8, resolution: int =
   extra = {'params_M': param_count(params) / 1e6}
 
   if mode == 'eval':
-    dtype = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}[cfg.compute_dtype]
-
-    def eval_fn(p, ms, x):
-      p = jax.tree.map(lambda a: a.astype(dtype), p)
-      out, _ = net.apply(p, ms, None, x.astype(dtype), is_training=False)
-      return out['logits']
-    comp = compile_fn(jax.jit(eval_fn), params, model_state, images)
-    ms = time_calls(lambda: comp(params, model_state, images), steps, warmup)
+    comp, args = compile_eval_step(cfg, net, params, model_state, images,
+                                   num_classes)
+    ms = time_calls(lambda: comp(*args), steps, warmup)
     r = Result(**common, **summarize_ms(ms), images_per_s=0.0, compile_s=comp.compile_s,
                flops_per_step=comp.flops, peak_mib=comp.memory.get('peak_mib'),
                rss_delta_mib=rss_mib() - rss0, extra=extra)
     return [finish_result(r, peak)]
 
-  comp, state = compile_train_step(cfg, net, params, model_state, images, labels,
-                                    donate=donate)
+  run = compile_train_step(cfg, net, params, model_state, images, labels)
+  comp = run.compiled
   _log(f'compiled train step in {comp.compile_s:.1f} s')
   results = []
   if not agc_ema_share:
-    ms, _ = run_train_steps(comp, state, images, labels, steps, warmup)
+    ms = time_calls(run, steps, warmup)
   else:
-    comp_off, state_off = compile_train_step(cfg, net, params, model_state, images, labels,
-                                              agc=False, ema=False, donate=donate)
+    run_off = compile_train_step(cfg, net, params, model_state, images, labels,
+                                 agc=False, ema=False)
+    comp_off = run_off.compiled
     _log(f'compiled train step without AGC/EMA in {comp_off.compile_s:.1f} s')
     # Alternate single steps so that load from other processes hits both alike.
-    ms, ms_off = _alternate(comp, state, comp_off, state_off, images, labels, steps, warmup)
+    ms, ms_off = _alternate(run, run_off, steps, warmup)
     share = 1.0 - statistics.median(ms_off) / statistics.median(ms)
     extra['agc_ema_share_pct'] = 100.0 * share
     extra['no_agc_ema_ms'] = statistics.median(ms_off)
@@ -424,17 +420,88 @@ def run_benchmark(cfg, *, mode: str = 'train', batch: int = 8, resolution: int =
   return results
 
 
-def _alternate(comp_a, state_a, comp_b, state_b, images, labels, steps, warmup):
-  """Times two train steps alternately; returns (ms_a, ms_b)."""
-  rng = jax.random.PRNGKey(1)
-  states = [state_a, state_b]
-  comps = [comp_a, comp_b]
+def _alternate(run_a, run_b, steps, warmup):
+  """Times two train steppers alternately; returns (ms_a, ms_b)."""
   times = [[], []]
   for i in range(warmup + steps):
-    for k in (0, 1):
+    for k, run in enumerate((run_a, run_b)):
       t0 = time.perf_counter()
-      states[k], loss = comps[k](states[k], images, labels, rng)
-      block((loss, states[k]))
+      run()
       if i >= warmup:
         times[k].append((time.perf_counter() - t0) * 1e3)
   return times[0], times[1]
+
+
+# ------------------------------------------------------------ input pipeline
+
+SYNTHETIC_DIR = os.path.join(os.path.expanduser('~'), '.cache', 'nfnet_jax',
+                             'synthetic_imagenet')
+
+
+def prepare_synthetic_imagenet(root: str = SYNTHETIC_DIR, num_classes=4,
+                               per_class=128, num_val=64) -> str:
+  """Prepares (once) a synthetic imagenet2012; returns its tfds data_dir."""
+  from nfnet_jax.data import imagenet  # pylint: disable=g-import-not-at-top
+  data_dir = os.path.join(root, 'tfds')
+  done = os.path.join(root, f'done_{num_classes}_{per_class}_{num_val}')
+  if os.path.exists(done):
+    return data_dir
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  names = [l.strip() for l in open(os.fspath(tfds.core.tfds_path(
+      'datasets/imagenet2012/labels.txt')))][:num_classes]
+  manual = os.path.join(root, 'manual')
+  imagenet.write_fake_manual_tars(manual, names, per_class,
+                                  list(range(1, num_val + 1)))
+  imagenet.prepare_imagenet2012(data_dir, manual, progress=False)
+  open(done, 'w').close()
+  return data_dir
+
+
+def _cpu_seconds():
+  r = resource.getrusage(resource.RUSAGE_SELF)
+  return r.ru_utime + r.ru_stime
+
+
+def benchmark_pipeline(config, num_batches: int, *, warmup_batches: int = 3,
+                       layout: str = 'host', synthetic: bool = False,
+                       synthetic_dir: Optional[str] = None) -> dict:
+  """Times `num_batches` train batches after `warmup_batches`.
+
+  Args:
+    config: full config (data, seed, train.batch_size).
+    num_batches: batches to time.
+    warmup_batches: batches fetched before timing (tracing, buffers).
+    layout: iterator layout ('host' or 'pmap').
+    synthetic: use the synthetic imagenet2012 (config.data.name is set to
+      imagenet2012 and data_dir to the synthetic folder).
+    synthetic_dir: where to build/reuse the synthetic data.
+
+  Returns:
+    dict(images_per_sec, images_per_cpu_sec, cpu_count, seconds, cpu_seconds,
+    num_images, batch_size, image_size, dataset, decode_errors).
+  """
+  if synthetic:
+    config = copy.deepcopy(config)
+    config.data.name = 'imagenet2012'
+    config.data.data_dir = prepare_synthetic_imagenet(
+        synthetic_dir or SYNTHETIC_DIR)
+  from nfnet_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  it = pipeline.train_iterator(config, layout=layout, process_index=0,
+                               process_count=1, local_device_count=1)
+  try:
+    for _ in range(warmup_batches):
+      next(it)
+    t0, c0 = time.perf_counter(), _cpu_seconds()
+    n = 0
+    for _ in range(num_batches):
+      b = next(it)
+      n += b['images'].shape[0] if layout == 'host' else (
+          b['images'].shape[0] * b['images'].shape[1])
+    dt, dc = time.perf_counter() - t0, _cpu_seconds() - c0
+  finally:
+    it.close()
+  return dict(images_per_sec=n / dt, images_per_cpu_sec=n / max(dc, 1e-9),
+              cpu_count=os.cpu_count(), seconds=dt, cpu_seconds=dc,
+              num_images=n, batch_size=int(config.train.batch_size),
+              image_size=int(config.data.image_size),
+              dataset=config.data.name, decode_errors=it.decode_errors)

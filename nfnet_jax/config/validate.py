@@ -9,9 +9,9 @@ import numbers
 import os
 from typing import Any, Callable, Optional
 
-from nfnet_jax.train.parallel import DISTRIBUTED, MODES
+from nfnet_jax.config import load as load_lib
+from nfnet_jax.config import schema
 
-COMPUTE_DTYPES = ('float32', 'bfloat16')
 NONFINITE = ('skip', 'raise')
 
 # Fields of these sections are fixed by nfnet_jax.config.base_config(); a
@@ -19,11 +19,13 @@ NONFINITE = ('skip', 'raise')
 _CLOSED_SECTIONS = ('train', 'parallel', 'finetune')
 
 
-def _is_int(v) -> bool:
+def is_int(v) -> bool:
+  """An integer that is not a bool (True is an int to Python)."""
   return isinstance(v, numbers.Integral) and not isinstance(v, bool)
 
 
-def _is_number(v) -> bool:
+def is_number(v) -> bool:
+  """A real number that is not a bool."""
   return isinstance(v, numbers.Real) and not isinstance(v, bool)
 
 
@@ -64,7 +66,7 @@ def _get(config, dotted: str, default=None):
 
 def _check_int(err, config, field, minimum, allowed=None):
   v = _get(config, field)
-  if not _is_int(v) or v < minimum:
+  if not is_int(v) or v < minimum:
     err.add(field, v, allowed or f'an integer >= {minimum}')
   return v
 
@@ -74,7 +76,7 @@ def device_count_for(config) -> int:
   import jax  # pylint: disable=g-import-not-at-top
   n = _get(config, 'parallel.num_devices', 0) or 0
   total = jax.device_count()
-  return min(n, total) if _is_int(n) and n > 0 else total
+  return min(n, total) if is_int(n) and n > 0 else total
 
 
 def validate_config(config, *, check_devices: bool = True,
@@ -97,15 +99,13 @@ def validate_config(config, *, check_devices: bool = True,
   Raises:
     ValueError: naming each bad field, its value and the allowed values.
   """
-  from nfnet_jax import config as base_lib  # pylint: disable=g-import-not-at-top
   err = _Errors()
-  base = base_lib.base_config()
+  base = schema.base_config()
 
   # ---- top level and closed sections
   for key in config.keys():
     if key not in base:
-      err.add(key, '...', f'unknown top-level field; allowed: '
-              f'{sorted(base.keys())}')
+      err.lines.append(load_lib.unknown_field_message(base, key))
   for section in _CLOSED_SECTIONS:
     node = _get(config, section)
     if node is None:
@@ -113,13 +113,12 @@ def validate_config(config, *, check_devices: bool = True,
       continue
     for key in node.keys():
       if key not in base[section]:
-        err.add(f'{section}.{key}', node[key], 'unknown field; allowed: '
-                f'{sorted(base[section].keys())}')
-  if not _is_int(_get(config, 'seed')):
+        err.lines.append(load_lib.unknown_field_message(base, f'{section}.{key}'))
+  if not is_int(_get(config, 'seed')):
     err.add('seed', _get(config, 'seed'), 'an integer')
-  if _get(config, 'compute_dtype') not in COMPUTE_DTYPES:
+  if _get(config, 'compute_dtype') not in schema.COMPUTE_DTYPES:
     err.add('compute_dtype', _get(config, 'compute_dtype'),
-            f'one of {COMPUTE_DTYPES}')
+            f'one of {schema.COMPUTE_DTYPES}')
 
   # ---- data first: the model check needs the number of classes
   num_classes = None
@@ -149,7 +148,7 @@ def validate_config(config, *, check_devices: bool = True,
           lambda: models_lib.model_min_resolution(config.model))
   for field in ('data.image_size', 'data.eval_image_size'):
     res = _get(config, field)
-    if not _is_int(res) or res < 1:
+    if not is_int(res) or res < 1:
       err.add(field, res, 'a positive integer (pixels)')
     elif min_res and res < min_res:
       err.add(field, res, f'at least {min_res}, the smallest input '
@@ -190,27 +189,27 @@ def validate_config(config, *, check_devices: bool = True,
 
   # ---- parallel
   mode = _get(config, 'parallel.mode')
-  if mode not in MODES:
-    err.add('parallel.mode', mode, f'one of {MODES}')
-  if _get(config, 'parallel.distributed') not in DISTRIBUTED:
+  if mode not in schema.PARALLEL_MODES:
+    err.add('parallel.mode', mode, f'one of {schema.PARALLEL_MODES}')
+  if _get(config, 'parallel.distributed') not in schema.DISTRIBUTED:
     err.add('parallel.distributed', _get(config, 'parallel.distributed'),
-            f'one of {DISTRIBUTED}')
+            f'one of {schema.DISTRIBUTED}')
   ndev_cfg = _check_int(err, config, 'parallel.num_devices', 0,
                         'an integer >= 0 (0 = every device)')
   if check_devices:
     import jax  # pylint: disable=g-import-not-at-top
     total = jax.device_count()
-    if _is_int(ndev_cfg) and ndev_cfg > total:
+    if is_int(ndev_cfg) and ndev_cfg > total:
       err.add('parallel.num_devices', ndev_cfg,
               f'at most {total}, the number of devices')
     ndev = num_devices if num_devices is not None else device_count_for(config)
     nproc = process_count if process_count is not None else jax.process_count()
     for field, value in (('train.batch_size', batch),
                          ('train.eval_batch_size', eval_batch)):
-      if _is_int(value) and value >= 1 and value % ndev:
+      if is_int(value) and value >= 1 and value % ndev:
         err.add(field, value, f'a multiple of the number of devices ({ndev}); '
                 f'e.g. {max(ndev, value // ndev * ndev)}')
-      elif _is_int(value) and value >= 1 and value % nproc:
+      elif is_int(value) and value >= 1 and value % nproc:
         err.add(field, value, f'a multiple of the number of processes '
                 f'({nproc})')
 

@@ -9,6 +9,19 @@ import ml_collections
 
 IMAGENET_TRAIN_EXAMPLES = 1_281_167
 
+# Allowed values of fields that several layers check (the validator, the
+# parallel wrappers, the steps): named once here, at the bottom layer.
+COMPUTE_DTYPES = ('float32', 'bfloat16')
+PARALLEL_MODES = ('shard_map', 'pmap')
+DISTRIBUTED = ('auto', 'on', 'off')
+
+# The final classifier of every nfnet_jax / official model is the top-level
+# module's own linear ('NFNet/~/linear', 'NF_ResNet/~/linear'); the
+# squeeze-excite linears ('.../squeeze_excite/~/linear') do not match. AGC
+# leaves its weight unclipped and fine-tuning re-initialises the module.
+CLASSIFIER_MODULE = r'^[^/]+/~/linear'
+CLASSIFIER_WEIGHT = CLASSIFIER_MODULE + r'/w$'
+
 
 def base_config() -> ml_collections.ConfigDict:
   """Returns the full config tree with the paper's ImageNet defaults."""
@@ -75,7 +88,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.optimizer.wd_exclude = r'(^|/)(b|scale|offset|[^/]*gain[^/]*|[^/]*bias[^/]*)$'
   c.optimizer.clipping = 0.01          # AGC lambda; None disables AGC
   c.optimizer.clip_eps = 1e-3
-  c.optimizer.clip_exclude = r'^[^/]+/~/linear/w$'  # the classifier weight
+  c.optimizer.clip_exclude = CLASSIFIER_WEIGHT  # the classifier weight
   c.optimizer.sam_rho = None           # SAM neighbourhood size; None disables
   c.optimizer.accum_steps = 1          # gradient accumulation over k micro-batches
   c.optimizer.ema_decay = 0.99999      # None disables the parameter EMA
@@ -99,7 +112,9 @@ def base_config() -> ml_collections.ConfigDict:
 
   # ---- parallelism
   c.parallel = ml_collections.ConfigDict()
-  c.parallel.mode = 'pmap'             # pmap | shard_map
+  # shard_map: JAX has kept pmap in maintenance mode since 0.8 and
+  # recommends shard_map; pmap stays available (same numbers, tested).
+  c.parallel.mode = 'shard_map'        # shard_map | pmap
   c.parallel.distributed = 'auto'      # auto | on | off: jax.distributed.initialize()
   c.parallel.num_devices = 0           # 0: every device; k: the first k devices (single host; tests/debugging)
 

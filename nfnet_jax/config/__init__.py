@@ -1,0 +1,17 @@
+"""Configs: the schema (every field), the loader/override parser, validation.
+
+``from nfnet_jax import config as config_lib; config_lib.base_config()`` keeps
+working: the schema's public names are re-exported here.
+"""
+from nfnet_jax.config.schema import apply_local_mode
+from nfnet_jax.config.schema import base_config
+from nfnet_jax.config.schema import CLASSIFIER_MODULE
+from nfnet_jax.config.schema import CLASSIFIER_WEIGHT
+from nfnet_jax.config.schema import COMPUTE_DTYPES
+from nfnet_jax.config.schema import DISTRIBUTED
+from nfnet_jax.config.schema import IMAGENET_TRAIN_EXAMPLES
+from nfnet_jax.config.schema import PARALLEL_MODES
+from nfnet_jax.config.load import ConfigError
+from nfnet_jax.config.load import load_config
+from nfnet_jax.config.load import parse_value
+from nfnet_jax.config.validate import validate_config
