@@ -25,20 +25,14 @@ resolution, dropout and RandAugment magnitude from the paper's table below.
 import ml_collections
 
 from nfnet_jax import config as base_lib
+from nfnet_jax.models.nfnet import F_VARIANTS, NFNET_VARIANTS
 
 IMAGENET_TRAIN = base_lib.IMAGENET_TRAIN_EXAMPLES
 
-# variant: (train res, test res, dropout, RandAugment magnitude)
-VARIANTS = {
-    'F0': (192, 256, 0.2, 5),
-    'F1': (224, 320, 0.3, 10),
-    'F2': (256, 352, 0.4, 10),
-    'F3': (320, 416, 0.4, 15),
-    'F4': (384, 512, 0.5, 15),
-    'F5': (416, 544, 0.5, 15),
-    'F6': (448, 576, 0.5, 15),
-    'F7': (480, 608, 0.5, 15),
-}
+# variant: (train res, test res, dropout, RandAugment magnitude), read from
+# the model's table (the one place the paper's F-series table lives).
+VARIANTS = {k: (v['train_imsize'], v['test_imsize'], v['drop_rate'], v['randaugment'][1])
+            for k, v in NFNET_VARIANTS.items() if k in F_VARIANTS and not k.endswith('+')}
 MODIFIERS = ('local', 'tiny', 'bf16')
 
 

@@ -6,6 +6,9 @@
 
 ``arg``: a depth (26, 50, 101, 152, 200; default 50) and modifiers:
   bn (default) | gn | ws_gn | none   the normalization of the baseline;
+  fixup                              the Fixup ResNet (no normalizer; Zhang et
+                                     al. 2019), the NF-ResNet paper's other
+                                     normalizer-free baseline;
   local                              a tiny model, 10 steps on Fashion-MNIST.
 
 Recipe: the BN-ResNet baseline of the papers (REFERENCE.md): global batch
@@ -19,7 +22,7 @@ from nfnet_jax import config as base_lib
 
 DEPTHS = (26, 50, 101, 152, 200)
 NORMS = {'bn': 'batchnorm', 'gn': 'groupnorm', 'ws_gn': 'ws_groupnorm',
-         'none': 'none'}
+         'none': 'none', 'fixup': 'none'}
 
 
 def _parse(arg: str):
@@ -59,6 +62,7 @@ def get_config(arg: str = '50') -> ml_collections.ConfigDict:
   c.model.activation = 'relu'
   c.model.drop_rate = 0.0
   c.model.stochdepth_rate = 0.0
+  c.model.fixup = norm == 'fixup'
   c.model.depths = None
   c.model.widths = None
   c.model.stem_width = None

@@ -9,6 +9,7 @@ with `jax.eval_shape`, so nothing of the full model is compiled.
 import functools
 import os
 import pickle
+import re
 import tempfile
 from typing import Any, Mapping, Optional
 
@@ -96,11 +97,19 @@ def infer_nfnet_config(params: Mapping[str, Mapping[str, Any]]) -> Optional[dict
   from nfnet_jax.models.nfnet import NFNET_VARIANTS
   if 'NFNet/~/stem_conv3' not in params:
     return None
-  num_blocks = sum(1 for m in params if m.startswith('NFNet/~/nf_block')
-                   and '/~/' not in m[len('NFNet/~/'):])
+  # Blocks by their conv0 (the light family has no per-block skip_gain).
+  blocks = [m[:-len('/~/conv0')] for m in params
+            if re.fullmatch(r'NFNet/~/nf_block(_\d+)?/~/conv0', m)]
   stem_out = np.shape(params['NFNet/~/stem_conv3'].get('w'))[-1]
+  has_skip_gain = any('skip_gain' in params.get(b, {}) for b in blocks)
+  attention = ('eca' if any(m.endswith('/~/eca') for m in params) else
+               'se' if any('/~/squeeze_excite' in m for m in params) else 'none')
+  final_w = np.shape(params.get('NFNet/~/final_conv', {}).get('w'))
   for name, v in NFNET_VARIANTS.items():
-    if sum(v['depth']) == num_blocks and v['width'][0] // 2 == stem_out:
+    if (sum(v['depth']) == len(blocks) and v['width'][0] // 2 == stem_out
+        and (v['skipinit_mode'] == 'skip_gain') == has_skip_gain
+        and v['attention'] == attention
+        and (len(final_w) != 4 or int(v['final_conv_mult'] * v['width'][-1]) == final_w[-1])):
       return {'name': 'NFNet', 'variant': name}
   return None
 

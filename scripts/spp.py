@@ -3,12 +3,13 @@
 
   python scripts/spp.py --out docs/figures \
       [--models bn_resnet50_bn_relu_conv,bn_resnet50_relu_bn_conv,resnet50_plain,nf_resnet50] \
-      [--resolution 224 --batch 32 --input gaussian|data --skip_gain 1.0] \
+      [--resolution 224 --batch 32 --input gaussian|smooth|data --skip_gain 1.0] \
       [--config.model.alpha=0.5] [--config configs/fashion_mnist.py --config.data.data_dir=D]
 
 Model specs are short names (nfnet_jax/analysis/spp.py: MODEL_SPECS and the
 patterns nf_resnetD, bn_resnetD_{bn_relu_conv,relu_bn_conv}, gn_resnetD,
-wsgn_resnetD, resnetD_plain, nfnet_fN) with optional overrides
+wsgn_resnetD, resnetD_plain, fixup_resnetD, nfnet_fN, nfnet_l0, eca_nfnet_lN,
+nf_regnet_bN) with optional overrides
 "name:key=val;key=val". --config.model.k=v applies to every model that has the
 field (alpha/se_ratio only to NF models). Every SkipInit gain is set to
 --skip_gain (default 1; "none" keeps the init value 0). All models run with
@@ -38,7 +39,11 @@ def main(argv=None):
   p.add_argument('--out', required=True, help='output directory')
   p.add_argument('--resolution', type=int, default=224)
   p.add_argument('--batch', type=int, default=32)
-  p.add_argument('--input', choices=('gaussian', 'data'), default='gaussian')
+  p.add_argument('--input', choices=('gaussian', 'smooth', 'data'), default='gaussian',
+                 help='gaussian: white noise; smooth: Gaussian values constant over '
+                      '--cell x --cell squares (NF-RegNets/NFNets average-pool at '
+                      'transitions); data: real images')
+  p.add_argument('--cell', type=int, default=32, help='cell size of --input smooth (px)')
   p.add_argument('--config', '--data_config', dest='data_config',
                  default=os.path.join(REPO, 'configs', 'fashion_mnist.py'),
                  help='config whose eval split feeds --input data (file.py[:arg]); '
@@ -76,6 +81,11 @@ def main(argv=None):
 
   if args.input == 'gaussian':
     images = spp_lib.gaussian_batch(args.batch, args.resolution, args.seed)
+  elif args.input == 'smooth':
+    try:
+      images = spp_lib.smooth_gaussian_batch(args.batch, args.resolution, args.cell, args.seed)
+    except ValueError as e:
+      p.error(str(e))
   else:
     images = spp_lib.data_batch(data_cfg, args.batch, args.resolution)
 
@@ -91,6 +101,7 @@ def main(argv=None):
   csv_path = os.path.join(args.out, 'spp.csv')
   n = spp_lib.write_csv(results, csv_path)
   meta = dict(resolution=args.resolution, batch=args.batch, input=args.input,
+              cell=args.cell if args.input == 'smooth' else None,
               skip_gain=skip_gain, seed=args.seed, overrides=overrides)
   spp_lib.write_json(results, configs, os.path.join(args.out, 'spp.json'), meta)
   png_path = os.path.join(args.out, 'spp.png')

@@ -235,6 +235,7 @@ def test_every_registered_model_builds_and_traces():
   The NF models also run for real in test_tiny_forward_and_metrics.
   """
   tiny = {'NFNet': TINY_NFNET, 'NFResNet': TINY_NFRESNET,
+          'NFRegNet': dict(name='NFRegNet', depths=(1, 1, 1, 1), widths=(16, 24, 32, 48)),
           'ResNet': dict(name='ResNet', depths=(1, 1, 1, 1), widths=(16, 32, 64, 64),
                          stem_width=8, se_ratio=None, stochdepth_rate=None,
                          activation=None, alpha=None)}

@@ -347,3 +347,45 @@ def test_validate_config_accepts_defaults_and_checks_consistency():
     _transform(norm='layernorm').init(_key(0),
                                       jnp.zeros((1, 32, 32, 3)), True)
   assert resnet.min_resolution({}) == 32
+
+
+def test_fixup_init_facts():
+  """Fixup (Zhang et al. 2019): zero last conv, scalar biases and multipliers."""
+  depths = (1, 2, 1, 1)
+  model = _transform(return_metrics=True, norm='none', fixup=True, **dict(
+      TINY, depths=depths))
+  x = jnp.abs(_images(10, (4, 32, 32, 3)))
+  params, state = _init(model, x)
+  assert params['ResNet']['bias1'].shape == () and params['ResNet']['bias2'].shape == ()
+  np.testing.assert_array_equal(params['ResNet/~/linear']['w'], 0.0)
+  scalars = {'bias1a', 'bias1b', 'bias2a', 'bias2b', 'bias3a', 'bias3b', 'scale'}
+  num_branches = sum(depths)
+  for i in range(num_branches):
+    name = 'ResNet/~/res_block' + (f'_{i}' if i else '')
+    assert set(params[name]) == scalars
+    for k in scalars:
+      assert params[name][k].shape == ()
+      assert float(params[name][k]) == (1.0 if k == 'scale' else 0.0)
+    np.testing.assert_array_equal(params[name + '/~/conv2']['w'], 0.0)
+    assert set(params[name + '/~/conv0']) == {'w'}  # no conv biases
+  # Branch convs: He (fan-out) std shrunk by L^(-1/4), L = 5 branches here.
+  w = np.asarray(params['ResNet/~/res_block_3/~/conv1']['w'])  # 3x3, 12 -> 12
+  mid = w.shape[-1]
+  want = np.sqrt(2.0 / (mid * 9)) * num_branches ** -0.25
+  assert abs(w.std() / want - 1) < 0.1, (w.std(), want)
+  # At init every branch is zero, so a block is act(shortcut): after the
+  # transition, block 2 passes its (post-ReLU, non-negative) input unchanged.
+  spp = model.apply(params, state, None, x, True)[0]['spp']
+  np.testing.assert_array_equal(spp['res_avg_var'], 0.0)
+  np.testing.assert_allclose(spp['avg_var'][2], spp['avg_var'][1], rtol=1e-6)
+
+
+def test_fixup_validation():
+  for kwargs, field in ((dict(fixup=True), 'norm'),
+                        (dict(fixup=True, norm='none', skipinit=True), 'skipinit'),
+                        (dict(fixup=True, norm='none', block_order='relu_bn_conv'),
+                         'block_order'),
+                        (dict(fixup=1), 'fixup')):
+    with pytest.raises(ValueError, match=f'config.model.{field}'):
+      resnet.validate_config(kwargs)
+  resnet.validate_config(dict(fixup=True, norm='none'))

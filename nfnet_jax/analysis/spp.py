@@ -65,6 +65,10 @@ _PATTERNS = (
     (r'resnet(\d+)_plain', lambda d: dict(name='ResNet', variant=f'ResNet{d[0]}', norm='none',
                                           block_order='bn_relu_conv', **_NO_NOISE)),
     (r'nfnet_f(\d)(\+?)', lambda d: dict(name='NFNet', variant=f'F{d[0]}{d[1]}', **_NO_NOISE)),
+    (r'(nfnet_l0|eca_nfnet_l\d)', lambda d: dict(name='NFNet', variant=d[0], **_NO_NOISE)),
+    (r'nf_regnet_b(\d)', lambda d: dict(name='NFRegNet', variant=f'B{d[0]}', **_NO_NOISE)),
+    (r'fixup_resnet(\d+)', lambda d: dict(name='ResNet', variant=f'ResNet{d[0]}', norm='none',
+                                          fixup=True, **_NO_NOISE)),
 )
 
 
@@ -112,7 +116,8 @@ def resolve_spec(spec: str) -> Dict[str, Any]:
     if cfg is None:
       raise ValueError(f'--models: unknown model spec {name!r}; use one of {sorted(MODEL_SPECS)} '
                        'or a pattern nf_resnetD, bn_resnetD_{bn_relu_conv,relu_bn_conv}, '
-                       'gn_resnetD, wsgn_resnetD, resnetD_plain, nfnet_fN')
+                       'gn_resnetD, wsgn_resnetD, resnetD_plain, fixup_resnetD, nfnet_fN, '
+                       'nfnet_l0, eca_nfnet_lN, nf_regnet_bN')
   for item in filter(None, (s.strip() for s in over.split(';'))):
     if '=' not in item:
       raise ValueError(f'--models: override {item!r} in {spec!r} must look like key=value')
@@ -175,12 +180,31 @@ def check_model_overrides(model_cfgs: Sequence[Mapping[str, Any]],
           f'config.model.{k} is not a field of any of the models; {hint}')
 
 
-def set_skip_gain(params: Mapping[str, Mapping[str, Any]], value: float):
-  """Returns params with every scalar ``skip_gain`` set to ``value``."""
+def uses_conv2_gain(model_cfg: Mapping[str, Any]) -> bool:
+  """True for NFNets whose SkipInit gain is conv2's gain (timm's light family)."""
+  if model_cfg.get('name') != 'NFNet':
+    return False
+  if model_cfg.get('skipinit_mode') is not None:
+    return model_cfg['skipinit_mode'] == 'conv2_gain'
+  from nfnet_jax.models.nfnet import NFNET_VARIANTS  # pylint: disable=g-import-not-at-top
+  variant = NFNET_VARIANTS.get(model_cfg.get('variant') or 'F0', {})
+  return variant.get('skipinit_mode') == 'conv2_gain'
+
+
+def set_skip_gain(params: Mapping[str, Mapping[str, Any]], value: float,
+                  conv2_gain: bool = False):
+  """Returns params with every SkipInit gain set to ``value``.
+
+  That is every scalar ``skip_gain`` and, with ``conv2_gain`` (models built
+  with ``skipinit_mode='conv2_gain'``), the ``gain`` of every block's last
+  conv (``.../nf_block*/~/conv2``), which plays that role there.
+  """
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   out = {}
   for mod, leaves in params.items():
-    out[mod] = {k: (jnp.full_like(v, value) if k == 'skip_gain' else v)
+    last_conv = conv2_gain and re.search(r'/nf_block(_\d+)?/~/conv2$', mod)
+    out[mod] = {k: (jnp.full_like(v, value)
+                    if k == 'skip_gain' or (last_conv and k == 'gain') else v)
                 for k, v in leaves.items()}
   return out
 
@@ -190,6 +214,26 @@ def gaussian_batch(batch_size: int, resolution: int, seed: int = 0, channels: in
   import jax  # pylint: disable=g-import-not-at-top
   return jax.random.normal(jax.random.PRNGKey(seed + 1),
                            (batch_size, resolution, resolution, channels))
+
+
+def smooth_gaussian_batch(batch_size: int, resolution: int, cell: int, seed: int = 0,
+                          channels: int = 3):
+  """Unit-Gaussian images that are constant over aligned `cell` x `cell` squares.
+
+  Models whose strided shortcuts average-pool 2x2 windows (NFNets,
+  NF-RegNets) quarter the variance of spatially independent (white-noise)
+  inputs at every transition; the analysis (`1 + k * alpha^2`) assumes a
+  variance-preserving shortcut, which holds for signals that are smooth on
+  the scale of the network's stride. Cells as large as the total stride make
+  every pooling window constant.
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  if cell < 1 or resolution % cell:
+    raise ValueError(f'--cell {cell} must be >= 1 and divide --resolution {resolution}')
+  n = resolution // cell
+  z = jax.random.normal(jax.random.PRNGKey(seed + 1), (batch_size, n, n, channels))
+  return jnp.repeat(jnp.repeat(z, cell, axis=1), cell, axis=2)
 
 
 def data_batch(config, batch_size: int, resolution: int):
@@ -233,7 +277,7 @@ def compute_spp(model_cfg: Mapping[str, Any], images, *, skip_gain: Optional[flo
   # NF models do the same (stochastic depth and dropout are off in the specs).
   params, state = model.init(rng, images, True)
   if skip_gain is not None:
-    params = set_skip_gain(params, skip_gain)
+    params = set_skip_gain(params, skip_gain, conv2_gain=uses_conv2_gain(model_cfg))
   fwd = lambda p, s, x: model.apply(p, s, rng, x, True, return_metrics=True)
   if jit:
     fwd = jax.jit(fwd)
@@ -266,7 +310,7 @@ def stage_ends(is_transition: Sequence[float]) -> List[int]:
 
 
 def is_nf_model(model_cfg: Mapping[str, Any]) -> bool:
-  return model_cfg['name'] in ('NFResNet', 'NFNet')
+  return model_cfg['name'] in ('NFResNet', 'NFNet', 'NFRegNet')
 
 
 def model_alpha(model_cfg: Mapping[str, Any]) -> Optional[float]:

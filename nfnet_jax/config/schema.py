@@ -81,6 +81,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.optimizer.base_lr = 0.1            # peak LR per 256 examples
   c.optimizer.lr_batch_base = 256      # peak LR = base_lr * batch_size / lr_batch_base
   c.optimizer.schedule = 'cosine'      # cosine | constant
+  c.optimizer.min_lr = 0.0             # cosine floor (official NF-RegNet experiment: 0.001)
   c.optimizer.warmup_steps = 5 * (IMAGENET_TRAIN_EXAMPLES // 4096)
   c.optimizer.weight_decay = 2e-5      # coupled L2, added to the gradient
   # No wd on gains, skip gains, biases and norm scale/offset: the official rule is param

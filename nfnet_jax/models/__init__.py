@@ -15,6 +15,7 @@ import haiku as hk
 _REGISTRY = {
     'NFNet': ('nfnet_jax.models.nfnet', 'NFNet'),
     'NFResNet': ('nfnet_jax.models.nf_resnet', 'NFResNet'),
+    'NFRegNet': ('nfnet_jax.models.nf_regnet', 'NFRegNet'),
     'ResNet': ('nfnet_jax.models.resnet', 'ResNet'),
 }
 

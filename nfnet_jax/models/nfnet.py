@@ -11,6 +11,13 @@ reference implementation, so that official checkpoints load unchanged:
     returns `alpha * branch + shortcut`;
   head: final_conv 1x1 (2x the last width) -> act -> mean pool -> dropout ->
     linear (N(0, 0.01) weights, zero bias).
+
+The same class builds timm's "light" NFNets (`nfnet_l0`, `eca_nfnet_l0` ..
+`eca_nfnet_l3`, variants of the same names) through per-variant defaults:
+SiLU, group width 64, bottleneck ratio 0.25, squeeze-excite (ratio 0.25) or
+ECA attention, final conv 1.5x or 2x the last width, and timm's SkipInit
+form (the last conv's gain starts at 0; no `skip_gain` scalar). Every
+architectural fact of that family is written down in docs/models.md.
 """
 from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
@@ -34,19 +41,45 @@ _F_SERIES = {
     'F6': ((7, 14, 42, 21), 448, 576, 0.5, (4, 15)),
     'F7': ((8, 16, 48, 24), 480, 608, 0.5, (4, 15)),
 }
+# Architecture defaults of the official F-series (constructor None -> these).
+_F_ARCH = dict(activation='gelu', group_width=128, bottleneck_ratio=0.5,
+               final_conv_mult=2.0, attention='se', se_ratio=0.5,
+               skipinit_mode='skip_gain')
+# timm's light family (timm/models/nfnet.py, v1.0.31): depths of F0-F3, the
+# F widths, train/test resolution of timm's default configs. Dropout is 0
+# (timm's model default; its training runs set their own) and no RandAugment
+# level is part of the architecture.
+_L_SERIES = {
+    # depth pattern, train res, test res, attention, final conv multiplier
+    'nfnet_l0': ((1, 2, 6, 3), 224, 288, 'se', 1.5),
+    'eca_nfnet_l0': ((1, 2, 6, 3), 224, 288, 'eca', 1.5),
+    'eca_nfnet_l1': ((2, 4, 12, 6), 256, 320, 'eca', 2.0),
+    'eca_nfnet_l2': ((3, 6, 18, 9), 320, 384, 'eca', 2.0),
+    'eca_nfnet_l3': ((4, 8, 24, 12), 352, 448, 'eca', 2.0),
+}
+_L_ARCH = dict(activation='silu', group_width=64, bottleneck_ratio=0.25, se_ratio=0.25,
+               skipinit_mode='conv2_gain')
+ATTENTIONS = ('se', 'eca', 'none')
+SKIPINIT_MODES = ('skip_gain', 'conv2_gain')
 
 
 def _variant_table():
   table = {}
   for key, (depth, train, test, drop, ra) in _F_SERIES.items():
-    base = dict(depth=depth, train_imsize=train, test_imsize=test, drop_rate=drop,
-                randaugment=ra)
+    base = dict(_F_ARCH, depth=depth, train_imsize=train, test_imsize=test,
+                drop_rate=drop, randaugment=ra)
     table[key] = dict(base, width=_BASE_WIDTHS)
     table[key + '+'] = dict(base, width=_PLUS_WIDTHS)
+  for key, (depth, train, test, attention, mult) in _L_SERIES.items():
+    table[key] = dict(_L_ARCH, depth=depth, width=_BASE_WIDTHS, train_imsize=train,
+                      test_imsize=test, drop_rate=0.0, randaugment=None,
+                      attention=attention, final_conv_mult=mult)
   return table
 
 
 NFNET_VARIANTS = _variant_table()
+F_VARIANTS = tuple(k for k in NFNET_VARIANTS if k.startswith('F'))
+LIGHT_VARIANTS = tuple(_L_SERIES)
 STRIDES = (1, 2, 2, 2)
 
 
@@ -81,6 +114,22 @@ def ws_conv_options(ws_eps_form: str = 'floor', ws_eps: Optional[float] = None,
               folded=bool(ws_folded))
 
 
+def nf_shortcut(out, x, stride: int, conv_shortcut):
+  """The official NF skip path of a block whose activated input is `out`.
+
+  Strided transitions: 2x2 average pool (SAME) then the 1x1 `conv_shortcut`;
+  a channel change at stride 1: `conv_shortcut(out)`; otherwise the raw `x`.
+  `conv_shortcut` is None when the block has no projection.
+  """
+  if stride > 1:
+    shortcut = hk.avg_pool(out, window_shape=(1, 2, 2, 1), strides=(1, 2, 2, 1),
+                           padding='SAME')
+    return conv_shortcut(shortcut) if conv_shortcut is not None else shortcut
+  if conv_shortcut is not None:
+    return conv_shortcut(out)
+  return x
+
+
 class NFBlock(hk.Module):
   """Normalizer-free bottleneck block with two grouped 3x3 convs and SE."""
 
@@ -89,6 +138,7 @@ class NFBlock(hk.Module):
                stride: int = 1, beta: float = 1.0, alpha: float = 0.2,
                activation: Callable = None, use_two_convs: bool = True,
                stochdepth_rate: Optional[float] = None, skipinit_gain=0.0,
+               attention: str = 'se', skipinit_mode: str = 'skip_gain',
                conv_impl: str = 'auto', ws_options: Optional[Mapping[str, Any]] = None,
                name: Optional[str] = None):
     super().__init__(name=name)
@@ -97,6 +147,7 @@ class NFBlock(hk.Module):
     self.beta, self.alpha = beta, alpha
     self.stride = stride
     self.use_two_convs = use_two_convs
+    self.skipinit_mode = skipinit_mode
     self.skipinit_gain = _init_fn(skipinit_gain)
     width = int(out_ch * expansion)
     # Round the bottleneck width down to a whole number of groups.
@@ -112,11 +163,23 @@ class NFBlock(hk.Module):
     if use_two_convs:
       self.conv1b = conv(self.width, kernel_shape=kernel_shape, stride=1,
                          feature_group_count=self.groups, name='conv1b')
-    self.conv2 = conv(out_ch, kernel_shape=1, name='conv2')
+    # timm's SkipInit form: the branch's last conv starts with zero gain (its
+    # output is then its zero bias) instead of a separate skip_gain scalar.
+    conv2_gain = 1.0
+    if skipinit_mode == 'conv2_gain':
+      if callable(skipinit_gain):
+        raise ValueError("skipinit_mode='conv2_gain' needs a number as skipinit_gain")
+      conv2_gain = float(skipinit_gain)
+    self.conv2 = conv(out_ch, kernel_shape=1, gain_init=conv2_gain, name='conv2')
     self.use_projection = stride > 1 or in_ch != out_ch
-    if self.use_projection:
-      self.conv_shortcut = conv(out_ch, kernel_shape=1, name='conv_shortcut')
-    self.se = nfnn.SqueezeExcite(out_ch, out_ch, se_ratio) if se_ratio > 0 else None
+    self.conv_shortcut = (conv(out_ch, kernel_shape=1, name='conv_shortcut')
+                          if self.use_projection else None)
+    if attention == 'se' and se_ratio > 0:
+      self.attention = nfnn.SqueezeExcite(out_ch, out_ch, se_ratio)
+    elif attention == 'eca':
+      self.attention = nfnn.EfficientChannelAttention(out_ch)
+    else:
+      self.attention = None
     self.stoch_depth = (nfnn.StochDepth(stochdepth_rate)
                         if stochdepth_rate is not None and 0.0 < stochdepth_rate < 1.0
                         else None)
@@ -124,69 +187,75 @@ class NFBlock(hk.Module):
   def __call__(self, x, is_training: bool):
     """Returns (block output, residual branch output before stochdepth/gain)."""
     out = self.activation(x) * self.beta
-    if self.stride > 1:
-      shortcut = hk.avg_pool(out, window_shape=(1, 2, 2, 1), strides=(1, 2, 2, 1),
-                             padding='SAME')
-      if self.use_projection:
-        shortcut = self.conv_shortcut(shortcut)
-    elif self.use_projection:
-      shortcut = self.conv_shortcut(out)
-    else:
-      shortcut = x
+    shortcut = nf_shortcut(out, x, self.stride, self.conv_shortcut)
     out = self.conv0(out)
     out = self.conv1(self.activation(out))
     if self.use_two_convs:
       out = self.conv1b(self.activation(out))
     out = self.conv2(self.activation(out))
-    if self.se is not None:
-      out = (self.se(out) * 2) * out  # 2x: sigmoid(0) = 0.5 would halve the signal
+    if self.attention is not None:
+      out = (self.attention(out) * 2) * out  # 2x: sigmoid(0) = 0.5 would halve the signal
     branch = out
     if self.stoch_depth is not None:
       out = self.stoch_depth(out, is_training)
-    out = out * hk.get_parameter('skip_gain', (), out.dtype, init=self.skipinit_gain)
+    if self.skipinit_mode == 'skip_gain':
+      out = out * hk.get_parameter('skip_gain', (), out.dtype, init=self.skipinit_gain)
     return out * self.alpha + shortcut, branch
 
 
 class NFNet(hk.Module):
-  """Normalizer-Free Network (NFNet-F*) with the official module tree."""
+  """Normalizer-Free Network (NFNet-F*, timm's light NFNet-L*) with the official module tree."""
 
   VARIANTS = NFNET_VARIANTS
 
   def __init__(self, num_classes: int, variant: str = 'F0', width: float = 1.0,
-               se_ratio: float = 0.5, alpha: float = 0.2, stochdepth_rate: float = 0.1,
-               drop_rate: Optional[float] = None, activation: str = 'gelu',
-               fc_init: Optional[Callable] = None, final_conv_mult: Optional[float] = 2,
+               se_ratio: Optional[float] = None, alpha: float = 0.2,
+               stochdepth_rate: float = 0.1,
+               drop_rate: Optional[float] = None, activation: Optional[str] = None,
+               fc_init: Optional[Callable] = None, final_conv_mult: Optional[float] = None,
                final_conv_ch: Optional[int] = None, use_two_convs: bool = True,
-               group_width: int = 128, bottleneck_ratio: float = 0.5,
+               group_width: Optional[int] = None, bottleneck_ratio: Optional[float] = None,
                depths: Optional[Sequence[int]] = None,
                widths: Optional[Sequence[int]] = None,
                stem_widths: Optional[Sequence[int]] = None,
                skipinit_gain: Union[float, Callable] = 0.0,
+               attention: Optional[str] = None, skipinit_mode: Optional[str] = None,
                conv_impl: str = 'auto', gelu_form: str = 'tanh',
                ws_eps_form: str = 'floor', ws_eps: Optional[float] = None,
                conv_padding: str = 'SAME', ws_folded: bool = False,
                name: str = 'NFNet'):
     """Builds the network.
 
+    Every argument left at None takes the variant's value (NFNET_VARIANTS):
+    the F-series' official values or timm's for the light family.
+
     Args:
       num_classes: classifier outputs.
-      variant: 'F0'..'F7' or 'F0+'..'F7+'.
+      variant: 'F0'..'F7', 'F0+'..'F7+', or a light variant ('nfnet_l0',
+        'eca_nfnet_l0'..'eca_nfnet_l3').
       width: multiplier of the stage widths (not of the stem, as officially).
-      se_ratio: squeeze-excite hidden ratio (0 disables SE; not official).
+      se_ratio: squeeze-excite hidden ratio (0 disables SE); F: 0.5, L: 0.25.
       alpha: residual branch scale.
       stochdepth_rate: final block's stochastic-depth rate (block i: rate*i/N).
       drop_rate: dropout before the classifier; None -> the variant's table value.
-      activation: name in `nfnet_jax.nn.ACTIVATIONS` (gamma-scaled).
+      activation: name in `nfnet_jax.nn.ACTIVATIONS` (gamma-scaled); F: gelu, L: silu.
       fc_init: classifier weight initializer; None -> N(0, 0.01).
-      final_conv_mult: final 1x1 conv width = mult * last stage width.
+      final_conv_mult: final 1x1 conv width = mult * last stage width
+        (F: 2; nfnet_l0 / eca_nfnet_l0: 1.5; eca_nfnet_l1-l3: 2).
       final_conv_ch: explicit final conv width; takes precedence over the mult.
       use_two_convs: two grouped 3x3 convs per block (conv1, conv1b).
-      group_width: channels per group of the grouped convs.
-      bottleneck_ratio: bottleneck width = ratio * block output width.
+      group_width: channels per group of the grouped convs (F: 128, L: 64).
+      bottleneck_ratio: bottleneck width = ratio * block output width (F: 0.5, L: 0.25).
       depths: override of the 4 stage depths (tiny test models).
       widths: override of the 4 stage widths (before `width` scaling).
       stem_widths: override of the 4 stem widths (default 16, 32, 64, widths[0]//2).
-      skipinit_gain: initial value (or initializer) of every block's skip_gain.
+      skipinit_gain: initial value (or initializer) of every block's skip_gain
+        (of conv2's gain with skipinit_mode='conv2_gain').
+      attention: 'se' (squeeze-excite), 'eca' (efficient channel attention)
+        or 'none', applied to the branch output and doubled.
+      skipinit_mode: 'skip_gain' (official: a scalar per block, zero-init) or
+        'conv2_gain' (timm's L family: no scalar; conv2's gain starts at
+        skipinit_gain).
       conv_impl: grouped conv implementation ('auto', 'xla', 'split').
       gelu_form, ws_eps_form, ws_eps, conv_padding, ws_folded: numerics
         options, see `ws_conv_options` (defaults: the official numerics).
@@ -196,14 +265,22 @@ class NFNet(hk.Module):
     if variant not in self.VARIANTS:
       raise ValueError(f'Unknown NFNet variant {variant!r}; allowed: {sorted(self.VARIANTS)}')
     params = self.VARIANTS[variant]
+    pick = lambda value, key: params[key] if value is None else value
     self.num_classes = num_classes
     self.variant = variant
     self.train_imsize = params['train_imsize']
     self.test_imsize = params['test_imsize']
     self.depth_pattern = tuple(depths if depths is not None else params['depth'])
     self.width_pattern = tuple(widths if widths is not None else params['width'])
-    self.drop_rate = params['drop_rate'] if drop_rate is None else drop_rate
-    self.activation = nfnn.get_activation(activation, gelu_form=gelu_form)
+    self.drop_rate = pick(drop_rate, 'drop_rate')
+    self.activation = nfnn.get_activation(pick(activation, 'activation'),
+                                          gelu_form=gelu_form)
+    se_ratio = pick(se_ratio, 'se_ratio')
+    attention = pick(attention, 'attention')
+    skipinit_mode = pick(skipinit_mode, 'skipinit_mode')
+    group_width = pick(group_width, 'group_width')
+    bottleneck_ratio = pick(bottleneck_ratio, 'bottleneck_ratio')
+    final_conv_mult = pick(final_conv_mult, 'final_conv_mult')
     ws_options = ws_conv_options(ws_eps_form, ws_eps, conv_padding, ws_folded)
     stem_widths = tuple(stem_widths if stem_widths is not None else
                         (16, 32, 64, self.width_pattern[0] // 2))
@@ -225,17 +302,12 @@ class NFNet(hk.Module):
           group_size=group_width, stride=stride, beta=info['beta'], alpha=alpha,
           activation=self.activation, use_two_convs=use_two_convs,
           stochdepth_rate=info['stochdepth_rate'], skipinit_gain=skipinit_gain,
-          conv_impl=conv_impl, ws_options=ws_options))
+          attention=attention, skipinit_mode=skipinit_mode, conv_impl=conv_impl,
+          ws_options=ws_options))
       ch = out_ch
 
-    # An explicit final_conv_ch wins (configs cannot set final_conv_mult to
-    # None: None means "default" there); otherwise mult * last width.
-    if final_conv_ch is not None:
-      ch = final_conv_ch
-    elif final_conv_mult is not None:
-      ch = int(final_conv_mult * ch)
-    else:
-      raise ValueError('NFNet needs final_conv_mult or final_conv_ch')
+    # An explicit final_conv_ch wins; otherwise mult * last width.
+    ch = final_conv_ch if final_conv_ch is not None else int(final_conv_mult * ch)
     self.final_conv = conv(ch, kernel_shape=1, name='final_conv')
     if fc_init is None:
       fc_init = hk.initializers.RandomNormal(stddev=0.01, mean=0.0)
@@ -343,7 +415,23 @@ def check_nf_common(model: str, model_kwargs: Mapping[str, Any], known: Sequence
 _NFNET_FIELDS = ('variant', 'width', 'se_ratio', 'alpha', 'stochdepth_rate', 'drop_rate',
                  'activation', 'fc_init', 'final_conv_mult', 'final_conv_ch',
                  'use_two_convs', 'group_width', 'bottleneck_ratio', 'depths', 'widths',
-                 'stem_widths', 'skipinit_gain', 'conv_impl') + NUMERICS_FIELDS
+                 'stem_widths', 'skipinit_gain', 'attention', 'skipinit_mode', 'conv_impl') + NUMERICS_FIELDS
+
+
+def check_group_width(model: str, field: str, group_width: int, bottlenecks) -> None:
+  """Every grouped conv must hold at least one whole group.
+
+  Args:
+    model: model name for the message.
+    field: the config field that sets the group width.
+    group_width: channels per group.
+    bottlenecks: (width, how it came about) of every grouped conv's input.
+  """
+  for width, origin in bottlenecks:
+    if width < group_width:
+      _bad(model, field, group_width,
+           f'at most the smallest grouped width {width} ({origin}), so that every grouped '
+           'conv holds a whole group')
 
 
 def validate_config(model_kwargs: Mapping[str, Any], num_classes=None) -> None:
@@ -354,6 +442,7 @@ def validate_config(model_kwargs: Mapping[str, Any], num_classes=None) -> None:
   """
   model = 'NFNet'
   kw = check_nf_common(model, model_kwargs, _NFNET_FIELDS, NFNET_VARIANTS, num_classes)
+  table = NFNET_VARIANTS[kw.get('variant', 'F0')]
   if 'use_two_convs' in kw and not isinstance(kw['use_two_convs'], (bool, np.bool_)):
     _bad(model, 'use_two_convs', kw['use_two_convs'], 'True or False')
   if 'final_conv_mult' in kw and (not _is_number(kw['final_conv_mult'])
@@ -363,16 +452,22 @@ def validate_config(model_kwargs: Mapping[str, Any], num_classes=None) -> None:
     _bad(model, 'final_conv_ch', kw['final_conv_ch'], 'None or a positive int')
   if 'group_width' in kw and not _is_pos_int(kw['group_width']):
     _bad(model, 'group_width', kw['group_width'], 'a positive int')
+  if 'attention' in kw and kw['attention'] not in ATTENTIONS:
+    _bad(model, 'attention', kw['attention'], f'None (the variant\'s) or one of {ATTENTIONS}')
+  if 'skipinit_mode' in kw and kw['skipinit_mode'] not in SKIPINIT_MODES:
+    _bad(model, 'skipinit_mode', kw['skipinit_mode'],
+         f'None (the variant\'s) or one of {SKIPINIT_MODES}')
+  if (kw.get('skipinit_mode', table['skipinit_mode']) == 'conv2_gain'
+      and callable(kw.get('skipinit_gain'))):
+    _bad(model, 'skipinit_gain', kw['skipinit_gain'],
+         "a number with skipinit_mode='conv2_gain' (it is conv2's initial gain)")
   # Every stage's bottleneck must hold at least one group.
-  widths = kw.get('widths') or NFNET_VARIANTS[kw.get('variant', 'F0')]['width']
-  group_width = kw.get('group_width', 128)
-  ratio = kw.get('bottleneck_ratio', 0.5)
-  for w in widths:
-    bneck = int(int(w * kw.get('width', 1.0)) * ratio)
-    if bneck < group_width:
-      _bad(model, 'group_width', group_width,
-           f'at most the smallest bottleneck width {bneck} (stage width {w} x width '
-           f"{kw.get('width', 1.0)} x bottleneck_ratio {ratio})")
+  widths = kw.get('widths') or table['width']
+  ratio = kw.get('bottleneck_ratio', table['bottleneck_ratio'])
+  mult = kw.get('width', 1.0)
+  check_group_width(model, 'group_width', kw.get('group_width', table['group_width']), [
+      (int(int(w * mult) * ratio),
+       f'stage width {w} x width {mult} x bottleneck_ratio {ratio}') for w in widths])
 
 
 def min_resolution(model_kwargs: Optional[Mapping[str, Any]] = None) -> int:

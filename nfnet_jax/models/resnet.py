@@ -18,16 +18,31 @@ stage sits on the block's 3x3 conv; the first block of every stage (a
 pre-activated input (as ResNet-V2 and NF-ResNet do); after the last block a
 final norm + activation precede global average pooling and the classifier.
 
+``fixup=True`` (with ``norm='none'``) builds the Fixup ResNet of Zhang, Dauphin
+and Ma (ICLR 2019), the third normalizer-free baseline of the NF-ResNet paper,
+as in DeepMind's reference ``fixup_resnet.py``: post-activation bottleneck
+blocks ``act(shortcut + branch)``, scalar biases before every conv and
+activation (``bias1a``, ``bias1b``, ``bias2a``, ``bias2b``, ``bias3a``,
+``bias3b``) and a scalar multiplier ``scale`` (init 1) per branch, the last
+conv of every branch zero-initialised and the other two He-initialised (fan-out
+form, as the reference) and scaled by ``L**-0.25`` (L residual branches of m = 3
+layers: ``L**(-1/(2m-2))``), a scalar ``bias1`` after the stem conv and
+``bias2`` before the zero-initialised classifier.
+
 The module returns ``{'logits': ...}`` and, with ``return_metrics=True``,
 per-block signal-propagation statistics under ``'spp'`` (see
 ``docs/interfaces.md``).
 """
-from typing import Any, Callable, Dict, Mapping, Optional, Sequence
+from typing import Any, Dict, Mapping, Optional, Sequence
 
 import haiku as hk
-import jax
 import jax.numpy as jnp
 import numpy as np
+
+from nfnet_jax import nn as nfnn
+# Re-exported: the plain-WS conv of the WS+GroupNorm baseline lives in nn/.
+from nfnet_jax.nn.ws_conv import PLAIN_WS_EPS as WS_EPS  # pylint: disable=unused-import
+from nfnet_jax.nn.ws_conv import StdConv2D
 
 # Blocks per stage, as for NF-ResNets (REFERENCE.md).
 VARIANTS: Dict[str, Sequence[int]] = {
@@ -41,31 +56,18 @@ DEFAULT_WIDTHS = (256, 512, 1024, 2048)
 DEFAULT_STEM_WIDTH = 64
 NORMS = ('batchnorm', 'groupnorm', 'ws_groupnorm', 'none')
 BLOCK_ORDERS = ('bn_relu_conv', 'relu_bn_conv')
-ACTIVATIONS: Dict[str, Callable[[jnp.ndarray], jnp.ndarray]] = {
-    'relu': jax.nn.relu,
-    'gelu': jax.nn.gelu,
-    'silu': jax.nn.silu,
-    'elu': jax.nn.elu,
-    'celu': jax.nn.celu,
-    'selu': jax.nn.selu,
-    'leaky_relu': jax.nn.leaky_relu,
-    'relu6': jax.nn.relu6,
-    'softplus': jax.nn.softplus,
-    'tanh': jnp.tanh,
-    'sigmoid': jax.nn.sigmoid,
-    'identity': lambda x: x,
-}
+# Unscaled (no gamma): the normalizers fix the scale. Channel-count-changing
+# activations (glu) cannot sit between convs.
+ACTIVATION_NAMES = tuple(sorted(set(nfnn.ACTIVATIONS) - set(nfnn.SHAPE_CHANGING_ACTIVATIONS)))
 GN_MAX_GROUPS = 32
 BN_DECAY = 0.9
 NORM_EPS = 1e-5
-# Floor added to the kernel variance in plain WS. BiT uses 1e-10: the
-# per-unit kernel variance at He init is ~2/fan_in (~4e-4 for a 3x3x512
-# kernel), so an eps like 1e-5 would already bias the standardisation by ~1%.
-WS_EPS = 1e-10
 # Config fields that only NF models use. A shared `config.model` may carry
 # them (as None) so they are accepted by the constructor, but setting them for
 # a ResNet baseline would silently change nothing, so validation refuses it.
 _NF_ONLY_FIELDS = ('alpha', 'se_ratio')
+# Fixup: layers per residual branch (1x1, 3x3, 1x1).
+FIXUP_BRANCH_LAYERS = 3
 
 
 def gn_groups(channels: int, max_groups: int = GN_MAX_GROUPS) -> int:
@@ -81,49 +83,9 @@ def gn_groups(channels: int, max_groups: int = GN_MAX_GROUPS) -> int:
   return 1
 
 
-class StdConv2D(hk.Module):
-  """Conv2D with plain (unscaled) Weight Standardization (Qiao et al. 2019).
-
-  Each output unit's kernel is standardised over its fan-in (axes H, W, I):
-  ``w_hat = (w - mean) / sqrt(var + eps)``. Unlike the NF models' scaled WS
-  there is no 1/sqrt(fan_in) factor and no gain: a following normalizer is
-  expected to fix the scale. Kernel HWIO, SAME padding, no bias.
-  """
-
-  def __init__(self, output_channels: int, kernel_shape: int, stride: int = 1,
-               eps: float = WS_EPS, name: Optional[str] = None):
-    super().__init__(name=name)
-    self.output_channels = output_channels
-    self.kernel_shape = kernel_shape
-    self.stride = stride
-    self.eps = eps
-
-  def standardized_weight(self, in_channels: int, dtype: Any) -> jnp.ndarray:
-    shape = (self.kernel_shape, self.kernel_shape, in_channels,
-             self.output_channels)
-    w = hk.get_parameter('w', shape, dtype, init=_he_init())
-    mean = jnp.mean(w, axis=(0, 1, 2), keepdims=True)
-    var = jnp.var(w, axis=(0, 1, 2), keepdims=True)
-    return (w - mean) * jax.lax.rsqrt(var + self.eps)
-
-  def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
-    w = self.standardized_weight(x.shape[-1], x.dtype)
-    return jax.lax.conv_general_dilated(
-        x, w, window_strides=(self.stride, self.stride), padding='SAME',
-        dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
-
-
 def _he_init() -> hk.initializers.Initializer:
   # He et al. 2015: Var(w) = 2 / fan_in keeps ReLU-network signals O(1).
   return hk.initializers.VarianceScaling(2.0, 'fan_in', 'normal')
-
-
-def _channel_stats(x: jnp.ndarray):
-  """(mean_c(mean_NHW(x)^2), mean_c(var_NHW(x))) in float32."""
-  x = x.astype(jnp.float32)
-  mean = jnp.mean(x, axis=(0, 1, 2))
-  var = jnp.var(x, axis=(0, 1, 2))
-  return jnp.mean(mean ** 2), jnp.mean(var)
 
 
 class _BatchNorm(hk.BatchNorm):
@@ -177,6 +139,11 @@ def _make_conv(norm: str, out_ch: int, kernel: int, stride: int, name: str,
                    data_format='NHWC', name=name)
 
 
+def _stoch_depth(rate: float):
+  """Per-example stochastic depth (official semantics: no 1/keep rescale)."""
+  return nfnn.StochDepth(rate) if 0.0 < rate < 1.0 else None
+
+
 class ResBlock(hk.Module):
   """Pre-activation bottleneck block: 1x1 -> 3x3 (stride) -> 1x1.
 
@@ -185,7 +152,7 @@ class ResBlock(hk.Module):
   """
 
   def __init__(self, in_ch: int, out_ch: int, stride: int, norm: str,
-               activation: Callable, block_order: str, skipinit: bool,
+               activation, block_order: str, skipinit: bool,
                zero_init_last: bool, stochdepth_rate: float,
                name: Optional[str] = None):
     super().__init__(name=name)
@@ -193,7 +160,6 @@ class ResBlock(hk.Module):
     self.activation = activation
     self.block_order = block_order
     self.skipinit = skipinit
-    self.stochdepth_rate = stochdepth_rate
     self.norm0 = _make_norm(norm, in_ch, 'norm0')
     self.conv0 = _make_conv(norm, mid, 1, 1, 'conv0')
     self.norm1 = _make_norm(norm, mid, 'norm1')
@@ -203,6 +169,7 @@ class ResBlock(hk.Module):
     self.conv_shortcut = None
     if stride > 1 or in_ch != out_ch:
       self.conv_shortcut = _make_conv(norm, out_ch, 1, stride, 'conv_shortcut')
+    self.stoch_depth = _stoch_depth(stochdepth_rate)
 
   def _pre(self, norm, x, is_training):
     """norm+act in the configured order."""
@@ -218,14 +185,58 @@ class ResBlock(hk.Module):
     out = self.conv0(out)
     out = self.conv1(self._pre(self.norm1, out, is_training))
     out = self.conv2(self._pre(self.norm2, out, is_training))
-    if self.stochdepth_rate > 0.0 and is_training:
-      # Official semantics: per-example keep mask, no 1/keep rescale.
-      keep = jax.random.bernoulli(hk.next_rng_key(), 1.0 - self.stochdepth_rate,
-                                  (out.shape[0], 1, 1, 1))
-      out = out * keep.astype(out.dtype)
+    if self.stoch_depth is not None:
+      out = self.stoch_depth(out, is_training)
     if self.skipinit:
-      out = out * hk.get_parameter('skip_gain', (), out.dtype, init=jnp.zeros)
+      out = out * nfnn.skip_gain(out.dtype)
+    # The branch as added (after SkipInit's gain), so res_avg_var shows it.
     return shortcut + out, out
+
+
+def _scalar(name: str, dtype, init=jnp.zeros):
+  """A Fixup scalar bias (init 0) or multiplier (init 1) of the current module."""
+  return hk.get_parameter(name, (), dtype, init=init)
+
+
+class FixupBlock(hk.Module):
+  """Post-activation Fixup bottleneck block (Zhang et al. 2019).
+
+  ``out = act(shortcut + branch)`` with ``shortcut = x + bias1a`` (projected
+  by a strided 1x1 conv at transitions) and branch
+  ``conv2(act(conv1(act(conv0(x + bias1a) + bias1b) + bias2a) + bias2b) + bias3a)
+  * scale + bias3b``. Returns ``(output, branch before stochastic depth)``.
+  """
+
+  def __init__(self, in_ch: int, out_ch: int, stride: int, num_branches: int,
+               activation, stochdepth_rate: float, name: Optional[str] = None):
+    super().__init__(name=name)
+    mid = max(1, out_ch // 4)
+    self.activation = activation
+    # He init (fan-out form, as the reference code) shrunk by L^(-1/(2m-2)).
+    shrink = num_branches ** (-1.0 / (2 * FIXUP_BRANCH_LAYERS - 2))
+    conv = lambda o, k, s, std, n: hk.Conv2D(
+        o, k, stride=s, padding='SAME', with_bias=False, data_format='NHWC', name=n,
+        w_init=hk.initializers.RandomNormal(std) if std else jnp.zeros)
+    self.conv0 = conv(mid, 1, 1, (2.0 / mid) ** 0.5 * shrink, 'conv0')
+    self.conv1 = conv(mid, 3, stride, (2.0 / (mid * 9)) ** 0.5 * shrink, 'conv1')
+    self.conv2 = conv(out_ch, 1, 1, None, 'conv2')  # zero init: identity blocks
+    self.conv_shortcut = None
+    if stride > 1 or in_ch != out_ch:
+      self.conv_shortcut = conv(out_ch, 1, stride, (2.0 / out_ch) ** 0.5, 'conv_shortcut')
+    self.stoch_depth = _stoch_depth(stochdepth_rate)
+
+  def __call__(self, x, is_training):
+    dt = x.dtype
+    out = x + _scalar('bias1a', dt)
+    shortcut = out if self.conv_shortcut is None else self.conv_shortcut(out)
+    out = self.activation(self.conv0(out) + _scalar('bias1b', dt))
+    out = self.activation(self.conv1(out + _scalar('bias2a', dt)) + _scalar('bias2b', dt))
+    out = self.conv2(out + _scalar('bias3a', dt))
+    out = out * _scalar('scale', dt, jnp.ones) + _scalar('bias3b', dt)
+    branch = out
+    if self.stoch_depth is not None:
+      out = self.stoch_depth(out, is_training)
+    return self.activation(shortcut + out), branch
 
 
 class ResNet(hk.Module):
@@ -238,7 +249,7 @@ class ResNet(hk.Module):
     block_order: 'bn_relu_conv' | 'relu_bn_conv' (where the normalizer sits
       relative to the activation before each conv, and in the final head).
     width: multiplier on the stage widths and the stem width.
-    activation: a key of ``ACTIVATIONS``.
+    activation: one of ``ACTIVATION_NAMES`` (unscaled, no gamma).
     drop_rate: dropout rate before the classifier (training only).
     stochdepth_rate: stochastic-depth rate; block i of N drops with
       ``rate * i / N`` (official semantics, no rescale). Needs an rng.
@@ -248,6 +259,7 @@ class ResNet(hk.Module):
     skipinit: multiply each residual branch by a scalar ``skip_gain``
       initialised to 0 (SkipInit, De & Smith 2020). False gives the plain
       ``x + f(x)`` residual.
+    fixup: the Fixup ResNet (module docstring); needs ``norm='none'``.
     depths: blocks per stage; overrides the variant's.
     widths: output channels per stage (before ``width``); the bottleneck is
       a quarter of it. Same length as ``depths``.
@@ -265,6 +277,7 @@ class ResNet(hk.Module):
                drop_rate: Optional[float] = 0.0,
                stochdepth_rate: Optional[float] = 0.0,
                zero_init_last: bool = False, skipinit: bool = False,
+               fixup: bool = False,
                depths: Optional[Sequence[int]] = None,
                widths: Optional[Sequence[int]] = None,
                stem_width: Optional[int] = None,
@@ -273,7 +286,8 @@ class ResNet(hk.Module):
     super().__init__(name=name)
     kwargs = dict(variant=variant, norm=norm, block_order=block_order,
                   width=width, activation=activation, drop_rate=drop_rate,
-                  stochdepth_rate=stochdepth_rate, depths=depths, widths=widths,
+                  stochdepth_rate=stochdepth_rate, zero_init_last=zero_init_last,
+                  skipinit=skipinit, fixup=fixup, depths=depths, widths=widths,
                   stem_width=stem_width, alpha=alpha, se_ratio=se_ratio)
     validate_config(kwargs, num_classes=num_classes)
     self.num_classes = num_classes
@@ -281,11 +295,12 @@ class ResNet(hk.Module):
     self.norm = norm
     self.block_order = block_order
     self.activation_name = activation
-    self.activation = ACTIVATIONS[activation]
+    self.activation = nfnn.get_activation(activation, scaled=False)
     self.drop_rate = float(drop_rate or 0.0)
     self.stochdepth_rate = float(stochdepth_rate or 0.0)
     self.zero_init_last = bool(zero_init_last)
     self.skipinit = bool(skipinit)
+    self.fixup = bool(fixup)
     self.depths = tuple(depths) if depths is not None else tuple(VARIANTS[variant])
     base_widths = tuple(widths) if widths is not None else DEFAULT_WIDTHS
     self.widths = tuple(max(4, int(round(w * width))) for w in base_widths)
@@ -294,7 +309,11 @@ class ResNet(hk.Module):
 
     # Submodules are built here (not in __call__) so parameter paths read
     # 'ResNet/~/res_block_3/~/conv1/w', the same style as the official models.
-    self.initial_conv = _make_conv(norm, self.stem_width, 7, 2, 'initial_conv')
+    if self.fixup:  # Fixup: the stem conv's bias is the scalar bias1
+      self.initial_conv = hk.Conv2D(self.stem_width, 7, stride=2, padding='SAME',
+                                    with_bias=False, w_init=_he_init(), name='initial_conv')
+    else:
+      self.initial_conv = _make_conv(norm, self.stem_width, 7, 2, 'initial_conv')
     self.blocks = []
     self.is_transition = []
     in_ch = self.stem_width
@@ -302,19 +321,23 @@ class ResNet(hk.Module):
     for stage, (depth, out_ch) in enumerate(zip(self.depths, self.widths)):
       for block in range(depth):
         index = len(self.blocks)
-        self.blocks.append(ResBlock(
-            in_ch=in_ch, out_ch=out_ch,
-            stride=2 if (stage > 0 and block == 0) else 1, norm=norm,
-            activation=self.activation, block_order=block_order,
-            skipinit=self.skipinit, zero_init_last=self.zero_init_last,
-            stochdepth_rate=self.stochdepth_rate * index / num_blocks,
-            name='res_block'))
+        stride = 2 if (stage > 0 and block == 0) else 1
+        rate = self.stochdepth_rate * index / num_blocks
+        if self.fixup:
+          self.blocks.append(FixupBlock(in_ch, out_ch, stride, num_blocks,
+                                        self.activation, rate, name='res_block'))
+        else:
+          self.blocks.append(ResBlock(
+              in_ch=in_ch, out_ch=out_ch, stride=stride, norm=norm,
+              activation=self.activation, block_order=block_order,
+              skipinit=self.skipinit, zero_init_last=self.zero_init_last,
+              stochdepth_rate=rate, name='res_block'))
         self.is_transition.append(1.0 if block == 0 else 0.0)
         in_ch = out_ch
-    self.final_norm = _make_norm(norm, in_ch, 'final_norm')
-    self.linear = hk.Linear(num_classes,
-                            w_init=hk.initializers.RandomNormal(0.01),
-                            name='linear')
+    self.final_norm = None if self.fixup else _make_norm(norm, in_ch, 'final_norm')
+    # Fixup initialises the classifier to zero (Zhang et al. 2019, sec. 3).
+    fc_init = jnp.zeros if self.fixup else hk.initializers.RandomNormal(0.01)
+    self.linear = hk.Linear(num_classes, w_init=fc_init, name='linear')
 
   def __call__(self, images: jnp.ndarray, is_training: bool,
                return_metrics: bool = False) -> Dict[str, Any]:
@@ -332,31 +355,33 @@ class ResNet(hk.Module):
       shape [num_blocks]) when ``return_metrics``.
     """
     out = self.initial_conv(images)
+    if self.fixup:  # post-activation stem
+      out = self.activation(out + _scalar('bias1', out.dtype))
     out = hk.max_pool(out, window_shape=(1, 3, 3, 1), strides=(1, 2, 2, 1),
                       padding='SAME')
-    stats = {k: [] for k in ('avg_sq_mean', 'avg_var', 'res_avg_var')}
-    for block in self.blocks:
+    stats = []
+    for block, transition in zip(self.blocks, self.is_transition):
       out, res = block(out, is_training)
       if return_metrics:
-        sq_mean, var = _channel_stats(out)
-        stats['avg_sq_mean'].append(sq_mean)
-        stats['avg_var'].append(var)
-        stats['res_avg_var'].append(_channel_stats(res)[1])
+        # The analytic expected variance is an NF-model notion: NaN here.
+        stats.append(dict(nfnn.signal_stats(out), res_avg_var=nfnn.avg_channel_var(res),
+                          expected_var=jnp.nan, is_transition=transition))
 
-    if self.block_order == 'bn_relu_conv':
+    if self.fixup:
+      pass  # post-activation blocks end activated; no head norm
+    elif self.block_order == 'bn_relu_conv':
       out = self.activation(_apply_norm(self.final_norm, out, is_training))
     else:
       out = _apply_norm(self.final_norm, self.activation(out), is_training)
     pooled = jnp.mean(out, axis=(1, 2))
     if is_training and self.drop_rate > 0.0:
       pooled = hk.dropout(hk.next_rng_key(), self.drop_rate, pooled)
+    if self.fixup:
+      pooled = pooled + _scalar('bias2', pooled.dtype)
     logits = self.linear(pooled)
     outputs = {'logits': logits.astype(jnp.float32)}
     if return_metrics:
-      spp = {k: jnp.stack(v) for k, v in stats.items()}
-      spp['is_transition'] = jnp.asarray(self.is_transition, jnp.float32)
-      spp['expected_var'] = jnp.full((len(self.blocks),), jnp.nan, jnp.float32)
-      outputs['spp'] = spp
+      outputs['spp'] = nfnn.stack_block_stats(stats)
     return outputs
 
 
@@ -386,7 +411,7 @@ def validate_config(model_kwargs: Mapping[str, Any],
                      f'baselines; allowed: {allowed}')
 
   known = {'variant', 'norm', 'block_order', 'width', 'activation', 'drop_rate',
-           'stochdepth_rate', 'zero_init_last', 'skipinit', 'depths', 'widths',
+           'stochdepth_rate', 'zero_init_last', 'skipinit', 'fixup', 'depths', 'widths',
            'stem_width', 'alpha', 'se_ratio', 'conv_impl'}
   for field in kw:
     if field not in known:
@@ -405,8 +430,8 @@ def validate_config(model_kwargs: Mapping[str, Any],
   if order not in BLOCK_ORDERS:
     bad('block_order', order, list(BLOCK_ORDERS))
   act = kw.get('activation') or 'relu'
-  if act not in ACTIVATIONS:
-    bad('activation', act, list(ACTIVATIONS))
+  if act not in ACTIVATION_NAMES:
+    bad('activation', act, list(ACTIVATION_NAMES))
   width = kw.get('width')
   if width is not None and (not _is_number(width) or width <= 0):
     bad('width', width, 'a positive number')
@@ -414,10 +439,20 @@ def validate_config(model_kwargs: Mapping[str, Any],
     v = kw.get(field)
     if v is not None and (not _is_number(v) or not 0.0 <= v < 1.0):
       bad(field, v, 'a number in [0, 1)')
-  for field in ('zero_init_last', 'skipinit'):
+  for field in ('zero_init_last', 'skipinit', 'fixup'):
     v = kw.get(field)
     if v is not None and not isinstance(v, (bool, np.bool_)):
       bad(field, v, 'True or False')
+  if kw.get('fixup'):
+    if norm != 'none':
+      bad('norm', norm, "'none' with fixup=True (Fixup replaces the normalizer)")
+    for field in ('skipinit', 'zero_init_last'):
+      if kw.get(field):
+        bad(field, True, 'False with fixup=True (Fixup zero-initialises the last conv '
+            'of every branch itself)')
+    if order != 'bn_relu_conv':
+      bad('block_order', order, "the default with fixup=True (Fixup blocks are "
+          'post-activation; the order field would change nothing)')
   if kw.get('zero_init_last') and norm == 'ws_groupnorm':
     bad('zero_init_last', True,
         "False with norm='ws_groupnorm' (weight standardisation undoes a zero "

@@ -70,11 +70,14 @@ CHANNEL_AXIS_ACTIVATIONS = ('glu', 'log_softmax')
 SHAPE_CHANGING_ACTIVATIONS = ('glu',)
 
 
-def get_activation(name: str, gelu_form: str = 'tanh') -> Callable[[jnp.ndarray], jnp.ndarray]:
+def get_activation(name: str, scaled: bool = True,
+                   gelu_form: str = 'tanh') -> Callable[[jnp.ndarray], jnp.ndarray]:
   """Returns `x -> gamma * fn(x)` for an official activation name.
 
   Args:
     name: a key of `ACTIVATIONS`.
+    scaled: False returns the plain `fn` (normalized baselines, whose
+      normalizers fix the scale, use no gamma).
     gelu_form: 'tanh' (official) or 'erf' (exact, timm); only used by 'gelu'.
   """
   if name not in ACTIVATIONS:
@@ -84,6 +87,8 @@ def get_activation(name: str, gelu_form: str = 'tanh') -> Callable[[jnp.ndarray]
   fn, gamma = ACTIVATIONS[name]
   if name == 'gelu' and gelu_form == 'erf':
     fn = _gelu_erf
+  if not scaled:
+    return fn
 
   def scaled(x):
     return fn(x) * gamma

@@ -1,4 +1,5 @@
-"""Squeeze-excite, stochastic depth and the SkipInit gain."""
+"""Squeeze-excite, efficient channel attention, stochastic depth, SkipInit gain."""
+import math
 from typing import Optional
 
 import haiku as hk
@@ -41,6 +42,46 @@ class SqueezeExcite(hk.Module):
     h = jnp.mean(x, axis=(1, 2))
     h = self.fc1(jax.nn.relu(self.fc0(h)))
     return jax.nn.sigmoid(h)[:, None, None, :]
+
+
+def eca_kernel_size(channels: int, gamma: float = 2.0, beta: float = 1.0) -> int:
+  """ECA's adaptive 1-D kernel size for `channels` (Wang et al. 2020, eq. 12).
+
+  `t = int(|log2(C) + beta| / gamma)`, rounded up to the next odd number and
+  at least 3 (the rule timm's EcaModule uses): C = 256, 512 and 1536 all give 5.
+  """
+  t = int(abs(math.log2(channels) + beta) / gamma)
+  return max(t if t % 2 else t + 1, 3)
+
+
+class EfficientChannelAttention(hk.Module):
+  """ECA gate: mean over H, W -> 1-D conv across channels (no bias) -> sigmoid.
+
+  The conv slides one shared kernel of odd size k over the channel axis with
+  zero padding (k-1)/2 (cross-correlation, as PyTorch's Conv1d), so the gate
+  costs k parameters (`w`, shape [k]). Returns the gate [N, 1, 1, C]; NF
+  blocks use `2 * gate * x`, like squeeze-excite.
+  """
+
+  def __init__(self, channels: int, kernel_size: Optional[int] = None,
+               name: Optional[str] = 'eca'):
+    super().__init__(name=name)
+    self.channels = channels
+    self.kernel_size = kernel_size or eca_kernel_size(channels)
+    if self.kernel_size % 2 != 1:
+      raise ValueError(f'ECA kernel size must be odd, got {self.kernel_size}')
+
+  def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+    k = self.kernel_size
+    # PyTorch's Conv1d default init: U(-1/sqrt(fan_in), 1/sqrt(fan_in)), fan_in = k.
+    w = hk.get_parameter('w', (k,), x.dtype,
+                         init=hk.initializers.VarianceScaling(1.0 / 3, 'fan_in', 'uniform'))
+    y = jnp.mean(x, axis=(1, 2))
+    pad = (k - 1) // 2
+    yp = jnp.pad(y, ((0, 0), (pad, pad)))
+    c = y.shape[-1]
+    y = sum(w[j] * yp[:, j:j + c] for j in range(k))
+    return jax.nn.sigmoid(y)[:, None, None, :]
 
 
 class StochDepth(hk.Module):

@@ -35,6 +35,10 @@ def _explicit_padding(padding, kernel_shape, stride):
   if padding == 'symmetric':
     return [(p, p) for p in symmetric_padding(kernel_shape, stride)]
   return padding
+# Added to the kernel variance by plain (unscaled) WS. BiT uses 1e-10: the
+# per-unit kernel variance at He init is ~2/fan_in (~4e-4 for a 3x3x512
+# kernel), so an eps like 1e-5 would already bias the standardisation by ~1%.
+PLAIN_WS_EPS = 1e-10
 
 
 def standardize_weight(w: jnp.ndarray, gain: jnp.ndarray,
@@ -86,6 +90,7 @@ class WSConv2D(hk.Module):
                eps: float = WS_EPS,
                eps_form: str = 'floor',
                folded: bool = False,
+               gain_init: float = 1.0,
                name: Optional[str] = None):
     """Builds the module.
 
@@ -100,6 +105,9 @@ class WSConv2D(hk.Module):
       eps: floor on `var * fan_in` ('floor') or added to `var` ('add').
       eps_form: 'floor' (official) or 'add' (timm's ScaledStdConv2d).
       folded: `w` holds the standardized kernel already (no WS, no `gain`).
+      gain_init: initial value of every `gain` (1 officially; 0 makes the
+        conv output its bias at init, timm's SkipInit variant for the last
+        conv of a residual branch).
       name: Haiku module name.
     """
     super().__init__(name=name)
@@ -117,6 +125,7 @@ class WSConv2D(hk.Module):
       raise ValueError(f'padding must be one of {PADDINGS}, got {padding!r}')
     self.eps_form = eps_form
     self.folded = folded
+    self.gain_init = float(gain_init)
 
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
     in_ch = x.shape[-1]
@@ -130,7 +139,8 @@ class WSConv2D(hk.Module):
     if self.folded:
       w_hat = w
     else:
-      gain = hk.get_parameter('gain', (self.output_channels,), x.dtype, init=jnp.ones)
+      gain = hk.get_parameter('gain', (self.output_channels,), x.dtype,
+                              init=hk.initializers.Constant(self.gain_init))
       # Same forward numerics as standardize_weight, with a closed-form gradient
       # that is ~10x cheaper on XLA:CPU for large kernels (nn/ws_fused.py).
       w_hat = standardize_weight_fused(w, gain, self.eps, self.eps_form)
@@ -138,3 +148,43 @@ class WSConv2D(hk.Module):
     out = grouped_conv(x, w_hat, self.stride, padding, groups, self.conv_impl)
     bias = hk.get_parameter('bias', (self.output_channels,), x.dtype, init=jnp.zeros)
     return out + bias
+
+
+def standardize_weight_plain(w: jnp.ndarray, eps: float = PLAIN_WS_EPS) -> jnp.ndarray:
+  """Plain Weight Standardization (Qiao et al. 2019) of an HWIO kernel.
+
+  `w_hat = (w - mean) / sqrt(var + eps)` per output unit over its fan-in:
+  no 1/sqrt(fan_in) factor and no gain, because a normalizer follows.
+  """
+  mean = jnp.mean(w, axis=(0, 1, 2), keepdims=True)
+  var = jnp.var(w, axis=(0, 1, 2), keepdims=True)
+  return (w - mean) * jax.lax.rsqrt(var + eps)
+
+
+class StdConv2D(hk.Module):
+  """Dense conv with plain Weight Standardization (BiT-style WS + GroupNorm).
+
+  Kernel `w` HWIO (He init), SAME padding, no bias and no gain: the
+  following normalizer fixes scale and offset.
+  """
+
+  def __init__(self, output_channels: int, kernel_shape: int, stride: int = 1,
+               eps: float = PLAIN_WS_EPS, name: Optional[str] = None):
+    super().__init__(name=name)
+    self.output_channels = output_channels
+    self.kernel_shape = kernel_shape
+    self.stride = stride
+    self.eps = eps
+
+  def standardized_weight(self, in_channels: int, dtype) -> jnp.ndarray:
+    shape = (self.kernel_shape, self.kernel_shape, in_channels, self.output_channels)
+    # He et al. 2015 init (WS makes the scale irrelevant, the shape matters).
+    w = hk.get_parameter('w', shape, dtype,
+                         init=hk.initializers.VarianceScaling(2.0, 'fan_in', 'normal'))
+    return standardize_weight_plain(w, self.eps)
+
+  def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+    w = self.standardized_weight(x.shape[-1], x.dtype)
+    return jax.lax.conv_general_dilated(
+        x, w, window_strides=(self.stride, self.stride), padding='SAME',
+        dimension_numbers=('NHWC', 'HWIO', 'NHWC'))

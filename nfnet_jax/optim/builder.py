@@ -105,6 +105,10 @@ def validate_optimizer_config(opt_config, total_steps: Optional[int] = None
   if schedule not in SCHEDULES:
     bad('schedule', schedule, f'expected one of {SCHEDULES}')
 
+  min_lr = get('min_lr')
+  if not is_number(min_lr) or not 0 <= min_lr < math.inf:
+    bad('min_lr', min_lr, 'expected a finite number >= 0 (the cosine floor; 0 for NFNets)')
+
   warmup = get('warmup_steps')
   if not is_int(warmup) or warmup < 0:
     bad('warmup_steps', warmup, 'expected an integer >= 0')
@@ -175,8 +179,8 @@ def validate_optimizer_config(opt_config, total_steps: Optional[int] = None
 
 
 def warmup_cosine_schedule(peak_value: float, warmup_steps: int,
-                           total_steps: int, kind: str = 'cosine'
-                           ) -> Callable[[Any], jnp.ndarray]:
+                           total_steps: int, kind: str = 'cosine',
+                           min_value: float = 0.0) -> Callable[[Any], jnp.ndarray]:
   """Linear warm-up from 0, then cosine decay to 0 (or constant).
 
   ``lr(t) = peak * t / warmup`` for ``t <= warmup`` and
@@ -190,6 +194,8 @@ def warmup_cosine_schedule(peak_value: float, warmup_steps: int,
     warmup_steps: warm-up length (0: start at the peak).
     total_steps: the step at which the cosine reaches 0.
     kind: 'cosine' or 'constant' (stay at the peak after warm-up).
+    min_value: the cosine's floor: `min + (peak - min) * (1 + cos) / 2`, as
+      the official `min_val` (0.001 in the NF-RegNet experiment).
 
   Returns:
     A function of the (0-based) step returning a float32 scalar.
@@ -197,6 +203,7 @@ def warmup_cosine_schedule(peak_value: float, warmup_steps: int,
   if kind not in SCHEDULES:
     raise ValueError(f'schedule kind must be one of {SCHEDULES}, got {kind!r}')
   peak = float(peak_value)
+  min_value = float(min_value)
   warmup = float(warmup_steps)
   decay_len = float(total_steps) - warmup
 
@@ -209,7 +216,7 @@ def warmup_cosine_schedule(peak_value: float, warmup_steps: int,
       after = jnp.zeros_like(t)
     else:
       frac = jnp.clip((t - warmup) / decay_len, 0.0, 1.0)
-      after = 0.5 * peak * (1.0 + jnp.cos(jnp.pi * frac))
+      after = min_value + 0.5 * (peak - min_value) * (1.0 + jnp.cos(jnp.pi * frac))
     return jnp.where(t < warmup, warm, after)
 
   return schedule
@@ -321,7 +328,7 @@ def build_optimizer(opt_config, batch_size: int, total_steps: int, *,
   k = int(get('accum_steps'))
   peak = get('base_lr') * batch_size * k / get('lr_batch_base')
   train_step_schedule = warmup_cosine_schedule(
-      peak, get('warmup_steps'), total_steps, get('schedule'))
+      peak, get('warmup_steps'), total_steps, get('schedule'), get('min_lr'))
   # Inside MultiSteps the inner chain's step counter counts updates, and
   # update u is taken at train step u * k.
   update_schedule = (train_step_schedule if k == 1 else

@@ -1,0 +1,239 @@
+"""NF-RegNets B0-B8 with the official Haiku module and parameter names.
+
+The NF-ResNet paper (arXiv 2101.08692, section 6) builds EfficientNet-sized
+normalizer-free RegNets. Facts follow DeepMind's reference implementation
+(`nf_regnet.py`, `base.py`, `experiment_nf_regnets.py`), so a params tree
+initialised there applies here unchanged:
+  root module `NF_RegNet`; stem `initial_conv` one WS 3x3/2 conv to
+    `int(widths[0] * width)` channels, no activation after it;
+  blocks `nf_block`, `nf_block_1`, ...: every stage starts with a stride-2
+    block; `out = act(x) * beta`; shortcut as in NFNets (2x2 avg-pool + 1x1
+    `conv_shortcut` when strided, 1x1 conv on a channel change, else `x`);
+    branch `conv0` 1x1 expansion to `int(in_ch * expansion)` rounded down to a
+    multiple of the group size (expansion 1 for the very first block) -> act
+    -> `conv1` grouped 3x3 (stride) -> `2 * squeeze_excite(out) * out` (SE on
+    the expanded width, hidden `int(width * se_ratio)`) -> act -> `conv2` 1x1
+    projection -> stochastic depth -> `* skip_gain`; `alpha * branch +
+    shortcut`;
+  head `final_conv` 1x1 to `1280 * last_width // 440` channels (the
+    EfficientNet head ratio) -> act -> mean pool -> dropout -> `linear`
+    (zero-initialised weights and bias).
+"""
+from typing import Any, Callable, Mapping, Optional, Sequence, Union
+
+import haiku as hk
+import jax.numpy as jnp
+
+from nfnet_jax import nn as nfnn
+from nfnet_jax.models.nfnet import (_bad, _init_fn, _is_number, _is_pos_int,
+                                    check_group_width, check_nf_common, nf_shortcut)
+
+# variant: stage widths, depths, train / test resolution, dropout (official table).
+_B_SERIES = {
+    'B0': ((48, 104, 208, 440), (1, 3, 6, 6), 192, 224, 0.2),
+    'B1': ((48, 104, 208, 440), (2, 4, 7, 7), 224, 256, 0.2),
+    'B2': ((56, 112, 232, 488), (2, 4, 8, 8), 240, 272, 0.3),
+    'B3': ((56, 128, 248, 528), (2, 5, 9, 9), 288, 320, 0.3),
+    'B4': ((64, 144, 288, 616), (2, 6, 11, 11), 320, 384, 0.4),
+    'B5': ((80, 168, 336, 704), (3, 7, 14, 14), 384, 456, 0.4),
+    'B6': ((88, 184, 376, 792), (3, 8, 16, 16), 448, 528, 0.5),
+    'B7': ((96, 208, 416, 880), (4, 10, 19, 19), 512, 600, 0.5),
+    'B8': ((104, 232, 456, 968), (4, 11, 22, 22), 600, 672, 0.5),
+}
+NF_REGNET_VARIANTS = {
+    k: dict(width=w, depth=d, train_imsize=tr, test_imsize=te, drop_rate=dr)
+    for k, (w, d, tr, te, dr) in _B_SERIES.items()}
+# The EfficientNet head: 1280 channels for a 440-wide last stage, scaled.
+HEAD_CHANNELS, HEAD_REFERENCE_WIDTH = 1280, 440
+
+
+def block_plan(widths: Sequence[int], depths: Sequence[int], width: float,
+               expansion: float, group_size: int) -> list:
+  """(in_ch, out_ch, expanded width, groups, stride) of every block, in order.
+
+  The expanded width is `int(in_ch * expansion)` (expansion 1 for the first
+  block, as EfficientNet's first MBConv) rounded down to whole groups.
+  """
+  ch = int(widths[0] * width)
+  plan = []
+  for stage_width, depth in zip(widths, depths):
+    for block_index in range(depth):
+      ratio = 1 if not plan else expansion
+      out_ch = int(stage_width * width)
+      groups = int(ch * ratio) // group_size
+      plan.append(dict(in_ch=ch, out_ch=out_ch, width=group_size * groups, groups=groups,
+                       expanded=int(ch * ratio), stride=2 if block_index == 0 else 1))
+      ch = out_ch
+  return plan
+
+
+class NFRegNetBlock(hk.Module):
+  """Inverted-bottleneck NF-RegNet block (Haiku name `nf_block`, as officially)."""
+
+  def __init__(self, in_ch: int, out_ch: int, width: int, groups: int, *,
+               se_ratio: float = 0.5, kernel_shape: int = 3, stride: int = 1,
+               beta: float = 1.0, alpha: float = 0.2, activation: Callable = None,
+               stochdepth_rate: Optional[float] = None, skipinit_gain=0.0,
+               conv_impl: str = 'auto', name: Optional[str] = 'nf_block'):
+    super().__init__(name=name)
+    if groups < 1:
+      raise ValueError(f'NFRegNetBlock: expanded width {width} holds no whole group')
+    self.in_ch, self.out_ch, self.width, self.groups = in_ch, out_ch, width, groups
+    self.stride = stride
+    self.beta, self.alpha = beta, alpha
+    self.activation = activation or nfnn.get_activation('silu')
+    self.skipinit_gain = _init_fn(skipinit_gain)
+    conv = lambda *a, **k: nfnn.WSConv2D(*a, conv_impl=conv_impl, **k)
+    self.conv0 = conv(width, kernel_shape=1, name='conv0')
+    self.conv1 = conv(width, kernel_shape=kernel_shape, stride=stride,
+                      feature_group_count=groups, name='conv1')
+    self.conv2 = conv(out_ch, kernel_shape=1, name='conv2')
+    self.conv_shortcut = (conv(out_ch, kernel_shape=1, name='conv_shortcut')
+                          if stride > 1 or in_ch != out_ch else None)
+    self.se = nfnn.SqueezeExcite(width, width, se_ratio) if se_ratio > 0 else None
+    self.stoch_depth = (nfnn.StochDepth(stochdepth_rate)
+                        if stochdepth_rate is not None and 0.0 < stochdepth_rate < 1.0
+                        else None)
+
+  def __call__(self, x, is_training: bool):
+    """Returns (block output, residual branch output before stochdepth/gain)."""
+    out = self.activation(x) * self.beta
+    shortcut = nf_shortcut(out, x, self.stride, self.conv_shortcut)
+    out = self.conv0(out)
+    out = self.conv1(self.activation(out))
+    if self.se is not None:
+      out = 2 * self.se(out) * out  # 2x: sigmoid(0) = 0.5 would halve the signal
+    out = self.conv2(self.activation(out))
+    branch = out
+    if self.stoch_depth is not None:
+      out = self.stoch_depth(out, is_training)
+    out = out * hk.get_parameter('skip_gain', (), out.dtype, init=self.skipinit_gain)
+    return out * self.alpha + shortcut, branch
+
+
+class NFRegNet(hk.Module):
+  """Normalizer-Free RegNet (B0-B8), root module `NF_RegNet` as officially."""
+
+  VARIANTS = NF_REGNET_VARIANTS
+
+  def __init__(self, num_classes: int, variant: str = 'B0', width: float = 0.75,
+               expansion: float = 2.25, group_size: int = 8, se_ratio: float = 0.5,
+               alpha: float = 0.2, stochdepth_rate: float = 0.1,
+               drop_rate: Optional[float] = None, activation: str = 'silu',
+               fc_init: Optional[Callable] = None,
+               skipinit_gain: Union[float, Callable] = 0.0,
+               depths: Optional[Sequence[int]] = None,
+               widths: Optional[Sequence[int]] = None,
+               conv_impl: str = 'auto', name: str = 'NF_RegNet'):
+    """Builds the network.
+
+    Args:
+      num_classes: classifier outputs.
+      variant: 'B0'..'B8'.
+      width: multiplier of every stage width and of the stem (official 0.75).
+      expansion: inverted-bottleneck expansion of the block input (2.25; the
+        first block uses 1).
+      group_size: channels per group of the 3x3 conv (8); the expanded width
+        is rounded down to a multiple of it.
+      se_ratio: squeeze-excite hidden ratio of the expanded width (0 disables).
+      alpha: residual branch scale.
+      stochdepth_rate: final block's stochastic-depth rate (block i: rate*i/N).
+      drop_rate: dropout before the classifier; None -> the variant's value.
+      activation: name in `nfnet_jax.nn.ACTIVATIONS` (gamma-scaled). The
+        official constructor's default name 'swish' is missing from its own
+        table; its experiment passes 'silu', the same function.
+      fc_init: classifier weight initializer; None -> zeros (official).
+      skipinit_gain: initial value (or initializer) of every skip_gain.
+      depths: override of the 4 stage depths (tiny test models).
+      widths: override of the 4 stage widths (before `width` scaling).
+      conv_impl: grouped conv implementation ('auto', 'xla', 'split').
+      name: module name ('NF_RegNet' for official trees).
+    """
+    super().__init__(name=name)
+    if variant not in self.VARIANTS:
+      raise ValueError(f'Unknown NF-RegNet variant {variant!r}; '
+                       f'allowed: {sorted(self.VARIANTS)}')
+    params = self.VARIANTS[variant]
+    self.num_classes = num_classes
+    self.variant = variant
+    self.train_imsize = params['train_imsize']
+    self.test_imsize = params['test_imsize']
+    self.depth_pattern = tuple(depths if depths is not None else params['depth'])
+    self.width_pattern = tuple(widths if widths is not None else params['width'])
+    if len(self.depth_pattern) != 4 or len(self.width_pattern) != 4:
+      raise ValueError('NF-RegNet needs 4 stage depths and 4 stage widths, got '
+                       f'{self.depth_pattern}, {self.width_pattern}')
+    self.drop_rate = params['drop_rate'] if drop_rate is None else drop_rate
+    self.activation = nfnn.get_activation(activation)
+    conv = lambda *a, **k: nfnn.WSConv2D(*a, conv_impl=conv_impl, **k)
+    self.initial_conv = conv(int(self.width_pattern[0] * width), kernel_shape=3, stride=2,
+                             name='initial_conv')
+    self.schedule = nfnn.nf_block_schedule(self.depth_pattern, alpha, stochdepth_rate)
+    self.plan = block_plan(self.width_pattern, self.depth_pattern, width, expansion,
+                           group_size)
+    self.blocks = [
+        NFRegNetBlock(p['in_ch'], p['out_ch'], p['width'], p['groups'], se_ratio=se_ratio,
+                      stride=p['stride'], beta=info['beta'], alpha=alpha,
+                      activation=self.activation, stochdepth_rate=info['stochdepth_rate'],
+                      skipinit_gain=skipinit_gain, conv_impl=conv_impl)
+        for p, info in zip(self.plan, self.schedule)]
+    last = self.plan[-1]['out_ch']
+    self.final_conv = conv(HEAD_CHANNELS * last // HEAD_REFERENCE_WIDTH, kernel_shape=1,
+                           name='final_conv')
+    self.fc = hk.Linear(num_classes, w_init=fc_init or jnp.zeros, with_bias=True)
+
+  def __call__(self, x, is_training: bool = True, return_metrics: bool = False) -> dict:
+    """Returns {'logits': [N, num_classes] float32} (+ 'spp' with return_metrics)."""
+    out = self.initial_conv(x)
+    stats = []
+    for info, block in zip(self.schedule, self.blocks):
+      out, branch = block(out, is_training=is_training)
+      if return_metrics:
+        stats.append(dict(nfnn.signal_stats(out),
+                          res_avg_var=nfnn.avg_channel_var(branch),
+                          expected_var=info['expected_var'],
+                          is_transition=info['is_transition']))
+    out = self.activation(self.final_conv(out))
+    pool = jnp.mean(out, axis=(1, 2))
+    if is_training and self.drop_rate > 0.0:
+      pool = hk.dropout(hk.next_rng_key(), self.drop_rate, pool)
+    outputs = {'logits': self.fc(pool).astype(jnp.float32)}
+    if return_metrics:
+      outputs['spp'] = nfnn.stack_block_stats(stats)
+    return outputs
+
+
+_NF_REGNET_FIELDS = ('variant', 'width', 'expansion', 'group_size', 'se_ratio', 'alpha',
+                     'stochdepth_rate', 'drop_rate', 'activation', 'fc_init',
+                     'skipinit_gain', 'depths', 'widths', 'conv_impl')
+
+
+def validate_config(model_kwargs: Mapping[str, Any], num_classes=None) -> None:
+  """Checks NFRegNet constructor kwargs (`config.model` minus `name`), no tracing.
+
+  Raises:
+    ValueError: naming `config.model.<field>`, the bad value and what is allowed.
+  """
+  model = 'NFRegNet'
+  kw = check_nf_common(model, model_kwargs, _NF_REGNET_FIELDS, NF_REGNET_VARIANTS,
+                       num_classes)
+  if 'expansion' in kw and (not _is_number(kw['expansion']) or kw['expansion'] <= 0):
+    _bad(model, 'expansion', kw['expansion'], 'a number > 0')
+  if 'group_size' in kw and not _is_pos_int(kw['group_size']):
+    _bad(model, 'group_size', kw['group_size'], 'a positive int')
+  table = NF_REGNET_VARIANTS[kw.get('variant', 'B0')]
+  mult = kw.get('width', 0.75)
+  widths = kw.get('widths') or table['width']
+  if int(widths[0] * mult) < 1:
+    _bad(model, 'width', mult, 'a multiplier giving the stem at least 1 channel')
+  plan = block_plan(widths, kw.get('depths') or table['depth'], mult,
+                    kw.get('expansion', 2.25), kw.get('group_size', 8))
+  check_group_width(model, 'group_size', kw.get('group_size', 8), [
+      (p['expanded'], f"block {i}: input {p['in_ch']} channels x expansion")
+      for i, p in enumerate(plan)])
+
+
+def min_resolution(model_kwargs: Optional[Mapping[str, Any]] = None) -> int:
+  """A stride-2 stem and four stride-2 stages: 32 pixels."""
+  del model_kwargs
+  return 32
