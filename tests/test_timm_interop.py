@@ -1,11 +1,12 @@
 """timm <-> nfnet_jax weights: logits against timm itself, round trips, errors.
 
 Needs torch + timm (the `timm` extra, part of `.[test]`); skipped cleanly
-when torch is absent. Logits are compared for each covered family at reduced
-depth and width (timm's `create_model(name, depths=..., channels=...)`
-overrides, ours through `overrides=`) and for full-size dm_nfnet_f0; the
-tensor names and shapes of every covered name are compared with timm's
-(meta-device models: no memory, no compute).
+when torch is absent. Logits are compared for each covered family (F-series
+dm_ and timm's own, NF-ResNet plain / SE / ECA, light NFNet SE / ECA,
+NF-RegNet) at reduced depth and width (timm's `create_model(name,
+depths=..., channels=...)` overrides, ours through `overrides=`) and for
+full-size dm_nfnet_f0; the tensor names and shapes of every covered name
+are compared with timm's (meta-device models: no memory, no compute).
 """
 import builtins
 import os
@@ -31,8 +32,15 @@ _NFNET_TINY = (dict(depths=(1, 1, 1, 1), channels=(256, 256, 256, 256), num_feat
 # NF-ResNet widths whose C/16 (timm's SE width) is a multiple of 8.
 _RESNET_TINY = (dict(depths=(1, 1, 1, 1), channels=(128, 128, 256, 256)),
                 dict(depths=(1, 1, 1, 1), widths=(128, 128, 256, 256)))
+# The light NFNets: final conv 1.5x the last width.
+_LIGHT_TINY = (dict(depths=(1, 1, 1, 1), channels=(256, 256, 256, 256), num_features=384),
+               dict(depths=(1, 1, 1, 1), widths=(256, 256, 256, 256)))
+# NF-RegNet at its own widths (already small), one block per stage.
+_REGNET_TINY = (dict(depths=(1, 1, 1, 1)), dict(depths=(1, 1, 1, 1)))
 TINY = {'dm_nfnet_f0': _NFNET_TINY, 'nfnet_f0': _NFNET_TINY,
-        'nf_resnet26': _RESNET_TINY, 'nf_seresnet26': _RESNET_TINY}
+        'nf_resnet26': _RESNET_TINY, 'nf_seresnet26': _RESNET_TINY,
+        'nf_ecaresnet26': _RESNET_TINY, 'nfnet_l0': _LIGHT_TINY,
+        'eca_nfnet_l0': _LIGHT_TINY, 'nf_regnet_b0': _REGNET_TINY}
 
 
 def _randomized_timm(name, **kwargs):

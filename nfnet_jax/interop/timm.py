@@ -90,6 +90,11 @@ def _registry() -> Dict[str, TimmArch]:
     archs[f'nf_resnet{depth}'] = TimmArch(base, True, False)
     # timm's SE: hidden = C / 16 (the official SE-NF-ResNets use C / 4).
     archs[f'nf_seresnet{depth}'] = TimmArch(dict(base, se_ratio=1 / 16), True, False)
+    archs[f'nf_ecaresnet{depth}'] = TimmArch(dict(base, attention='eca'), True, False)
+  for k in range(6):  # timm's NF-RegNet variant: widths rounded to multiples of 8
+    archs[f'nf_regnet_b{k}'] = TimmArch(
+        dict(name='NFRegNet', variant=f'B{k}', channel_divisor=8, conv_padding='symmetric',
+             **TIMM_NUMERICS), True, False)
   return archs
 
 
@@ -102,11 +107,16 @@ _TOP = {
               'stem_conv2': 'stem.conv3', 'stem_conv3': 'stem.conv4',
               'final_conv': 'final_conv', 'linear': 'head.fc'},
     'NFResNet': {'initial_conv': 'stem.conv', 'linear': 'head.fc'},
+    'NFRegNet': {'initial_conv': 'stem.conv', 'final_conv': 'final_conv', 'linear': 'head.fc'},
 }
-_ROOT = {'NFNet': 'NFNet', 'NFResNet': 'NF_ResNet'}
-_BLOCK = {'NFNet': 'nf_block', 'NFResNet': 'nf_res_block'}
+_ROOT = {'NFNet': 'NFNet', 'NFResNet': 'NF_ResNet', 'NFRegNet': 'NF_RegNet'}
+_BLOCK = {'NFNet': 'nf_block', 'NFResNet': 'nf_res_block', 'NFRegNet': 'nf_block'}
 # Convs a timm-own model scales by an extra gamma (their input is no activation).
-_GAMMA_CONVS = {'NFNet': ('stem_conv0', 'final_conv'), 'NFResNet': ('initial_conv',)}
+_GAMMA_CONVS = {'NFNet': ('stem_conv0', 'final_conv'), 'NFResNet': ('initial_conv',),
+                'NFRegNet': ('initial_conv', 'final_conv')}
+# NF-RegNets gate the expanded width between the 3x3 and the last conv
+# (timm's `attn`), the others the block output (`attn_last`).
+_ATTN_LAST = {'NFNet': True, 'NFResNet': True, 'NFRegNet': False}
 # Inside a block.
 _IN_BLOCK = {'conv0': 'conv1', 'conv1': 'conv2', 'conv1b': 'conv2b', 'conv2': 'conv3',
              'conv_shortcut': 'downsample.conv',
@@ -216,12 +226,8 @@ def timm_name_for(model_config: Mapping) -> str:
 
 def _block_positions(name: str, kw: Mapping) -> list:
   """'stages.<s>.<i>' of each block in the flat Haiku order."""
-  if name == 'NFNet':
-    from nfnet_jax.models.nfnet import NFNET_VARIANTS  # pylint: disable=g-import-not-at-top
-    depths = kw.get('depths') or NFNET_VARIANTS[kw['variant']]['depth']
-  else:
-    from nfnet_jax.models.nf_resnet import NF_RESNET_VARIANTS  # pylint: disable=g-import-not-at-top
-    depths = kw.get('depths') or NF_RESNET_VARIANTS[kw['variant']]['depth']
+  from nfnet_jax.models import get_model_class  # pylint: disable=g-import-not-at-top
+  depths = kw.get('depths') or get_model_class(name).VARIANTS[kw['variant']]['depth']
   return [f'stages.{s}.{i}' for s, d in enumerate(depths) for i in range(d)]
 
 
@@ -252,6 +258,8 @@ def _entries(model_config: Mapping, shapes: Mapping) -> list:
         tmod = pos
       elif m.group(2) in _IN_BLOCK:
         tmod = f'{pos}.{_IN_BLOCK[m.group(2)]}'
+        if not _ATTN_LAST[name]:
+          tmod = tmod.replace('.attn_last.', '.attn.')
       else:
         raise ValueError(f'no timm equivalent known for {module!r}')
     else:
@@ -490,7 +498,7 @@ def to_timm_state_dict(params: Mapping, model_config: Mapping,
   pretrained.check_params(host, shapes, what=f'params for timm {name}')
   gamma = np.float32(_gamma(model_config))
   if not arch.skip_gain:
-    host = _fold_skip_gains(host)
+    host = _fold_skip_gains(host, _ATTN_LAST[arch.config['name']])
   sd = {}
   for e in _entries(model_config, shapes):
     if e.kind == 'skip' and not arch.skip_gain:
@@ -505,7 +513,7 @@ def to_timm_state_dict(params: Mapping, model_config: Mapping,
   return sd
 
 
-def _fold_skip_gains(host: dict) -> dict:
+def _fold_skip_gains(host: dict, attn_last: bool = True) -> dict:
   """Folds every block's skip_gain s into its branch (timm has no scalar).
 
   `s * attn(conv2(h)) * conv2(h)` equals the same block with conv2's gain and
@@ -525,7 +533,7 @@ def _fold_skip_gains(host: dict) -> dict:
     # The attention gate reads the branch mean linearly (SE's first linear,
     # ECA's bias-free conv): divide s back out there.
     for gate in (module + '/~/squeeze_excite/~/linear', module + '/~/eca'):
-      if gate in out and s != 0:
+      if attn_last and gate in out and s != 0:
         out[gate]['w'] = out[gate]['w'] / s
   return out
 

@@ -46,7 +46,7 @@ class NFResBlock(hk.Module):
                skipinit_gain=0.0, stochdepth_rate: Optional[float] = None,
                se_ratio: float = 0.0, conv_impl: str = 'auto',
                shortcut: str = 'conv', ws_options: Optional[Mapping[str, Any]] = None,
-               name: Optional[str] = None):
+               attention: str = 'se', name: Optional[str] = None):
     super().__init__(name=name)
     self.in_ch, self.out_ch = in_ch, out_ch
     self.activation = activation or nfnn.get_activation('relu')
@@ -68,7 +68,10 @@ class NFResBlock(hk.Module):
     self.stoch_depth = (nfnn.StochDepth(stochdepth_rate)
                         if stochdepth_rate is not None and 0.0 < stochdepth_rate < 1.0
                         else None)
-    self.se = nfnn.SqueezeExcite(out_ch, out_ch, se_ratio) if se_ratio > 0 else None
+    if attention == 'eca':  # timm's nf_ecaresnet*
+      self.se = nfnn.EfficientChannelAttention(out_ch)
+    else:
+      self.se = nfnn.SqueezeExcite(out_ch, out_ch, se_ratio) if se_ratio > 0 else None
 
   def __call__(self, x, is_training: bool):
     """Returns (block output, residual branch output before stochdepth/gain)."""
@@ -111,7 +114,8 @@ class NFResNet(hk.Module):
                conv_impl: str = 'auto', shortcut: str = 'conv',
                gelu_form: str = 'tanh', ws_eps_form: str = 'floor',
                ws_eps: Optional[float] = None, conv_padding: str = 'SAME',
-               ws_folded: bool = False, name: str = 'NF_ResNet'):
+               ws_folded: bool = False, attention: str = 'se',
+               name: str = 'NF_ResNet'):
     """Builds the network.
 
     Args:
@@ -141,6 +145,8 @@ class NFResNet(hk.Module):
         1x1 conv) or 'avgpool' (timm: 2x2 average pool, then a 1x1 conv).
       gelu_form, ws_eps_form, ws_eps, conv_padding, ws_folded: numerics
         options (`nfnet_jax.models.nfnet.ws_conv_options`); defaults official.
+      attention: 'se' (squeeze-excite when se_ratio > 0) or 'eca' (efficient
+        channel attention, timm's nf_ecaresnet*), after conv2, doubled.
       name: module name ('NF_ResNet' for official trees).
     """
     super().__init__(name=name)
@@ -175,7 +181,7 @@ class NFResNet(hk.Module):
           beta=info['beta'], alpha=alpha, activation=self.activation,
           skipinit_gain=skipinit_gain, stochdepth_rate=info['stochdepth_rate'],
           se_ratio=se_ratio, conv_impl=conv_impl, shortcut=shortcut,
-          ws_options=ws_options))
+          ws_options=ws_options, attention=attention))
       ch = out_ch
     if fc_init is None:
       fc_init = hk.initializers.RandomNormal(stddev=0.01, mean=0.0)
@@ -210,7 +216,7 @@ class NFResNet(hk.Module):
 _NF_RESNET_FIELDS = ('variant', 'width', 'se_ratio', 'alpha', 'stochdepth_rate',
                      'drop_rate', 'activation', 'fc_init', 'skipinit_gain',
                      'bottleneck_ratio', 'depths', 'widths', 'stem_width', 'stem', 'conv_impl',
-                     'shortcut') + NUMERICS_FIELDS
+                     'shortcut', 'attention') + NUMERICS_FIELDS
 
 
 def validate_config(model_kwargs: Mapping[str, Any], num_classes=None) -> None:
@@ -222,6 +228,8 @@ def validate_config(model_kwargs: Mapping[str, Any], num_classes=None) -> None:
   model = 'NFResNet'
   kw = check_nf_common(model, model_kwargs, _NF_RESNET_FIELDS, NF_RESNET_VARIANTS,
                        num_classes)
+  if kw.get('attention', 'se') not in ('se', 'eca'):
+    _bad(model, 'attention', kw['attention'], "'se' or 'eca'")
   if kw.get('shortcut', 'conv') not in SHORTCUTS:
     _bad(model, 'shortcut', kw['shortcut'], f'one of {SHORTCUTS}')
   if kw.get('stem', 'imagenet') not in STEMS:
