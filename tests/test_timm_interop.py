@@ -173,9 +173,9 @@ def test_gelu_forms_equal_torch():
   tx = torch.from_numpy(x)
   for form, approximate in (('erf', 'none'), ('tanh', 'tanh')):
     ref = torch.nn.functional.gelu(tx, approximate=approximate).numpy() * gamma
-    np.testing.assert_allclose(np.asarray(nfnn.get_activation('gelu', form)(x)), ref,
+    np.testing.assert_allclose(np.asarray(nfnn.get_activation('gelu', gelu_form=form)(x)), ref,
                                rtol=1e-5, atol=1e-5)
-  assert np.max(np.abs(np.asarray(nfnn.get_activation('gelu', 'erf')(x))
+  assert np.max(np.abs(np.asarray(nfnn.get_activation('gelu', gelu_form='erf')(x))
                        - np.asarray(nfnn.get_activation('gelu')(x)))) > 1e-4
 
 
