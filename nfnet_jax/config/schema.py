@@ -23,6 +23,27 @@ CLASSIFIER_MODULE = r'^[^/]+/~/linear'
 CLASSIFIER_WEIGHT = CLASSIFIER_MODULE + r'/w$'
 
 
+# NF models' numerics/layout options; None = official. timm's weights need
+# timm's (nfnet_jax.interop.timm.timm_model_config; README "Use PyTorch weights").
+NF_OPTIONS = {
+    'gelu_form': None,         # tanh (official) | erf (timm)
+    'ws_eps_form': None,       # floor (official) | add (timm)
+    'ws_eps': None,            # None: 1e-4 for floor, 1e-5 for add
+    'conv_padding': None,      # SAME (official) | symmetric (timm's own models)
+    'shortcut': None,          # NF-ResNet: conv (official) | avgpool (timm)
+    'attention': None,         # None: the model's/variant's; se | eca | none
+    'channel_divisor': None,   # NF-RegNet: None (official int widths) | 8 (timm)
+}
+
+
+def add_nf_options(model: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Adds the NF options (None) that `model` lacks, so `--config.model.X=` works."""
+  for field, value in NF_OPTIONS.items():
+    if field not in model:
+      model[field] = value
+  return model
+
+
 def base_config() -> ml_collections.ConfigDict:
   """Returns the full config tree with the paper's ImageNet defaults."""
   c = ml_collections.ConfigDict()
@@ -39,13 +60,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.activation = 'gelu'
   c.model.se_ratio = 0.5
   c.model.conv_impl = 'auto'           # grouped convs: auto | xla | split
-  # NF models' numerics/layout options; None = official. timm's weights need
-  # timm's (nfnet_jax.interop.timm.timm_model_config; README "Use PyTorch weights").
-  c.model.gelu_form = None             # tanh (official) | erf (timm)
-  c.model.ws_eps_form = None           # floor (official) | add (timm)
-  c.model.ws_eps = None                # None: 1e-4 for floor, 1e-5 for add
-  c.model.conv_padding = None          # SAME (official) | symmetric (timm's own models)
-  c.model.shortcut = None              # NF-ResNet: conv (official) | avgpool (timm)
+  add_nf_options(c.model)
 
   # ---- data
   c.data = ml_collections.ConfigDict()
