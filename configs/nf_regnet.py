@@ -23,9 +23,10 @@ defaults width 0.75, expansion 2.25, group size 8, SE 0.5, alpha 0.2,
 stochastic depth 0.1, SiLU.
 
 Deviations, stated: the official file defines no weight decay for B6-B8; we
-extend its formula (1.1e-4, 1.2e-4, 1.3e-4). The official warm-up is the
-fractional ``5 * 1281167 / 1024 = 6255.7`` steps; the schedule here takes an
-integer, so 6256.
+extend its formula (1.1e-4, 1.2e-4, 1.3e-4). The warm-up is the official
+fractional ``5 * 1281167 / 1024 = 6255.70`` steps (``python
+scripts/show_recipe.py configs/nf_regnet.py:B0`` prints every number next to
+the official one).
 """
 import ml_collections
 
@@ -89,7 +90,7 @@ def get_config(arg: str = 'B0') -> ml_collections.ConfigDict:
 
   c.train.batch_size = BATCH
   c.train.total_steps = (IMAGENET_TRAIN * EPOCHS) // BATCH
-  c.optimizer.warmup_steps = round(5 * IMAGENET_TRAIN / BATCH)
+  c.optimizer.warmup_steps = base_lib.official_warmup_steps(5, BATCH)  # 6255.70
   c.optimizer.base_lr = PEAK_LR
   c.optimizer.lr_batch_base = BATCH      # not scaled by the batch size
   c.optimizer.min_lr = MIN_LR

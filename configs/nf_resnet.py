@@ -23,12 +23,28 @@ comparison's per-model RandAugment magnitude, dropout and stochastic depth:
 the values below (RandAugment 4 layers / magnitude 10, dropout 0.25,
 stochastic depth 0.1, ReLU, alpha 0.2) are our choices, documented here as
 such; they are single config fields to change.
+
+Where each number comes from (DeepMind's deepmind-research ``nfnets/``; there
+is no NF-ResNet experiment file there, so the two recipes are the files the
+NF-ResNets were compared under; ``scripts/show_recipe.py`` prints them):
+
+  default    ``experiment_nfnets.py``: batch 4096, ``training_steps =
+             (1281167 * 360) // 4096 = 112602``, warm-up ``5 * 1281167 /
+             4096 = 1563.92`` steps (a float), LR 0.1 * batch / 256, wd 2e-5,
+             AGC 0.01 / eps 1e-3 (not the classifier), EMA 0.99999,
+             smoothing 0.1, MixUp + CutMix, RandAugment with the TPU level
+             mapping (``randaugment_mode='official'``). Computes in float32
+             (that file's ``bfloat16=True`` is set for the NFNets only here).
+  baseline   ``experiment.py`` (the BN-ResNet baseline): batch 1024,
+             ``training_steps = (1281167 * 90) // 1024 = 112602``, warm-up
+             ``5 * 1281167 / 1024 = 6255.70`` steps, LR 0.1 * 1024 / 256 =
+             0.4, wd 1e-4, smoothing 0.1, ``use_ema=False``, no
+             ``augment_name``, ``bfloat16=False``, 224 px.
 """
 import ml_collections
 
 from nfnet_jax import config as base_lib
 
-IMAGENET_TRAIN = base_lib.IMAGENET_TRAIN_EXAMPLES
 DEPTHS = (26, 50, 101, 152, 200)
 MODIFIERS = ('se', 'baseline', 'local', 'tiny')
 
@@ -47,14 +63,24 @@ def _parse(arg: str):
   return depth, mods
 
 
+def official_experiment(arg: str = '50') -> str:
+  """The official experiment file `arg`'s recipe follows (show_recipe.py)."""
+  _, mods = _parse(arg)
+  return 'experiment.py' if 'baseline' in mods else 'experiment_nfnets.py'
+
+
 def apply_bn_baseline_recipe(c: ml_collections.ConfigDict) -> None:
-  """The BN-ResNet ImageNet recipe (REFERENCE.md), used for both families."""
+  """The BN-ResNet ImageNet recipe, used for both families.
+
+  Every number is the one of DeepMind's ``nfnets/experiment.py`` (the
+  ``model='ResNet'`` baseline).
+  """
   batch = 1024
   c.train.batch_size = batch
-  c.train.total_steps = 90 * (IMAGENET_TRAIN // batch)
+  c.train.total_steps = base_lib.official_train_steps(90, batch)    # 112602
   c.optimizer.base_lr = 0.1              # peak 0.1 * 1024 / 256 = 0.4
   c.optimizer.lr_batch_base = 256
-  c.optimizer.warmup_steps = 5 * (IMAGENET_TRAIN // batch)
+  c.optimizer.warmup_steps = base_lib.official_warmup_steps(5, batch)  # 6255.70
   c.optimizer.weight_decay = 1e-4
   c.optimizer.label_smoothing = 0.1
   c.optimizer.clipping = None            # no AGC
@@ -94,10 +120,13 @@ def get_config(arg: str = '50') -> ml_collections.ConfigDict:
   c.data.randaugment_layers = 4
   c.data.randaugment_magnitude = 10
 
+  c.data.randaugment_mode = 'official'
+
+  # experiment_nfnets.py: batch 4096, 360 epochs, 5 warm-up epochs.
   batch = 4096
   c.train.batch_size = batch
-  c.train.total_steps = 360 * (IMAGENET_TRAIN // batch)
-  c.optimizer.warmup_steps = 5 * (IMAGENET_TRAIN // batch)
+  c.train.total_steps = base_lib.official_train_steps(360, batch)    # 112602
+  c.optimizer.warmup_steps = base_lib.official_warmup_steps(5, batch)  # 1563.92
   c.train.eval_every = 5000
   c.train.checkpoint_every = 2000
 

@@ -10,30 +10,48 @@
   local / tiny   a tiny NFNet (same code path: grouped convs, SE, two 3x3
                  convs, stochastic depth) for 10 steps on Fashion-MNIST at 32
                  px, converted to 3 channels, so it runs on any CPU in about a
-                 minute without ImageNet;
-  bf16           bfloat16 compute (float32 master weights), as in the paper
-                 on TPU.
+                 minute without ImageNet; it computes in float32 (bfloat16
+                 brings no speed on XLA:CPU);
+  f32            float32 compute instead of the official bfloat16;
+  bf16           bfloat16 compute (the default; kept so old commands work).
 
-Defaults are the NFNet paper's ImageNet recipe (arXiv 2102.06171; see
-``nfnet_jax.config`` and docs/REFERENCE): global batch 4096, 360 epochs,
-SGD-Nesterov 0.9, LR 0.1 * batch / 256 with 5 warm-up epochs then cosine,
-coupled weight decay 2e-5 (not on gains/biases), AGC lambda 0.01 (not on the
-classifier), label smoothing 0.1, EMA 0.99999, stochastic depth 0.25,
-RandAugment (4 layers), MixUp 0.2 + CutMix; per-variant train/test
-resolution, dropout and RandAugment magnitude from the paper's table below.
+Every number is the official NFNet experiment's,
+``nfnets/experiment_nfnets.py`` of DeepMind's deepmind-research repository
+(``python scripts/show_recipe.py configs/nfnet.py:F0`` prints them next to
+ours):
+
+  batch 4096, 360 epochs      ``train_batch_size``, ``num_epochs``
+  total_steps 112602          ``training_steps = (1281167 * 360) // 4096``
+  warmup_steps 1563.92        ``warmup_steps = 5 * steps_per_epoch`` with
+                              ``steps_per_epoch = 1281167 / 4096`` (a float)
+  peak LR 1.6                 ``lr=0.1`` with ``lr_scale_by_bs``: 0.1*4096/256
+  cosine to 0                 ``WarmupCosineDecay(start_val=0, min_val=0)``
+  bfloat16 compute            ``bfloat16=True`` (training only: the eval
+                              step runs in float32, as
+                              ``train.eval_compute_dtype`` does here)
+  SGD-Nesterov 0.9, wd 2e-5,  ``SGD_AGC`` kwargs; gains/biases get no weight
+  AGC 0.01, eps 1e-3          decay, the classifier no clipping (``_make_opt``)
+  EMA 0.99999, smoothing 0.1  ``ema_decay``, ``label_smoothing``
+  stochastic depth 0.25, SE   ``model_kwargs``
+  0.5, alpha 0.2, GELU
+  RandAugment 4 layers at     ``augment = {'F0': '405', 'F1': '410', ...}``
+  magnitude 5/10/10/15+,      with ``aug_base_name =
+  MixUp 0.2 + CutMix          'cutmix_mixup_randaugment'``; RandAugment with
+                              the TPU level mapping (``randaugment_mode=
+                              'official'``, ``nfnets/autoaugment.py``)
+  train/test resolution,      the variant table of ``nfnets/nfnet.py``
+  dropout
 """
 import ml_collections
 
 from nfnet_jax import config as base_lib
 from nfnet_jax.models.nfnet import F_VARIANTS, NFNET_VARIANTS
 
-IMAGENET_TRAIN = base_lib.IMAGENET_TRAIN_EXAMPLES
-
 # variant: (train res, test res, dropout, RandAugment magnitude), read from
 # the model's table (the one place the paper's F-series table lives).
 VARIANTS = {k: (v['train_imsize'], v['test_imsize'], v['drop_rate'], v['randaugment'][1])
             for k, v in NFNET_VARIANTS.items() if k in F_VARIANTS and not k.endswith('+')}
-MODIFIERS = ('local', 'tiny', 'bf16')
+MODIFIERS = ('local', 'tiny', 'bf16', 'f32')
 
 
 def _parse(arg: str):
@@ -88,19 +106,27 @@ def get_config(arg: str = 'F0') -> ml_collections.ConfigDict:
   c.data.randaugment_layers = 4
   c.data.randaugment_magnitude = ra_mag
 
+  c.data.randaugment_mode = 'official'
+
+  # experiment_nfnets.py: batch 4096, 360 epochs, 5 warm-up epochs.
   batch = 4096
   c.train.batch_size = batch
-  c.train.total_steps = 360 * (IMAGENET_TRAIN // batch)
-  c.optimizer.warmup_steps = 5 * (IMAGENET_TRAIN // batch)
+  c.train.total_steps = base_lib.official_train_steps(360, batch)
+  c.optimizer.warmup_steps = base_lib.official_warmup_steps(5, batch)
   c.train.eval_every = 5000
   c.train.checkpoint_every = 2000
 
-  if 'bf16' in mods:
-    c.compute_dtype = 'bfloat16'
+  if 'bf16' in mods and 'f32' in mods:
+    raise ValueError('configs/nfnet.py: modifiers "bf16" and "f32" '
+                     'contradict each other; give at most one.')
+  # experiment_nfnets.py: bfloat16=True (float32 master weights).
+  c.compute_dtype = 'float32' if 'f32' in mods else 'bfloat16'
 
   if 'local' in mods or 'tiny' in mods:
     tiny_nfnet(c.model)
     base_lib.apply_local_mode(c)
+    if 'bf16' not in mods:
+      c.compute_dtype = 'float32'      # bf16 is no faster on XLA:CPU
     c.data.grayscale_to_rgb = True     # exercise the 3-channel ImageNet path
     c.data.train_split = 'train'
     c.data.eval_split = 'test'

@@ -26,7 +26,6 @@ import ml_collections
 from nfnet_jax import config as base_lib
 from nfnet_jax.models.nfnet import LIGHT_VARIANTS, NFNET_VARIANTS
 
-IMAGENET_TRAIN = base_lib.IMAGENET_TRAIN_EXAMPLES
 MODIFIERS = ('local', 'tiny', 'bf16')
 
 
@@ -78,8 +77,9 @@ def get_config(arg: str = 'eca_nfnet_l0') -> ml_collections.ConfigDict:
 
   batch = 4096
   c.train.batch_size = batch
-  c.train.total_steps = 360 * (IMAGENET_TRAIN // batch)
-  c.optimizer.warmup_steps = 5 * (IMAGENET_TRAIN // batch)
+  # The official NFNet experiment's formulas: 112602 steps, 1563.92 warm-up.
+  c.train.total_steps = base_lib.official_train_steps(360, batch)
+  c.optimizer.warmup_steps = base_lib.official_warmup_steps(5, batch)
   c.train.eval_every = 5000
   c.train.checkpoint_every = 2000
 

@@ -11,10 +11,14 @@
                                      normalizer-free baseline;
   local                              a tiny model, 10 steps on Fashion-MNIST.
 
-Recipe: the BN-ResNet baseline of the papers (REFERENCE.md): global batch
-1024, 90 epochs, SGD-Nesterov 0.9, LR 0.1 * batch / 256 (= 0.4) with 5
-warm-up epochs and cosine decay, weight decay 1e-4, label smoothing 0.1, no
-AGC, no EMA, no MixUp/CutMix/RandAugment, 224 px.
+Recipe: the BN-ResNet baseline of the papers, every number from DeepMind's
+``nfnets/experiment.py`` (its ``model='ResNet'`` config): global batch 1024,
+90 epochs, ``training_steps = (1281167 * 90) // 1024 = 112602``, SGD-Nesterov
+0.9, LR 0.1 * batch / 256 (= 0.4) with a ``5 * 1281167 / 1024 = 6255.70``-step
+warm-up (a float) and cosine decay to 0, weight decay 1e-4, label smoothing
+0.1, no AGC, ``use_ema=False``, no MixUp/CutMix/RandAugment
+(``augment_name=None``), float32 (``bfloat16=False``), 224 px.
+``python scripts/show_recipe.py configs/resnet.py:50`` prints them.
 """
 import ml_collections
 

@@ -37,9 +37,11 @@ def test_nfnet_variants_follow_the_paper(variant, train, test, drop, mag):
   assert c.data.randaugment_magnitude == mag
   assert c.data.randaugment_layers == 4
   assert c.train.batch_size == 4096
-  steps_per_epoch = base_lib.IMAGENET_TRAIN_EXAMPLES // 4096
-  assert c.train.total_steps == 360 * steps_per_epoch
-  assert c.optimizer.warmup_steps == 5 * steps_per_epoch
+  # experiment_nfnets.py: (1281167 * 360) // 4096 and 5 * 1281167 / 4096.
+  assert c.train.total_steps == 112602
+  assert c.optimizer.warmup_steps == pytest.approx(1563.9245605)
+  assert c.compute_dtype == 'bfloat16'
+  assert c.data.randaugment_mode == 'official'
   assert c.optimizer.base_lr * 4096 / c.optimizer.lr_batch_base == \
       pytest.approx(1.6)
   assert (c.optimizer.clipping, c.optimizer.weight_decay,
@@ -61,7 +63,7 @@ def test_resnet_baseline_recipe():
   c = load('resnet').get_config('50')
   assert c.model.name == 'ResNet' and c.model.norm == 'batchnorm'
   assert c.train.batch_size == 1024
-  assert c.train.total_steps == 90 * (base_lib.IMAGENET_TRAIN_EXAMPLES // 1024)
+  assert c.train.total_steps == (base_lib.IMAGENET_TRAIN_EXAMPLES * 90) // 1024
   assert c.optimizer.base_lr * 1024 / c.optimizer.lr_batch_base == \
       pytest.approx(0.4)
   assert c.optimizer.weight_decay == 1e-4

@@ -196,11 +196,13 @@ def test_schedule_values():
   _, nowarm = optim.build_optimizer(_opt_config(warmup_steps=0), 256, 100)
   np.testing.assert_allclose([nowarm(0), nowarm(50), nowarm(100)],
                              [0.1, 0.05, 0.0], rtol=1e-5, atol=1e-7)
-  # Default recipe: 1.6 peak at batch 4096 after 5 epochs of warm-up.
+  # Default recipe: 1.6 peak at batch 4096 after 5 epochs of warm-up, which
+  # end between steps 1563 and 1564 (1563.92 steps).
   c = config_lib.base_config()
   _, rec = optim.build_optimizer(c.optimizer, c.train.batch_size,
                                  c.train.total_steps)
-  np.testing.assert_allclose(rec(c.optimizer.warmup_steps), 1.6, rtol=1e-6)
+  np.testing.assert_allclose(rec(1563), 1.6 * 1563 / 1563.9245605, rtol=1e-6)
+  np.testing.assert_allclose(rec(1564), 1.6, rtol=1e-6)
 
 
 def test_adam_coupled_and_adamw_decoupled_weight_decay():
@@ -370,7 +372,7 @@ BAD_FIELDS = [
     ('lr_batch_base', 0, '> 0'),
     ('schedule', 'linear', "one of ('cosine', 'constant')"),
     ('warmup_steps', -1, '>= 0'),
-    ('warmup_steps', 2.5, 'integer'),
+    ('warmup_steps', 'five', 'number >= 0'),
     ('weight_decay', -1e-5, '>= 0'),
     ('wd_exclude', '(gain', 'not a valid regular expression'),
     ('wd_exclude', 5, 'regex string'),

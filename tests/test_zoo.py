@@ -348,7 +348,7 @@ def test_nf_regnet_configs_follow_the_official_experiment(variant):
                                                          table['test_imsize'])
   assert c.train.batch_size == 1024
   assert c.train.total_steps == (1281167 * 360) // 1024 == 450410
-  assert c.optimizer.warmup_steps == 6256  # 5 * 1281167 / 1024 = 6255.7
+  assert c.optimizer.warmup_steps == pytest.approx(5 * 1281167 / 1024)
   # LR 0.4, not scaled by the batch; cosine floor 0.001; no AGC.
   assert c.optimizer.base_lr * c.train.batch_size / c.optimizer.lr_batch_base == 0.4
   assert c.optimizer.min_lr == 0.001 and c.optimizer.clipping is None

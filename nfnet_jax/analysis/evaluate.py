@@ -62,7 +62,7 @@ def evaluate(config, checkpoint: str, resolutions: Optional[Sequence[int]] = Non
   """Evaluates a checkpoint on ``config``'s eval split at each resolution.
 
   Args:
-    config: the full experiment config (model, data, compute_dtype).
+    config: the full experiment config (model, data, train.eval_compute_dtype).
     checkpoint: official file or our workdir/checkpoint dir.
     resolutions: eval image sizes (default: ``config.data.eval_image_size``).
     use_ema: use EMA params when present.
@@ -98,10 +98,13 @@ def evaluate(config, checkpoint: str, resolutions: Optional[Sequence[int]] = Non
     params, folded_config = export.fold_ws(params, config.model)
     model = models.create_model(folded_config, info.num_classes)
   # One device (as the loop's eval step on a one-device mesh): evaluate.py
-  # reads the whole eval split in this process.
+  # reads the whole eval split in this process. float32 unless
+  # config.train.eval_compute_dtype says otherwise: the official experiments
+  # evaluate in float32 even after bfloat16 training.
   par = parallel_lib.Parallel(config.parallel.mode, jax.local_devices()[:1])
   eval_step = par.wrap_eval_step(step_lib.make_eval_step(
-      model.apply, compute_dtype=config.compute_dtype,
+      model.apply,
+      compute_dtype=config.train.get('eval_compute_dtype', 'float32'),
       num_classes=info.num_classes))
   params, state = par.put_replicated(params), par.put_replicated(state)
   results = {}

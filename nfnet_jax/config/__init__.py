@@ -11,6 +11,8 @@ from nfnet_jax.config.schema import CLASSIFIER_WEIGHT
 from nfnet_jax.config.schema import COMPUTE_DTYPES
 from nfnet_jax.config.schema import DISTRIBUTED
 from nfnet_jax.config.schema import IMAGENET_TRAIN_EXAMPLES
+from nfnet_jax.config.schema import official_train_steps
+from nfnet_jax.config.schema import official_warmup_steps
 from nfnet_jax.config.schema import PARALLEL_MODES
 from nfnet_jax.config.load import ConfigError
 from nfnet_jax.config.load import load_config

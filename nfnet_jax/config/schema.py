@@ -44,6 +44,27 @@ def add_nf_options(model: ml_collections.ConfigDict) -> ml_collections.ConfigDic
   return model
 
 
+def official_train_steps(epochs: int, batch_size: int,
+                         examples: int = IMAGENET_TRAIN_EXAMPLES) -> int:
+  """Training length as DeepMind's experiment files compute it.
+
+  ``(examples * epochs) // batch_size``: the floor is taken once over the whole
+  run, not per epoch (``360 * (examples // batch)`` would be 282 steps short
+  at batch 4096).
+  """
+  return (examples * epochs) // batch_size
+
+
+def official_warmup_steps(epochs: float, batch_size: int,
+                          examples: int = IMAGENET_TRAIN_EXAMPLES) -> float:
+  """Warm-up length as the official experiments compute it: a float.
+
+  ``epochs * examples / batch_size`` is not rounded there (5 epochs at batch
+  4096 are 1563.92 steps); the LR schedule takes fractional warm-ups.
+  """
+  return epochs * examples / batch_size
+
+
 def base_config() -> ml_collections.ConfigDict:
   """Returns the full config tree with the paper's ImageNet defaults."""
   c = ml_collections.ConfigDict()
@@ -78,6 +99,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.random_flip = True
   c.data.randaugment_layers = 4
   c.data.randaugment_magnitude = 5
+  # 'official': the TPU/EfficientNet level mapping the paper's magnitudes were
+  # tuned with; 'increasing': every op stronger with magnitude (see
+  # nfnet_jax/data/randaugment.py for both sets of formulas).
+  c.data.randaugment_mode = 'official'
   c.data.mixup_alpha = 0.2             # Beta(0.2, 0.2); 0 disables
   c.data.cutmix = True                 # CutMix on half the batch, MixUp on the other half
   c.data.grayscale_to_rgb = True
@@ -97,7 +122,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.optimizer.lr_batch_base = 256      # peak LR = base_lr * batch_size / lr_batch_base
   c.optimizer.schedule = 'cosine'      # cosine | constant
   c.optimizer.min_lr = 0.0             # cosine floor (official NF-RegNet experiment: 0.001)
-  c.optimizer.warmup_steps = 5 * (IMAGENET_TRAIN_EXAMPLES // 4096)
+  c.optimizer.warmup_steps = official_warmup_steps(5, 4096)  # 1563.92
   c.optimizer.weight_decay = 2e-5      # coupled L2, added to the gradient
   # No wd on gains, skip gains, biases and norm scale/offset: the official rule is param
   # name in (b, scale, offset) or containing 'gain'/'bias' (regex on 'module/param').
@@ -113,7 +138,7 @@ def base_config() -> ml_collections.ConfigDict:
   # ---- training loop
   c.train = ml_collections.ConfigDict()
   c.train.batch_size = 4096            # global
-  c.train.total_steps = 360 * (IMAGENET_TRAIN_EXAMPLES // 4096)
+  c.train.total_steps = official_train_steps(360, 4096)   # 112602
   c.train.eval_batch_size = 1000       # global
   c.train.eval_every = 5000            # steps; 0 = only at the end
   c.train.log_every = 100
@@ -122,6 +147,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.nonfinite = 'skip'           # skip | raise
   c.train.max_consecutive_nonfinite = 20
   c.train.eval_with_ema = True
+  # The official experiments evaluate in float32 even when they train in
+  # bfloat16 (their bf16 cast is for mode == 'train' only).
+  c.train.eval_compute_dtype = 'float32'   # 'float32' | 'bfloat16'
   # Persistent XLA compilation cache: a resumed (pre-empted) or repeated run
   # loads its compiled step instead of recompiling it. None disables it.
   c.train.compilation_cache_dir = '~/.cache/nfnet_jax/xla'

@@ -119,6 +119,10 @@ def validate_config(config, *, check_devices: bool = True,
   if _get(config, 'compute_dtype') not in schema.COMPUTE_DTYPES:
     err.add('compute_dtype', _get(config, 'compute_dtype'),
             f'one of {schema.COMPUTE_DTYPES}')
+  if _get(config, 'train.eval_compute_dtype', 'float32') not in \
+      schema.COMPUTE_DTYPES:
+    err.add('train.eval_compute_dtype', _get(config, 'train.eval_compute_dtype'),
+            f'one of {schema.COMPUTE_DTYPES}')
 
   # ---- data first: the model check needs the number of classes
   num_classes = None

@@ -44,6 +44,9 @@ DATASET_DEFAULTS = {
 TRAIN_CROPS = ('inception', 'pad_crop', 'none')
 EVAL_RESIZES = ('squash', 'aspect')
 RESIZE_METHODS = ('bicubic', 'bilinear', 'area', 'nearest')
+# The level mappings of data/randaugment.py (kept here so validating a config
+# does not import TensorFlow's image ops).
+RANDAUGMENT_MODES = ('official', 'increasing')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -250,6 +253,17 @@ def dataset_info(data_config) -> DatasetInfo:
       eval_image_shape=(esize, esize, c), source_channels=src.channels)
 
 
+def check_randaugment_mode(mode) -> str:
+  """Returns `mode` or raises the one error naming the config field."""
+  if mode not in RANDAUGMENT_MODES:
+    raise ValueError(
+        f'config.data.randaugment_mode={mode!r} is not allowed; expected one '
+        f'of {list(RANDAUGMENT_MODES)} (official: the TPU/EfficientNet level '
+        'mapping the NFNet paper tuned its magnitudes with; increasing: every '
+        'op stronger with magnitude)')
+  return mode
+
+
 def _check_choice(data_config, field, allowed):
   v = _get(data_config, field)
   if v not in allowed:
@@ -295,6 +309,7 @@ def validate_data_config(data_config):
   _check_number(data_config, 'pad_crop_padding', 0, integer=True)
   _check_number(data_config, 'randaugment_layers', 0, 20, integer=True)
   _check_number(data_config, 'randaugment_magnitude', 0, 30)
+  check_randaugment_mode(_get(data_config, 'randaugment_mode', 'official'))
   _check_number(data_config, 'mixup_alpha', 0)
   _check_number(data_config, 'shuffle_buffer', 1, integer=True)
   _check_number(data_config, 'prefetch', 0, integer=True)

@@ -172,7 +172,8 @@ def _train_settings(config):
   if layers > 0:
     from nfnet_jax.data import randaugment  # pylint: disable=g-import-not-at-top
     ra = randaugment.make_randaugment(
-        layers, float(datasets._get(d, 'randaugment_magnitude', 0)))
+        layers, float(datasets._get(d, 'randaugment_magnitude', 0)),
+        datasets._get(d, 'randaugment_mode', 'official'))
   return dict(size=int(d.image_size), crop=d.train_crop,
               padding=int(datasets._get(d, 'pad_crop_padding', 4)),
               flip=bool(d.random_flip),

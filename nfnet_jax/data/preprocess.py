@@ -130,7 +130,8 @@ def train_image(image, key, *, size, jpeg, channels, crop='inception',
     padding: pad_crop padding.
     flip: random horizontal flip.
     method: resize method name.
-    randaugment: None or a callable (uint8 image, key) -> uint8 image.
+    randaugment: None or a callable (float image, key) -> uint8 image that
+      does its own float -> uint8 conversion (see `randaugment.to_uint8`).
   """
   k_crop, k_flip, k_ra = fold_in(key, 1), fold_in(key, 2), fold_in(key, 3)
   if crop == 'inception':
@@ -147,8 +148,7 @@ def train_image(image, key, *, size, jpeg, channels, crop='inception',
   if flip:
     out = random_flip(out, k_flip)
   if randaugment is not None:
-    u8 = tf.cast(tf.round(out), tf.uint8)
-    out = tf.cast(randaugment(u8, k_ra), tf.float32)
+    out = tf.cast(randaugment(out, k_ra), tf.float32)
   out = tf.ensure_shape(out, [size, size, channels])
   return out
 

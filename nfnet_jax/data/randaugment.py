@@ -1,28 +1,80 @@
 """RandAugment (Cubuk et al. 2020) in TensorFlow with stateless randomness.
 
-The op set is the one of the TPU/EfficientNet implementation that the
-official NFNet pipeline calls: AutoContrast, Equalize, Invert, Rotate,
-Posterize, Solarize, Color, Contrast, Brightness, Sharpness, ShearX, ShearY,
-TranslateX, TranslateY, Cutout, SolarizeAdd. Each of `num_layers` layers picks
-one op uniformly and applies it at `magnitude` (0-10 is the paper's scale;
-larger values, e.g. 15 for F3+, extrapolate linearly).
+The op set is the one of the TPU/EfficientNet implementation
+(``models/official/efficientnet/autoaugment.py`` of tensorflow/tpu, copied
+as ``nfnets/autoaugment.py`` into DeepMind's NFNet code, whose
+``distort_image_with_randaugment`` the paper's pipeline calls): AutoContrast,
+Equalize, Invert, Rotate, Posterize, Solarize, Color, Contrast, Brightness,
+Sharpness, ShearX, ShearY, TranslateX, TranslateY, Cutout, SolarizeAdd.
 
-Magnitude mappings follow "larger is stronger" for every op (as in timm's
-increasing variants): Posterize keeps 8 - 4m/10 bits, Solarize thresholds at
-256 (1 - m/10), enhance factors are 1 +/- 0.9 m/10 (random sign), rotate
-+/-30 m/10 degrees, shear +/-0.3 m/10, translate +/-0.45 m/10 of the image
-side, Cutout half-size 0.18 m/10 of the side. The TPU code instead maps
-Posterize/Solarize/enhance levels so that some ops get *weaker* with
-magnitude (e.g. enhance factor 1.0, a no-op, at magnitude 5) -- a known quirk
-we do not reproduce. Geometric ops and Cutout fill with grey (128).
+Each of ``num_layers`` layers picks one op uniformly at random and applies
+it, always (probability 1: the TPU code draws a probability in [0.2, 0.8]
+for every op but none of its RandAugment ops reads it), at the magnitude
+``m`` shared by all layers. ``m`` is on the paper's 0-10 scale; larger values
+(15 for NFNet-F3+) extrapolate the same formulas. Geometric ops and Cutout
+fill with grey 128 and sample nearest-neighbour.
 
-Input and output: uint8 [H, W, C] with C in {1, 3}.
+Two level-to-argument mappings, ``config.data.randaugment_mode``:
+
+``'official'`` (default; the mapping the paper's per-variant magnitudes
+were tuned with), with ``r = m / 10``:
+
+  AutoContrast, Equalize, Invert   no argument
+  Rotate       +/- 30 r degrees
+  Posterize    bits = int(4 r); the image is shifted right then left by
+               8 - bits, read as uint8 (-2 -> 254) and clamped to 7 as TF's
+               shift kernels do: m=0 keeps 1 bit, m=5 2, m=10 4, m=15 6
+               (weaker with magnitude)
+  Solarize     threshold t = int(256 r) read as uint8 (256 -> 0, 384 -> 128);
+               pixels >= t are inverted: m=0 and m=10 invert the whole image,
+               m=5 and m=15 pixels >= 128
+  SolarizeAdd  pixels < 128 get + int(110 r), clipped to 255
+  Color, Contrast, Brightness, Sharpness
+               blend factor f = 1.8 r + 0.1 (no sign): 0.1 at m=0, 1.0 (the
+               identity) at m=5, 1.9 at m=10 -- weaker, then stronger
+  ShearX/Y     +/- 0.3 r
+  TranslateX/Y +/- 100 r pixels (absolute, whatever the image size)
+  Cutout       grey square of half-size int(40 r) pixels (absolute)
+
+  A sign "+/-" is negative when a uniform draw u in [0, 1) is < 0.5 (the
+  TPU code's ``_randomly_negate_tensor`` keeps the sign iff
+  ``floor(u + 0.5)`` is 1). The blend ``degenerate + f * (image -
+  degenerate)`` is clipped to [0, 255] and truncated (not rounded) to uint8,
+  as are AutoContrast's rescaled values and Sharpness's smoothed image. The
+  degenerate images: Color the grey image (``tf.image.rgb_to_grayscale``),
+  Brightness black, Sharpness the PIL SMOOTH filter (3x3 kernel [[1, 1, 1],
+  [1, 5, 1], [1, 1, 1]] / 13, borders unfiltered), and Contrast the constant
+  ``min(H * W / 256, 255)``: the TPU code means the grey level's mean but
+  divides the histogram's sum (the pixel count) by 256. We reproduce that
+  (at 192 px the constant is 144, at 224 px 196): it is what the paper's
+  magnitudes were tuned with. TranslateX by +p moves the content p pixels
+  left (output x reads input x + p), as ``tfa.image.translate(image, [-p,
+  0])`` does; Cutout's centre is uniform over the image and its square is
+  clipped at the borders.
+
+``'increasing'`` (every op stronger with magnitude, like timm's increasing
+variants), with ``r = m / 10``:
+
+  Posterize keeps max(8 - int(4 r), 1) bits; Solarize threshold
+  clip(256 (1 - r), 0, 256); enhance factors max(1 +/- 0.9 r, 0); rotate
+  +/- 30 r degrees; shear +/- 0.3 r; translate +/- 0.45 r of the shorter
+  image side (+p moves the content right); Cutout half-size
+  int(0.18 r * shorter side); SolarizeAdd + int(110 r); Contrast's
+  degenerate is the rounded mean grey level. Blends, AutoContrast and
+  Sharpness round to the nearest integer instead of truncating.
+
+Input: uint8 [H, W, C] with C in {1, 3} (float images are converted first:
+clipped to [0, 255], then truncated in 'official' mode, as the NFNet
+pipeline casts its bicubic-resized crop, rounded in 'increasing' mode).
+Output: uint8.
 """
 import functools
 import math
+from typing import NamedTuple
 
 import tensorflow as tf
 
+from nfnet_jax.data import datasets
 from nfnet_jax.data.preprocess import fold_in
 
 FILL = 128
@@ -30,6 +82,40 @@ OP_NAMES = ('AutoContrast', 'Equalize', 'Invert', 'Rotate', 'Posterize',
             'Solarize', 'Color', 'Contrast', 'Brightness', 'Sharpness',
             'ShearX', 'ShearY', 'TranslateX', 'TranslateY', 'Cutout',
             'SolarizeAdd')
+MODES = datasets.RANDAUGMENT_MODES
+MAX_LEVEL = 10.0
+# distort_image_with_randaugment's hparams: pixels at level 10.
+TRANSLATE_CONST = 100.0
+CUTOUT_CONST = 40
+# Ops whose argument gets a random sign in 'official' mode.
+SIGNED_OPS = ('Rotate', 'ShearX', 'ShearY', 'TranslateX', 'TranslateY')
+
+
+def official_level_to_arg(name: str, magnitude: float):
+  """The 'official' op argument at `magnitude`, before any random sign.
+
+  Returns None for the ops without an argument. Values are Python numbers:
+  the TPU code computes them in Python from a float magnitude.
+  """
+  r = float(magnitude) / MAX_LEVEL
+  table = {
+      'Rotate': r * 30.0,
+      'Posterize': int(r * 4),
+      'Solarize': int(r * 256),
+      'SolarizeAdd': int(r * 110),
+      'Color': r * 1.8 + 0.1,
+      'Contrast': r * 1.8 + 0.1,
+      'Brightness': r * 1.8 + 0.1,
+      'Sharpness': r * 1.8 + 0.1,
+      'ShearX': r * 0.3,
+      'ShearY': r * 0.3,
+      'TranslateX': r * TRANSLATE_CONST,
+      'TranslateY': r * TRANSLATE_CONST,
+      'Cutout': int(r * CUTOUT_CONST),
+  }
+  if name not in OP_NAMES:
+    raise ValueError(f'unknown RandAugment op {name!r}; one of {OP_NAMES}')
+  return table.get(name)
 
 
 def _to_u8(x):
@@ -135,13 +221,14 @@ def _transform(image, t):
 
 
 def rotate(image, degrees):
-  theta = degrees * math.pi / 180.0
+  """Rotation about the image centre (tfa.image.rotate's transform)."""
+  theta = degrees * (math.pi / 180.0)
   h = tf.cast(tf.shape(image)[0], tf.float32)
   w = tf.cast(tf.shape(image)[1], tf.float32)
-  cy, cx = (h - 1) / 2, (w - 1) / 2
   cos, sin = tf.cos(theta), tf.sin(theta)
-  t = tf.stack([cos, -sin, cx - cos * cx + sin * cy,
-                sin, cos, cy - sin * cx - cos * cy, 0.0, 0.0])
+  x_off = ((w - 1) - (cos * (w - 1) - sin * (h - 1))) / 2.0
+  y_off = ((h - 1) - (sin * (w - 1) + cos * (h - 1))) / 2.0
+  t = tf.stack([cos, -sin, x_off, sin, cos, y_off, 0.0, 0.0])
   return _transform(image, t)
 
 
@@ -163,12 +250,74 @@ def translate_y(image, pixels):
                     tf.stack([1.0, 0.0, 0.0, 0.0, 1.0, -pixels, 0.0, 0.0]))
 
 
-def cutout(image, key, half_frac):
-  """Grey square of half-size half_frac * side at a uniform centre."""
+def _trunc_u8(x):
+  """float -> uint8 the TPU way: clip to [0, 255], then truncate."""
+  return tf.cast(tf.clip_by_value(x, 0.0, 255.0), tf.uint8)
+
+
+def blend_truncated(degenerate, image, factor: float):
+  """The TPU blend: ``degenerate + factor * (image - degenerate)``, truncated.
+
+  `factor` is a Python float, as in the TPU code, whose exact 0 and 1
+  return the degenerate / original image without arithmetic.
+  """
+  if factor == 0.0:
+    return tf.convert_to_tensor(degenerate)
+  if factor == 1.0:
+    return tf.convert_to_tensor(image)
+  d = tf.cast(degenerate, tf.float32)
+  i = tf.cast(image, tf.float32)
+  return _trunc_u8(d + factor * (i - d))
+
+
+def autocontrast_truncated(image):
+  """Per-channel ``x * 255 / (hi - lo) - lo * 255 / (hi - lo)``, truncated;
+  a constant channel is left unchanged."""
+  x = tf.cast(image, tf.float32)
+  lo = tf.reduce_min(x, axis=[0, 1], keepdims=True)
+  hi = tf.reduce_max(x, axis=[0, 1], keepdims=True)
+  scale = 255.0 / tf.where(hi > lo, hi - lo, 1.0)
+  offset = -lo * scale
+  return tf.where(hi > lo, _trunc_u8(x * scale + offset), image)
+
+
+def posterize_official(image, bits: int):
+  """Shift right then left by ``8 - bits`` as uint8, clamped to 7 (TF)."""
+  shift = min((8 - int(bits)) % 256, 7)
+  return posterize(image, 8 - shift)
+
+
+def solarize_official(image, threshold: int):
+  """Inverts pixels >= ``threshold`` read as uint8 (256 wraps to 0)."""
+  return solarize(image, int(threshold) % 256)
+
+
+def contrast_official(image, factor: float):
+  """Blend with the constant ``min(H * W / 256, 255)`` (see module doc)."""
   h, w = tf.shape(image)[0], tf.shape(image)[1]
-  half = tf.cast(half_frac * tf.cast(tf.minimum(h, w), tf.float32), tf.int32)
-  cy = tf.random.stateless_uniform([], key, 0, h, tf.int32)
-  cx = tf.random.stateless_uniform([], fold_in(key, 1), 0, w, tf.int32)
+  level = tf.cast(h * w, tf.float32) / 256.0
+  degenerate = tf.fill(tf.shape(image), _trunc_u8(level))
+  return blend_truncated(degenerate, image, factor)
+
+
+def sharpness_official(image, factor: float):
+  """Blend with the truncated SMOOTH-filtered image (borders unfiltered)."""
+  c = image.shape[-1]
+  x = tf.cast(image, tf.float32)[None]
+  k = tf.constant([[1, 1, 1], [1, 5, 1], [1, 1, 1]], tf.float32) / 13.0
+  k = tf.tile(k[:, :, None, None], [1, 1, c, 1])
+  smooth = _trunc_u8(tf.nn.depthwise_conv2d(x, k, [1, 1, 1, 1], 'VALID')[0])
+  inner = tf.pad(smooth, [[1, 1], [1, 1], [0, 0]])
+  border = tf.pad(tf.ones_like(smooth), [[1, 1], [1, 1], [0, 0]])
+  degenerate = tf.where(border > 0, inner, image)
+  return blend_truncated(degenerate, image, factor)
+
+
+def cutout_at(image, center, half):
+  """Grey square ``[cy - half, cy + half) x [cx - half, cx + half)``,
+  clipped at the borders; `center` is an int32 [2] (y, x)."""
+  h, w = tf.shape(image)[0], tf.shape(image)[1]
+  cy, cx = center[0], center[1]
   ys = tf.range(h)[:, None]
   xs = tf.range(w)[None, :]
   inside = ((ys >= cy - half) & (ys < cy + half) &
@@ -176,50 +325,116 @@ def cutout(image, key, half_frac):
   return tf.where(inside[..., None], tf.cast(FILL, image.dtype), image)
 
 
-def _signed(key, value):
-  sign = tf.where(tf.random.stateless_uniform([], key) < 0.5, -1.0, 1.0)
-  return sign * value
+class Draws(NamedTuple):
+  """The random numbers one RandAugment layer's op may use.
+
+  Attributes:
+    negate: bool scalar; the signed argument is negated when True.
+    center: int32 [2], Cutout's centre (y, x), uniform over the image.
+  """
+  negate: tf.Tensor
+  center: tf.Tensor
 
 
-def apply_op(index, image, key, magnitude):
-  """Applies op `index` (a scalar int32 tensor) at `magnitude`."""
+def sample_draws(key, image) -> Draws:
+  """Draws for one layer from a stateless key (u < 0.5 negates)."""
+  ks = fold_in(key, 100)
+  h, w = tf.shape(image)[0], tf.shape(image)[1]
+  negate = tf.random.stateless_uniform([], ks) < 0.5
+  cy = tf.random.stateless_uniform([], ks, 0, h, tf.int32)
+  cx = tf.random.stateless_uniform([], fold_in(ks, 1), 0, w, tf.int32)
+  return Draws(negate=negate, center=tf.stack([cy, cx]))
+
+
+def _official_branches(image, magnitude, draws):
+  sign = tf.where(draws.negate, -1.0, 1.0)
+  arg = lambda name: official_level_to_arg(name, magnitude)
+  signed = lambda name: sign * arg(name)
+  return [
+      lambda: autocontrast_truncated(image),
+      lambda: equalize(image),
+      lambda: invert(image),
+      lambda: rotate(image, signed('Rotate')),
+      lambda: posterize_official(image, arg('Posterize')),
+      lambda: solarize_official(image, arg('Solarize')),
+      lambda: blend_truncated(_gray(image), image, arg('Color')),
+      lambda: contrast_official(image, arg('Contrast')),
+      lambda: blend_truncated(tf.zeros_like(image), image, arg('Brightness')),
+      lambda: sharpness_official(image, arg('Sharpness')),
+      lambda: shear_x(image, signed('ShearX')),
+      lambda: shear_y(image, signed('ShearY')),
+      # translate_x(image, p) moves the content right; the TPU op moves it
+      # left for a positive argument.
+      lambda: translate_x(image, -signed('TranslateX')),
+      lambda: translate_y(image, -signed('TranslateY')),
+      lambda: cutout_at(image, draws.center, arg('Cutout')),
+      lambda: solarize_add(image, arg('SolarizeAdd')),
+  ]
+
+
+def _increasing_branches(image, magnitude, draws):
   m = float(magnitude) / 10.0
   side = tf.cast(tf.minimum(tf.shape(image)[0], tf.shape(image)[1]),
                  tf.float32)
-  ks = fold_in(key, 100)
-  enhance = lambda: tf.maximum(1.0 + _signed(ks, 0.9 * m), 0.0)
+  sign = tf.where(draws.negate, -1.0, 1.0)
+  enhance = lambda: tf.maximum(1.0 + sign * (0.9 * m), 0.0)
   bits = max(8 - int(4 * m), 1)
   threshold = int(min(max(256 * (1 - m), 0), 256))
-  branches = [
+  half = tf.cast(0.18 * m * side, tf.int32)
+  return [
       lambda: autocontrast(image),
       lambda: equalize(image),
       lambda: invert(image),
-      lambda: rotate(image, _signed(ks, 30.0 * m)),
+      lambda: rotate(image, sign * (30.0 * m)),
       lambda: posterize(image, bits),
       lambda: solarize(image, threshold),
       lambda: color(image, enhance()),
       lambda: contrast(image, enhance()),
       lambda: brightness(image, enhance()),
       lambda: sharpness(image, enhance()),
-      lambda: shear_x(image, _signed(ks, 0.3 * m)),
-      lambda: shear_y(image, _signed(ks, 0.3 * m)),
-      lambda: translate_x(image, _signed(ks, 0.45 * m) * side),
-      lambda: translate_y(image, _signed(ks, 0.45 * m) * side),
-      lambda: cutout(image, ks, 0.18 * m),
+      lambda: shear_x(image, sign * (0.3 * m)),
+      lambda: shear_y(image, sign * (0.3 * m)),
+      lambda: translate_x(image, sign * (0.45 * m) * side),
+      lambda: translate_y(image, sign * (0.45 * m) * side),
+      lambda: cutout_at(image, draws.center, half),
       lambda: solarize_add(image, int(110 * m)),
   ]
-  out = tf.switch_case(index, branches)
+
+
+def apply_op_with_draws(index, image, magnitude, draws: Draws,
+                        mode: str = 'official'):
+  """Applies op `index` (scalar int32 tensor) at `magnitude` with `draws`."""
+  datasets.check_randaugment_mode(mode)
+  make = _official_branches if mode == 'official' else _increasing_branches
+  out = tf.switch_case(index, make(image, magnitude, draws))
   return tf.ensure_shape(out, image.shape)
 
 
-@functools.lru_cache(maxsize=16)
-def make_randaugment(num_layers: int, magnitude: float):
-  """Returns fn(uint8 image [H, W, C], key) -> uint8 image.
+def apply_op(index, image, key, magnitude, mode: str = 'official'):
+  """Applies op `index` at `magnitude`, its draws taken from `key`."""
+  return apply_op_with_draws(index, image, magnitude,
+                             sample_draws(key, image), mode)
 
-  One layer is a `tf.function` shared by all layers and cached per
-  (layers, magnitude), so the 16-branch graph is traced once per image shape
-  and process rather than once per layer and per iterator.
+
+def to_uint8(image, mode: str = 'official'):
+  """A float image as uint8: clipped, then truncated (official) or rounded."""
+  if image.dtype == tf.uint8:
+    return image
+  x = tf.clip_by_value(tf.cast(image, tf.float32), 0.0, 255.0)
+  return tf.cast(x if mode == 'official' else tf.round(x), tf.uint8)
+
+
+@functools.lru_cache(maxsize=16)
+def make_randaugment(num_layers: int, magnitude: float,
+                     mode: str = 'official'):
+  """Returns fn(image [H, W, C], key) -> uint8 image.
+
+  A float image is converted with `to_uint8` first. One layer is a
+  `tf.function` shared by all layers and cached per (layers, magnitude,
+  mode), so the 16-branch graph is traced once per image shape and process
+  rather than once per layer and per iterator.
   """
+  datasets.check_randaugment_mode(mode)
   if num_layers < 0:
     raise ValueError(f'config.data.randaugment_layers={num_layers} must be '
                      '>= 0')
@@ -230,9 +445,10 @@ def make_randaugment(num_layers: int, magnitude: float):
   @tf.function(autograph=False)
   def one_layer(image, key):
     op = tf.random.stateless_uniform([], key, 0, len(OP_NAMES), tf.int32)
-    return apply_op(op, image, fold_in(key, 1), magnitude)
+    return apply_op(op, image, fold_in(key, 1), magnitude, mode)
 
   def fn(image, key):
+    image = to_uint8(image, mode)
     for layer in range(num_layers):
       image = one_layer(image, fold_in(key, layer))
     return image

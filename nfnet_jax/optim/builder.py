@@ -110,8 +110,9 @@ def validate_optimizer_config(opt_config, total_steps: Optional[int] = None
     bad('min_lr', min_lr, 'expected a finite number >= 0 (the cosine floor; 0 for NFNets)')
 
   warmup = get('warmup_steps')
-  if not is_int(warmup) or warmup < 0:
-    bad('warmup_steps', warmup, 'expected an integer >= 0')
+  if not is_number(warmup) or not 0 <= warmup < math.inf:
+    bad('warmup_steps', warmup, 'expected a number >= 0 (fractional allowed: '
+        'the official 5 epochs at batch 4096 are 1563.92 steps)')
   elif total_steps is not None and warmup > total_steps:
     bad('warmup_steps', warmup, f'must be <= config.train.total_steps '
         f'({total_steps})')
@@ -178,20 +179,29 @@ def validate_optimizer_config(opt_config, total_steps: Optional[int] = None
     raise ValueError('Invalid optimizer config:\n  ' + '\n  '.join(errors))
 
 
-def warmup_cosine_schedule(peak_value: float, warmup_steps: int,
+def warmup_cosine_schedule(peak_value: float, warmup_steps: float,
                            total_steps: int, kind: str = 'cosine',
                            min_value: float = 0.0) -> Callable[[Any], jnp.ndarray]:
-  """Linear warm-up from 0, then cosine decay to 0 (or constant).
+  """Linear warm-up from 0, then cosine decay to ``min_value`` (or constant).
 
   ``lr(t) = peak * t / warmup`` for ``t <= warmup`` and
-  ``lr(t) = peak * (1 + cos(pi * (t - warmup) / (total - warmup))) / 2``
-  after it, as the official ``WarmupCosineDecay(start_val=0, min_val=0)``.
-  Unlike the official schedule the cosine is clamped at 0 after
-  ``total_steps`` (it would rise again).
+  ``lr(t) = min + (peak - min) * (1 + cos(pi * (t - warmup) / (total -
+  warmup))) / 2`` after it, as the official ``WarmupCosineDecay(start_val=0,
+  min_val=min)`` (``nfnets/optim.py``). The warm-up may end between two steps: the official
+  experiments pass ``5 * 1281167 / 4096 = 1563.92``, so step 1563 is still
+  on the ramp (``peak * 1563 / 1563.92``) and step 1564 is already on the
+  cosine, 0.08 steps past its top.
+
+  After ``total_steps`` the LR is clamped at ``min_value`` (0 by default),
+  where the official cosine would rise again (``cos`` of an angle past pi).
+  Official runs stop at ``total_steps`` so they never see the difference; a
+  run resumed or extended past ``total_steps`` here keeps the floor LR
+  instead of restarting a second warm cosine cycle by accident.
 
   Args:
     peak_value: the LR at the end of warm-up.
-    warmup_steps: warm-up length (0: start at the peak).
+    warmup_steps: warm-up length in steps, may be fractional (0: start at
+      the peak).
     total_steps: the step at which the cosine reaches 0.
     kind: 'cosine' or 'constant' (stay at the peak after warm-up).
     min_value: the cosine's floor: `min + (peak - min) * (1 + cos) / 2`, as

@@ -105,8 +105,10 @@ def compile_steps(config, model, tx, schedule, par, num_classes: int):
   train_step = par.wrap_train_step(step_lib.make_train_step(
       model.apply, tx, config.optimizer, compute_dtype=config.compute_dtype,
       schedule=schedule))
+  # The official experiments evaluate in float32 even after bf16 training.
   eval_step = par.wrap_eval_step(step_lib.make_eval_step(
-      model.apply, compute_dtype=config.compute_dtype,
+      model.apply,
+      compute_dtype=config.train.get('eval_compute_dtype', 'float32'),
       num_classes=num_classes))
   return train_step, eval_step
 
