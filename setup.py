@@ -49,10 +49,13 @@ setup(
     python_requires=">=3.11",
     install_requires=CORE,
     extras_require={
-        # The suite runs the timm interop tests, so CI installs TIMM too.
-        "test": ["pytest", "pytest-xdist"] + TIMM,
+        # The suite runs the timm interop tests (so CI installs TIMM) and the
+        # cluster sweeps' tests with submitit's local executor.
+        "test": ["pytest", "pytest-xdist", "submitit==1.5.4"] + TIMM,
         # Weights to/from timm (nfnet_jax.interop.timm, scripts/convert.py).
         "timm": TIMM,
+        # Sweeps as SLURM job arrays (scripts/sweep.py --launcher submitit).
+        "cluster": ["submitit==1.5.4"],
         # Peer comparison in benchmarks/ (not needed by the package itself).
         "bench": TIMM,
     },

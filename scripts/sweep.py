@@ -3,14 +3,22 @@
 
   python scripts/sweep.py --config configs/fashion_mnist.py --workdir W \
       --sweep model.alpha=0.1,0.2,0.4 --sweep optimizer.clipping=0.01,0.04,0.16,None \
-      [--parallel 2] [--print_commands] [--config.train.total_steps=500]
+      [--launcher local|submitit|print] [--parallel 2] [--config.train.total_steps=500]
+
+On a SLURM cluster (pip install -e '.[cluster]'; a config module's SUBMITIT
+dict of submitit AutoExecutor parameters gives defaults for these flags):
+
+  python scripts/sweep.py --config configs/sweeps/alpha_clipping.py --workdir W \
+      --launcher submitit --partition gpu --gpus_per_node 8 --nodes 1 --timeout_min 240
 
 A config module may define get_sweep() (a list of override dicts) instead of
 or together with --sweep flags (the grid is their product). Flags of the form
 --config.a.b=v are fixed overrides passed to every run. Each run trains in
-W/<run_name>/ via scripts/train.py; finished runs (summary.json present) are
-skipped, so re-running the same command resumes the sweep. Writes
-W/results.csv and W/heatmap.png.
+W/<run_name>/ via scripts/train.py; finished runs are reused, so re-running
+the same command resumes the sweep (and unfinished runs resume from their
+checkpoints). Writes W/results.csv, W/heatmap.png (the outcome of every run:
+completed, diverged, failed, not learning) and, for runs with AGC telemetry,
+W/<run_name>/agc_report.png.
 """
 import argparse
 import copy
@@ -30,19 +38,38 @@ def main(argv=None):
   p.add_argument('--workdir', required=True, help='sweep workdir; runs go in WORKDIR/<run_name>/')
   p.add_argument('--sweep', action='append', default=[],
                  help='key=v1,v2,... (repeatable; the grid is the product)')
-  p.add_argument('--parallel', type=int, default=1, help='concurrent runs')
-  p.add_argument('--print_commands', action='store_true',
-                 help='print one command per run (for a cluster scheduler) and exit')
+  p.add_argument('--launcher', choices=sweep_lib.LAUNCHERS, default='local',
+                 help='local: subprocesses here; submitit: a SLURM job array (or submitit\'s '
+                      'local/debug executor, see --submitit_cluster); print: print the commands')
+  p.add_argument('--parallel', type=int, default=1, help='concurrent runs (--launcher local)')
+  p.add_argument('--print_commands', action='store_true', help='same as --launcher print')
   p.add_argument('--timeout', type=float, default=None, help='per-run time limit (s)')
-  p.add_argument('--chance_top1', type=float, default=None,
-                 help='top-1 of guessing (default 1/num_classes of the config data set); '
-                      'runs at most 2x this count as diverged')
   p.add_argument('--train_cmd', default=None,
                  help='launcher prefix instead of "python scripts/train.py" (space separated)')
+  g = p.add_argument_group('submitit (--launcher submitit)')
+  g.add_argument('--submitit_cluster', choices=('slurm', 'local', 'debug'), default=None,
+                 help='submitit executor (default: slurm where sbatch exists, else local)')
+  g.add_argument('--partition', default=None, help='SLURM partition')
+  g.add_argument('--timeout_min', type=int, default=None, help='job time limit in minutes '
+                 '(default 1440); a job that reaches it is checkpointed and requeued')
+  g.add_argument('--nodes', type=int, default=None, help='nodes per run (multi-host JAX)')
+  g.add_argument('--gpus_per_node', type=int, default=None, help='GPUs per node')
+  g.add_argument('--tasks_per_node', type=int, default=None,
+                 help='processes per node (default 1: one JAX process sees all its GPUs)')
+  g.add_argument('--cpus_per_task', type=int, default=None, help='CPUs per task')
+  g.add_argument('--mem_gb', type=float, default=None, help='memory per node (GB)')
+  g.add_argument('--array_parallelism', type=int, default=None,
+                 help='at most this many runs of the array at once')
+  g.add_argument('--submitit', action='append', default=[], metavar='KEY=VALUE',
+                 help='any other submitit AutoExecutor parameter (repeatable), '
+                      'e.g. slurm_account=abc, slurm_qos=high, slurm_constraint=a100')
+  g.add_argument('--no_wait', action='store_true',
+                 help='submit and exit; re-run the same command later to collect')
   args, extra = p.parse_known_args(argv)
   bad = [a for a in extra if not a.startswith('--config.')]
   if bad:
     p.error(f'unknown arguments {bad}; fixed overrides must look like --config.a.b=v')
+  launcher = 'print' if args.print_commands else args.launcher
 
   try:
     base = sweep_lib.sweep_from_config(args.config)
@@ -51,6 +78,10 @@ def main(argv=None):
       raise ValueError(f'nothing to sweep: give --sweep key=v1,v2,... or define get_sweep() in '
                        f'{args.config}')
     grid = sweep_lib.expand_grid(axes, base)
+    if launcher == 'submitit':
+      sweep_lib.import_submitit()
+      params = sweep_lib.submitit_parameters(
+          {k: getattr(args, k) for k in sweep_lib.SUBMITIT_FLAGS}, args.submitit, args.config)
   except ValueError as e:
     p.error(str(e))
   # Every run's config, checked here (one line and exit 2 for an unknown
@@ -63,27 +94,41 @@ def main(argv=None):
                                 fixed + list(point.items()))
   train_cmd = args.train_cmd.split() if args.train_cmd else None
 
-  if args.print_commands:
+  if launcher == 'print':
     for point in grid:
       rdir = os.path.join(args.workdir, sweep_lib.run_name(point))
       print(sweep_lib.shell_join(sweep_lib.build_command(args.config, rdir, point, extra,
                                                          train_cmd)))
     return 0
 
-  print(f'[sweep] {len(grid)} runs in {args.workdir} ({args.parallel} at a time)', flush=True)
-  status = sweep_lib.run_sweep(args.config, args.workdir, grid, parallel=args.parallel,
-                               extra_args=extra, train_cmd=train_cmd, timeout=args.timeout,
-                               log=lambda s: print(s, flush=True))
-  chance = (args.chance_top1 if args.chance_top1 is not None
-            else sweep_lib.chance_top1_from_config(args.config))
-  rows = sweep_lib.collect_results(args.workdir, grid, chance_top1=chance)
+  log = lambda s: print(s, flush=True)
+  if launcher == 'submitit':
+    print(f'[sweep] {len(grid)} runs in {args.workdir} (submitit)', flush=True)
+    try:
+      sweep_lib.run_sweep_submitit(args.config, args.workdir, grid, parameters=params,
+                                   cluster=args.submitit_cluster, extra_args=extra,
+                                   train_cmd=train_cmd, timeout=args.timeout,
+                                   wait=not args.no_wait, log=log)
+    except ValueError as e:
+      p.error(str(e))
+    if args.no_wait:
+      print('[sweep] submitted; re-run this command to collect the results')
+      return 0
+  else:
+    print(f'[sweep] {len(grid)} runs in {args.workdir} ({args.parallel} at a time)', flush=True)
+    sweep_lib.run_sweep(args.config, args.workdir, grid, parallel=args.parallel,
+                        extra_args=extra, train_cmd=train_cmd, timeout=args.timeout, log=log)
+  rows = sweep_lib.collect_results(args.workdir, grid)
   csv_path = os.path.join(args.workdir, 'results.csv')
   sweep_lib.write_results_csv(rows, csv_path)
   png_path = os.path.join(args.workdir, 'heatmap.png')
   sweep_lib.plot_heatmap(rows, png_path)
   print(sweep_lib.results_markdown(rows))
   print(f'[sweep] wrote {csv_path} and {png_path}')
-  failed = [n for n, s in status.items() if s.startswith('failed')]
+  reports = sweep_lib.write_agc_reports(args.workdir, grid)
+  if reports:
+    print(f'[sweep] AGC telemetry reports: {len(reports)} (agc_report.png in each run dir)')
+  failed = [r['run_name'] for r in rows if r['outcome'] == 'failed']
   if failed:
     print(f'[sweep] {len(failed)} run(s) failed: {failed} (see their train.log)')
   return 0

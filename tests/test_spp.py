@@ -179,3 +179,43 @@ def test_misspelled_model_override_names_the_closest_field():
                      match=r'config\.model\.alpah is not a field of any of the models; '
                            r'did you mean config\.model\.alpha\?'):
     spp_lib.check_model_overrides(cfgs, {'alpah': 0.5})
+
+
+def test_spp_checkpoint_on_an_official_format_file(tmp_path):
+  """scripts/spp.py --checkpoint FILE: a tiny NFNet saved in the official format."""
+  import importlib.util as ilu
+  import json
+  import jax
+  import jax.numpy as jnp
+  from nfnet_jax import models, pretrained
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  cfg_path = os.path.join(root, 'configs', 'nfnet.py')
+  spec = ilu.spec_from_file_location('nfnet_cfg_spp', cfg_path)
+  mod = ilu.module_from_spec(spec)
+  spec.loader.exec_module(mod)
+  model_cfg = mod.get_config('F0,local').model
+  net = models.create_model(model_cfg, 7)
+  params, _ = jax.jit(net.init, static_argnums=2)(jax.random.PRNGKey(3),
+                                                  jnp.zeros((1, 32, 32, 3)), True)
+  # A "trained" file: skip gains away from their init value 0.
+  params = {m: {n: (v + 0.5 if n == 'skip_gain' else v) for n, v in d.items()}
+            for m, d in params.items()}
+  path = str(tmp_path / 'tiny_haiku.npz')
+  pretrained.save_official(params, path)
+  spec = ilu.spec_from_file_location('spp_script', os.path.join(root, 'scripts', 'spp.py'))
+  script = ilu.module_from_spec(spec)
+  spec.loader.exec_module(script)
+  out = tmp_path / 'out'
+  assert script.main(['--checkpoint', path, '--model_config', cfg_path + ':F0,local',
+                      '--out', str(out), '--resolution', '32', '--batch', '4', '--jit']) == 0
+  with open(out / 'spp.json') as f:
+    blob = json.load(f)
+  assert list(blob['models']) == ['tiny_haiku.npz']
+  stats = blob['models']['tiny_haiku.npz']['stats']
+  assert len(stats['avg_var']) == len([m for m in params if m.count('/~/') == 1
+                                       and 'nf_block' in m])
+  assert all(v > 0 for v in stats['avg_var'])
+  # Without --model_config the model cannot be told: one clear error, exit status 2.
+  with pytest.raises(SystemExit) as e:
+    script.main(['--checkpoint', path, '--out', str(out)])
+  assert e.value.code == 2

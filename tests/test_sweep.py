@@ -25,9 +25,10 @@ SWEEP_SCRIPT = os.path.join(REPO, 'scripts', 'sweep.py')
 # one line to calls.txt next to the sweep workdir (to count launches), and
 # writes summary.json/metrics.jsonl in the training loop's format.
 # top-1 = 0.5 + alpha (+0.1 when clipping is set). alpha = 0.3 crashes
-# (rc 3, no summary: retried on a re-run); alpha = 0.5 without clipping stops
-# with the loop's "training diverged" error (not retried); alpha = 0.5 with
-# clipping finishes with a NaN loss and chance top-1 (diverged).
+# (rc 5, no summary: failed, retried on a re-run); alpha = 0.5 without
+# clipping exits with train.py's divergence status 3 (not retried); alpha =
+# 0.5 with clipping finishes with a NaN loss (diverged); alpha = 0.2 without
+# clipping finishes with a loss above its first one (not learning).
 FAKE_TRAIN = textwrap.dedent('''
   import json, math, os, sys
   args = sys.argv[1:]
@@ -38,13 +39,17 @@ FAKE_TRAIN = textwrap.dedent('''
   alpha = float(ov.get('model.alpha', 0.2))
   clip = ov.get('optimizer.clipping', 'None')
   if alpha == 0.3:
-    sys.exit(3)
+    print('Traceback (most recent call last):')
+    print('ValueError: boom at alpha 0.3')
+    sys.exit(5)
   if alpha == 0.5 and clip == 'None':
-    print('RuntimeError: 20 consecutive non-finite steps: training diverged. Try ...')
-    sys.exit(1)
+    print('error: training diverged: 20 consecutive non-finite steps')
+    sys.exit(3)
   os.makedirs(wd, exist_ok=True)
   diverged = alpha == 0.5
   loss = float('nan') if diverged else 1.0 - alpha
+  if alpha == 0.2 and clip == 'None':
+    loss = 9.5
   top1 = 0.1 if diverged else 0.5 + alpha + (0.1 if clip != 'None' else 0.0)
   with open(os.path.join(wd, 'metrics.jsonl'), 'w') as f:
     f.write(json.dumps({'step': 1, 'split': 'train', 'train/loss': 9.0}) + '\\n')
@@ -54,6 +59,16 @@ FAKE_TRAIN = textwrap.dedent('''
     json.dump({'status': 'completed', 'final_eval': {'top1': top1, 'loss': 7.0},
                'best_eval': {'top1': 0.99}, 'wall_time_s': 1.0,
                'extra': ov.get('train.total_steps')}, f)
+''')
+
+
+# A config with the fields the tests sweep (validated by scripts/sweep.py).
+CONFIG_TEXT = textwrap.dedent('''
+  import ml_collections
+  def get_config(arg=None):
+    return ml_collections.ConfigDict({
+        'model': {'alpha': 0.2}, 'optimizer': {'clipping': 0.01},
+        'train': {'total_steps': 10}, 'seed': 0})
 ''')
 
 
@@ -74,7 +89,7 @@ def fake_train(tmp_path):
 @pytest.fixture
 def config_file(tmp_path):
   path = tmp_path / 'cfg.py'
-  path.write_text('def get_config(arg=None):\n  return None\n')
+  path.write_text(CONFIG_TEXT)
   return str(path)
 
 
@@ -155,32 +170,34 @@ def test_sweep_writes_one_row_per_point_and_resumes(config_file, fake_train, tmp
   wd = tmp_path / 'sweep'
   argv = ['--config', config_file, '--workdir', str(wd),
           '--sweep', 'model.alpha=0.1,0.3,0.5', '--sweep', 'optimizer.clipping=0.01,None',
-          '--parallel', '2', '--train_cmd', ' '.join(fake_train), '--chance_top1', '0.1',
+          '--parallel', '2', '--train_cmd', ' '.join(fake_train),
           '--config.train.total_steps=3']
   main = _sweep_main()
   assert main(argv) == 0
   calls = (wd / 'calls.txt').read_text().split()
   assert len(calls) == 6
   rows = _read_csv(wd / 'results.csv')
-  assert list(rows[0]) == ['model.alpha', 'optimizer.clipping', 'run_name', 'status',
-                           'final_train_loss', 'eval_top1', 'diverged', 'wall_time_s']
+  assert list(rows[0]) == ['model.alpha', 'optimizer.clipping', 'run_name', 'outcome',
+                           'initial_train_loss', 'final_train_loss', 'eval_top1',
+                           'wall_time_s', 'detail']
   assert len(rows) == 6
   by = {(r['model.alpha'], r['optimizer.clipping']): r for r in rows}
   ok = by[('0.1', '0.01')]
-  assert ok['status'] == 'ok' and ok['diverged'] == 'no'
+  assert ok['outcome'] == 'completed' and ok['detail'] == ''
+  assert float(ok['initial_train_loss']) == pytest.approx(9.0)
   # The last train loss of metrics.jsonl (the fake's summary has none) and the
   # FINAL eval top-1 (not best_eval).
   assert float(ok['final_train_loss']) == pytest.approx(0.9)
   assert float(ok['eval_top1']) == pytest.approx(0.7)
   assert float(ok['wall_time_s']) >= 0
-  assert by[('0.1', 'None')]['diverged'] == 'no'
+  assert by[('0.1', 'None')]['outcome'] == 'completed'
   assert float(by[('0.1', 'None')]['eval_top1']) == pytest.approx(0.6)
-  assert by[('0.5', '0.01')]['status'] == 'ok'             # finished, but NaN loss
-  assert by[('0.5', '0.01')]['diverged'] == 'yes'
-  assert by[('0.5', 'None')]['status'] == 'diverged (rc=1)'  # stopped by the loop
-  assert by[('0.5', 'None')]['diverged'] == 'yes'
-  assert by[('0.3', '0.01')]['status'] == 'failed (rc=3)'  # crashed: no summary
-  assert by[('0.3', '0.01')]['diverged'] == 'yes'
+  assert by[('0.5', '0.01')]['outcome'] == 'diverged'       # finished, but NaN loss
+  assert 'nan' in by[('0.5', '0.01')]['detail']
+  assert by[('0.5', 'None')]['outcome'] == 'diverged'       # train.py's exit status 3
+  assert '20 consecutive non-finite' in by[('0.5', 'None')]['detail']
+  assert by[('0.3', '0.01')]['outcome'] == 'failed'         # crashed: no summary
+  assert by[('0.3', '0.01')]['detail'] == 'ValueError: boom at alpha 0.3'
   assert (wd / 'heatmap.png').stat().st_size > 1000
   log = (wd / 'alpha=0.1,clipping=0.01' / 'train.log').read_text()
   assert '--config.train.total_steps=3' in log
@@ -193,11 +210,23 @@ def test_sweep_writes_one_row_per_point_and_resumes(config_file, fake_train, tmp
   assert len(_read_csv(wd / 'results.csv')) == 6
 
 
+def test_outcome_of_a_run_that_does_not_learn(config_file, fake_train, tmp_path):
+  wd = tmp_path / 'sweep'
+  assert _sweep_main()(['--config', config_file, '--workdir', str(wd), '--sweep',
+                        'model.alpha=0.2', '--sweep', 'optimizer.clipping=0.01,None',
+                        '--train_cmd', ' '.join(fake_train)]) == 0
+  rows = _read_csv(wd / 'results.csv')
+  assert [r['outcome'] for r in rows] == ['completed', 'not learning']
+  assert rows[1]['detail'] == 'final train loss 9.5 >= initial 9'
+
+
 def test_get_sweep_from_config_module(fake_train, tmp_path):
   cfg = tmp_path / 'swcfg.py'
   cfg.write_text(textwrap.dedent('''
+    import ml_collections
     def get_config(arg=None):
-      return None
+      return ml_collections.ConfigDict({'model': {'alpha': 0.2},
+                                        'optimizer': {'clipping': 0.01}})
     def get_sweep():
       return [{'config.model.alpha': a, 'optimizer.clipping': c}
               for a in (0.1, 0.2) for c in (0.01, None)]
@@ -206,8 +235,8 @@ def test_get_sweep_from_config_module(fake_train, tmp_path):
                                                              'optimizer.clipping': 0.01}
   main = _sweep_main()
   wd = tmp_path / 'w'
-  assert main(['--config', str(cfg), '--workdir', str(wd), '--train_cmd', ' '.join(fake_train),
-               '--chance_top1', '0.1']) == 0
+  assert main(['--config', str(cfg), '--workdir', str(wd), '--train_cmd', ' '.join(fake_train)
+               ]) == 0
   rows = _read_csv(wd / 'results.csv')
   assert [(r['model.alpha'], r['optimizer.clipping']) for r in rows] == [
       ('0.1', '0.01'), ('0.1', 'None'), ('0.2', '0.01'), ('0.2', 'None')]
@@ -221,9 +250,11 @@ def test_nothing_to_sweep_is_a_clear_error(config_file, tmp_path):
 
 
 def test_heatmap_and_markdown_from_rows(tmp_path):
-  rows = [{'model.alpha': a, 'optimizer.clipping': c, 'run_name': 'r', 'status': 'ok',
-           'final_train_loss': 0.5, 'eval_top1': 0.8 + a / 10,
-           'diverged': 'yes' if c is None and a > 0.3 else 'no', 'wall_time_s': 3.0}
+  rows = [{'model.alpha': a, 'optimizer.clipping': c, 'run_name': 'r',
+           'outcome': 'diverged' if c is None and a > 0.3 else
+                      'not learning' if c == 0.16 else 'completed',
+           'initial_train_loss': 1.0, 'final_train_loss': 0.5, 'eval_top1': 0.8 + a / 10,
+           'wall_time_s': 3.0, 'detail': ''}
           for a in (0.4, 0.1) for c in (None, 0.16, 0.01)]
   assert sweep_lib.heatmap_axes(['optimizer.clipping', 'model.alpha']) == \
       ('model.alpha', 'optimizer.clipping')
@@ -231,7 +262,8 @@ def test_heatmap_and_markdown_from_rows(tmp_path):
   sweep_lib.plot_heatmap(rows, str(path))
   assert path.stat().st_size > 1000
   md = sweep_lib.results_markdown(rows)
-  assert md.count('\n') == 8 and '| 0.4 | None | 0.5000 | 84.00 | yes | 3 |' in md
+  assert md.count('\n') == 8 and '| 0.4 | None | diverged | 0.5000 | 84.00 | 3 |  |' in md
+  assert '| 0.1 | 0.16 | not learning |' in md
 
 
 def test_reads_the_training_loops_summary_layout():

@@ -252,9 +252,9 @@ def data_batch(config, batch_size: int, resolution: int):
 
 
 def compute_spp(model_cfg: Mapping[str, Any], images, *, skip_gain: Optional[float] = 1.0,
-                num_classes: int = 1000, seed: int = 0, jit: bool = False
-                ) -> Dict[str, np.ndarray]:
-  """Per-block signal-propagation statistics of a freshly initialized model.
+                num_classes: int = 1000, seed: int = 0, jit: bool = False,
+                params=None, model_state=None) -> Dict[str, np.ndarray]:
+  """Per-block signal-propagation statistics of a model (at init by default).
 
   Args:
     model_cfg: model config dict (registry ``name`` + constructor keywords).
@@ -263,7 +263,13 @@ def compute_spp(model_cfg: Mapping[str, Any], images, *, skip_gain: Optional[flo
       init value 0, which hides every residual branch).
     num_classes: classifier width (irrelevant to the statistics).
     seed: init seed.
-    jit: compile the forward pass (slower for a single call on CPU).
+    jit: compile the init and forward pass (on CPU faster for big models,
+      slower for a single call of a small one).
+    params: trained parameters to use instead of a fresh initialization
+      (`load_trained`); pass ``skip_gain=None`` with them so the trained skip
+      gains are kept.
+    model_state: the trained model state (BatchNorm statistics; the
+      statistics use batch statistics, as at init).
 
   Returns:
     Dict of float64 arrays [num_blocks]: avg_sq_mean, avg_var, res_avg_var,
@@ -275,7 +281,11 @@ def compute_spp(model_cfg: Mapping[str, Any], images, *, skip_gain: Optional[flo
   rng = jax.random.PRNGKey(seed)
   # BatchNorm models use batch statistics (is_training=True), as in the paper;
   # NF models do the same (stochastic depth and dropout are off in the specs).
-  params, state = model.init(rng, images, True)
+  if params is None:
+    init = (jax.jit(model.init, static_argnums=2) if jit else model.init)
+    params, state = init(rng, images, True)
+  else:
+    state = model_state or {}
   if skip_gain is not None:
     params = set_skip_gain(params, skip_gain, conv2_gain=uses_conv2_gain(model_cfg))
   fwd = lambda p, s, x: model.apply(p, s, rng, x, True, return_metrics=True)
@@ -287,6 +297,84 @@ def compute_spp(model_cfg: Mapping[str, Any], images, *, skip_gain: Optional[flo
   if missing:
     raise ValueError(f"model {model_cfg['name']} returned no SPP statistics {missing}")
   return {k: np.asarray(spp[k], np.float64).reshape(-1) for k in STAT_KEYS}
+
+
+def _first_kernel(params: Mapping[str, Mapping[str, Any]]):
+  from nfnet_jax.optim import agc  # pylint: disable=g-import-not-at-top
+  for module in sorted(params, key=agc.depth_key):
+    w = params[module].get('w')
+    if w is not None and np.ndim(w) == 4:
+      return np.shape(w)
+  raise ValueError('no convolution kernel found in the checkpoint params')
+
+
+def _classes(params: Mapping[str, Mapping[str, Any]]) -> int:
+  heads = [d['b'] for m, d in params.items()
+           if m.endswith('/~/linear') and m.count('/~/') == 1 and 'b' in d]
+  if len(heads) != 1:
+    raise ValueError('cannot find the classifier bias <root>/~/linear/b in the checkpoint')
+  return int(np.shape(heads[0])[0])
+
+
+def load_trained(path: str, model_cfg: Optional[Mapping[str, Any]] = None,
+                 use_ema: bool = False) -> Dict[str, Any]:
+  """A trained model for SPP: a training workdir or an official-format file.
+
+  Args:
+    path: a training workdir (or its ``checkpoints``/``checkpoints/<step>``
+      dir): the model comes from the config saved with the checkpoint; or an
+      official ``F*_haiku.npz``-format file: the NFNet variant is inferred
+      from its parameter names and shapes unless ``model_cfg`` is given.
+    model_cfg: the model config (``config.model`` as a dict) for official
+      files of other models; ignored for workdirs.
+    use_ema: take the EMA parameters of a workdir checkpoint (when saved).
+
+  Returns:
+    ``{'model_cfg', 'params', 'model_state', 'num_classes', 'channels',
+    'image_size' (None when unknown), 'label'}``.
+
+  Raises:
+    ValueError: an unreadable checkpoint, or a model that cannot be told.
+  """
+  import json as json_lib  # pylint: disable=g-import-not-at-top
+  image_size = None
+  if os.path.isfile(path):
+    from nfnet_jax import pretrained  # pylint: disable=g-import-not-at-top
+    params = pretrained.read_official(path)
+    if model_cfg is None:
+      model_cfg = pretrained.infer_nfnet_config(params)
+      if model_cfg is None:
+        raise ValueError(f'--checkpoint {path}: not an official NFNet variant; give the model '
+                         'with --model_config FILE.py[:arg]')
+      from nfnet_jax.models.nfnet import NFNET_VARIANTS  # pylint: disable=g-import-not-at-top
+      image_size = NFNET_VARIANTS[model_cfg['variant']]['train_imsize']
+    state, label = {}, os.path.basename(path)
+  else:
+    from nfnet_jax.train import checkpoint  # pylint: disable=g-import-not-at-top
+    try:
+      trees, meta = checkpoint.load_train_checkpoint(path)
+    except FileNotFoundError as e:
+      raise ValueError(str(e)) from None
+    config = meta.get('config')
+    config = json_lib.loads(config) if isinstance(config, str) else config
+    if not config or 'model' not in config:
+      raise ValueError(f'--checkpoint {path}: the checkpoint holds no config; give an '
+                       'official-format file or re-save with nfnet_jax')
+    model_cfg = config['model']
+    image_size = config.get('data', {}).get('image_size')
+    which = 'ema_params' if use_ema and trees.get('ema_params') else 'params'
+    params, state = trees[which], trees.get('model_state', {})
+    label = f'trained, step {meta["step"]}' + (' (EMA)' if which == 'ema_params' else '')
+  model_cfg = dict(model_cfg)
+  # Statistics of the deterministic network (as at init): no stochastic
+  # depth or dropout.
+  model_cfg.update({k: v for k, v in _NO_NOISE.items() if k in model_cfg})
+  for k, v in list(model_cfg.items()):
+    if isinstance(v, list):
+      model_cfg[k] = tuple(v)
+  return {'model_cfg': model_cfg, 'params': params, 'model_state': state,
+          'num_classes': _classes(params), 'channels': _first_kernel(params)[2],
+          'image_size': image_size, 'label': label}
 
 
 def expected_variance(is_transition: Sequence[float], alpha: float) -> np.ndarray:

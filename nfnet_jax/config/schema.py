@@ -153,6 +153,11 @@ def base_config() -> ml_collections.ConfigDict:
   # Persistent XLA compilation cache: a resumed (pre-empted) or repeated run
   # loads its compiled step instead of recompiling it. None disables it.
   c.train.compilation_cache_dir = '~/.cache/nfnet_jax/xla'
+  # With AGC on: per-module clipped fraction and ||G||/max(||W||, eps)
+  # median/max, logged every log_every steps (train/telemetry.py).
+  c.train.agc_telemetry = True
+  # 'a,b': a jax.profiler trace of steps a..b into <workdir>/profile ('' = off).
+  c.train.profile_steps = ''
 
   # ---- parallelism
   c.parallel = ml_collections.ConfigDict()

@@ -54,6 +54,35 @@ class _Errors:
                        + '\n  - '.join(self.lines))
 
 
+def parse_profile_steps(value) -> Optional[tuple]:
+  """``config.train.profile_steps`` -> ``(first, last)`` step, or None.
+
+  Args:
+    value: ``''``/None (off), ``'a,b'``, ``'a'`` (one step) or a pair.
+
+  Returns:
+    ``(a, b)`` with ``0 <= a <= b``: the trace covers steps a..b (0-based,
+    inclusive), or None.
+
+  Raises:
+    ValueError: anything else.
+  """
+  if value is None or value == '' or value == ():
+    return None
+  parts = value.split(',') if isinstance(value, str) else (
+      list(value) if isinstance(value, (tuple, list)) else [value])
+  try:
+    nums = [int(str(p).strip()) for p in parts]
+  except ValueError:
+    nums = []
+  if len(nums) == 1:
+    nums = nums * 2
+  if len(nums) != 2 or not 0 <= nums[0] <= nums[1]:
+    raise ValueError("expected 'a,b' with 0 <= a <= b (trace steps a..b), or '' for no "
+                     'profiling')
+  return nums[0], nums[1]
+
+
 def _get(config, dotted: str, default=None):
   node = config
   for part in dotted.split('.'):
@@ -186,6 +215,19 @@ def validate_config(config, *, check_devices: bool = True,
   if not isinstance(_get(config, 'train.eval_with_ema'), bool):
     err.add('train.eval_with_ema', _get(config, 'train.eval_with_ema'),
             'True or False')
+  if not isinstance(_get(config, 'train.agc_telemetry', True), bool):
+    err.add('train.agc_telemetry', _get(config, 'train.agc_telemetry'),
+            'True or False')
+  profile = _get(config, 'train.profile_steps', '')
+  try:
+    span = parse_profile_steps(profile)
+  except ValueError as e:
+    err.add('train.profile_steps', profile, str(e))
+  else:
+    total = _get(config, 'train.total_steps')
+    if span is not None and is_int(total) and span[1] >= total:
+      err.add('train.profile_steps', profile,
+              f'steps below config.train.total_steps={total}')
   cache_dir = _get(config, 'train.compilation_cache_dir')
   if cache_dir is not None and (not isinstance(cache_dir, str) or not cache_dir):
     err.add('train.compilation_cache_dir', cache_dir,

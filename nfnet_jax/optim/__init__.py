@@ -3,6 +3,8 @@ with warm-up + cosine LR, SAM / accumulation options, parameter EMA, losses."""
 from nfnet_jax.optim.agc import AdaptiveGradClipState
 from nfnet_jax.optim.agc import CLASSIFIER_REGEX
 from nfnet_jax.optim.agc import adaptive_grad_clip
+from nfnet_jax.optim.agc import agc_telemetry
+from nfnet_jax.optim.agc import agc_unit_counts
 from nfnet_jax.optim.agc import unitwise_norm
 from nfnet_jax.optim.builder import OPTIMIZERS
 from nfnet_jax.optim.builder import SAM_MODES
@@ -20,6 +22,7 @@ from nfnet_jax.optim.masks import param_paths
 
 __all__ = [
     'AdaptiveGradClipState', 'CLASSIFIER_REGEX', 'adaptive_grad_clip',
+    'agc_telemetry', 'agc_unit_counts',
     'unitwise_norm', 'OPTIMIZERS', 'SAM_MODES', 'SCHEDULES', 'build_optimizer',
     'sam_perturbation',
     'validate_optimizer_config', 'warmup_cosine_schedule', 'ema_decay',

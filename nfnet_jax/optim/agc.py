@@ -12,7 +12,8 @@ clips every parameter (gains, biases and skip gains included) except the final
 classifier weight, and clips the cross-device mean gradient before weight
 decay and momentum (``SGD_AGC`` in the official ``nfnets/optim.py``).
 """
-from typing import NamedTuple
+import re
+from typing import Callable, Dict, List, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -78,12 +79,17 @@ def unitwise_norm(x: jnp.ndarray) -> jnp.ndarray:
   return jnp.where(positive, jnp.sqrt(jnp.where(positive, sq, 1.0)), 0.0)
 
 
+def _unit_norms(grad, param, eps):
+  """``||G_i||`` and ``max(||W_i||, eps)`` per unit (broadcastable shapes)."""
+  return unitwise_norm(grad), jnp.maximum(unitwise_norm(param), eps)
+
+
 def _clip_leaf(grad, param, clipping, eps):
   """Clips one gradient tensor unit-wise against its parameter."""
   if grad is None:
     return None
-  g_norm = unitwise_norm(grad)
-  max_norm = clipping * jnp.maximum(unitwise_norm(param), eps)
+  g_norm, w_norm = _unit_norms(grad, param, eps)
+  max_norm = clipping * w_norm
   scale = max_norm / jnp.maximum(g_norm, _DIV_EPS)
   clipped = grad.astype(jnp.float32) * scale
   out = jnp.where(g_norm > max_norm, clipped, grad.astype(jnp.float32))
@@ -159,3 +165,174 @@ def adaptive_grad_clip(clipping: float, eps: float = 1e-3,
     return updates, state
 
   return optax.GradientTransformation(init_fn, update_fn)
+
+
+# ----------------------------------------------------------------------------
+# Telemetry: where, and how hard, AGC acts.
+
+
+def module_of(path: str) -> str:
+  """The parameter group of a ``'module/param'`` path: its Haiku module.
+
+  ``'NFNet/~/nf_block_3/~/conv0/w'`` -> ``'NFNet/~/nf_block_3/~/conv0'``; a
+  path without ``'/'`` (a top-level leaf of a non-Haiku tree) is its own
+  group.
+  """
+  return path.rpartition('/')[0] or path
+
+
+def _clipped_leaves(params, is_excluded):
+  """(group, path, param) of every clipped (not excluded) leaf, flatten order."""
+  out = []
+  for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+    p = masks.path_to_str(path)
+    if not is_excluded(p, leaf):
+      out.append((module_of(p), p, leaf))
+  return out
+
+
+def agc_unit_counts(params, exclude: masks.Selector = CLASSIFIER_REGEX
+                    ) -> Dict[str, int]:
+  """The number of AGC units in every clipped parameter group.
+
+  A unit is what one norm is taken over (`unitwise_reduce_axes`): an output
+  filter of a kernel, or a whole gain / bias vector. The counts weight the
+  per-group clipped fractions when they are pooled (per stage, per run).
+
+  Args:
+    params: the parameters (arrays or ``jax.ShapeDtypeStruct``).
+    exclude: the same selector as `adaptive_grad_clip`'s.
+
+  Returns:
+    ``{group: units}`` for every group with at least one clipped parameter.
+  """
+  is_excluded = masks.compile_selector(exclude, 'agc_unit_counts: exclude')
+  counts: Dict[str, int] = {}
+  for group, _, leaf in _clipped_leaves(params, is_excluded):
+    shape = tuple(leaf.shape)
+    axes = unitwise_reduce_axes(shape)
+    n = 1 if axes is None else int(shape[-1]) if shape else 1
+    counts[group] = counts.get(group, 0) + n
+  return counts
+
+
+def agc_telemetry(clipping: float, eps: float = 1e-3,
+                  exclude: masks.Selector = CLASSIFIER_REGEX
+                  ) -> Callable[..., Dict[str, Dict[str, jnp.ndarray]]]:
+  """Per-group statistics of what `adaptive_grad_clip` does to a gradient.
+
+  For every unit i (see `unitwise_reduce_axes`) of every clipped parameter,
+  the ratio ``r_i = ||G_i|| / max(||W_i||, eps)``; unit i is clipped when
+  ``r_i > clipping`` (evaluated exactly as the clip does,
+  ``||G_i|| > clipping * max(||W_i||, eps)``). Units are pooled per
+  parameter group (the Haiku module: a conv's kernel, gain and bias form one
+  group) and summarised by:
+
+    * ``clipped_fraction``: clipped units / units of the group;
+    * ``ratio_median``, ``ratio_max``: median and max of ``r_i``.
+
+  Give it the gradient AGC receives (the cross-device mean); it is a pure
+  function, cheap next to a train step (one norm per unit, which the clip
+  computes too, plus a sort per group for the median).
+
+  Args:
+    clipping: lambda, as for `adaptive_grad_clip` (> 0).
+    eps: the parameter-norm floor, as for `adaptive_grad_clip` (>= 0).
+    exclude: the parameters AGC leaves alone (no statistics for them).
+
+  Returns:
+    ``stats(grads, params) -> {group: {'clipped_fraction': f32,
+    'ratio_median': f32, 'ratio_max': f32}}``.
+
+  Raises:
+    ValueError: for the same bad arguments as `adaptive_grad_clip`.
+  """
+  clipping = _check_number('agc_telemetry: clipping', clipping,
+                           allow_zero=False)
+  eps = _check_number('agc_telemetry: eps', eps, allow_zero=True)
+  is_excluded = masks.compile_selector(exclude, 'agc_telemetry: exclude')
+
+  def stats(grads, params):
+    ratios: Dict[str, List[jnp.ndarray]] = {}
+    clipped: Dict[str, List[jnp.ndarray]] = {}
+    flat_grads = dict((masks.path_to_str(p), g) for p, g in
+                      jax.tree_util.tree_flatten_with_path(grads)[0])
+    for group, path, param in _clipped_leaves(params, is_excluded):
+      g_norm, w_norm = _unit_norms(flat_grads[path], param, eps)
+      g_norm = jnp.broadcast_to(g_norm, w_norm.shape).reshape(-1)
+      w_norm = w_norm.reshape(-1)
+      ratios.setdefault(group, []).append(g_norm / w_norm)
+      clipped.setdefault(group, []).append(g_norm > clipping * w_norm)
+    out = {}
+    for group, rs in ratios.items():
+      r = jnp.concatenate(rs)
+      c = jnp.concatenate(clipped[group])
+      out[group] = {'clipped_fraction': jnp.mean(c.astype(jnp.float32)),
+                    'ratio_median': jnp.median(r),
+                    'ratio_max': jnp.max(r)}
+    return out
+
+  return stats
+
+
+def _block_index(component: str) -> int:
+  """Haiku numbers repeated modules ``name, name_1, name_2, ...``."""
+  m = re.search(r'_(\d+)$', component)
+  return int(m.group(1)) if m else 0
+
+
+def depth_key(group: str):
+  """Sort key putting parameter groups in network order (input to output).
+
+  Haiku module names of nfnet_jax models (and of the official checkpoints):
+  stem modules (``stem*``, ``initial*``), then residual blocks numbered by
+  Haiku (``nf_block``, ``nf_block_1``, ...; ``res_block*``,
+  ``nf_res_block*``), then everything else (final conv, classifier). Sorting
+  the names as strings would put ``nf_block_10`` before ``nf_block_2`` and
+  the classifier before the blocks.
+  """
+  parts = group.split('/~/')
+  top = parts[1] if len(parts) > 1 else parts[0]
+  rest = '/'.join(parts[2:])
+  if top.startswith(('stem', 'initial')):
+    return (0, 0, top, rest)
+  if 'block' in top:
+    return (1, _block_index(top), top, rest)
+  return (2, 0, top, rest)
+
+
+def stage_labels(groups: Sequence[str]) -> Dict[str, str]:
+  """Console labels of parameter groups: ``'stem'``, ``'stage0'``..., ``'head'``.
+
+  Haiku names do not carry the stage, so it is read from the structure: a
+  block with a shortcut convolution (``conv_shortcut``: the width or stride
+  changes) opens a new stage, except the first block, which opens stage 0
+  either way.
+
+  Args:
+    groups: parameter-group names (`module_of`).
+
+  Returns:
+    ``{group: label}``.
+  """
+  blocks = {}
+  for g in groups:
+    parts = g.split('/~/')
+    if len(parts) > 1 and 'block' in parts[1]:
+      has_short = any(p.startswith('conv_shortcut') for p in parts[2:])
+      blocks[parts[1]] = blocks.get(parts[1], False) or has_short
+  stage_of, stage = {}, -1
+  for i, b in enumerate(sorted(blocks, key=lambda b: (_block_index(b), b))):
+    if i == 0 or blocks[b]:
+      stage += 1
+    stage_of[b] = stage
+  labels = {}
+  for g in groups:
+    kind, _, top, _ = depth_key(g)
+    if kind == 0:
+      labels[g] = 'stem'
+    elif kind == 1:
+      labels[g] = f'stage{stage_of[top]}'
+    else:
+      labels[g] = 'head'
+  return labels

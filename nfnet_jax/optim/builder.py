@@ -93,8 +93,10 @@ def validate_optimizer_config(opt_config, total_steps: Optional[int] = None
     bad('nesterov', nesterov, 'expected True or False')
 
   base_lr = get('base_lr')
-  if not is_number(base_lr) or not base_lr > 0 or not math.isfinite(base_lr):
-    bad('base_lr', base_lr, 'expected a finite number > 0 (0.1 per 256 '
+  # 0 is allowed: a run that must not learn is a check of the loop and of the
+  # sweeps' 'not learning' outcome.
+  if not is_number(base_lr) or not base_lr >= 0 or not math.isfinite(base_lr):
+    bad('base_lr', base_lr, 'expected a finite number >= 0 (0.1 per 256 '
         'examples in the paper)')
 
   lr_batch_base = get('lr_batch_base')

@@ -7,7 +7,9 @@
 passed to its ``get_config(arg)``; ``--config.a.b=value`` overrides any field.
 Re-running the same command resumes from ``DIR``'s newest checkpoint.
 Exit status: 0 when training completed, 143 when stopped by SIGTERM after
-writing a checkpoint (re-run to continue), 2 for a bad config.
+writing a checkpoint (re-run to continue), 2 for a bad config, 3 when
+training diverged (too many consecutive non-finite steps, or one with
+``config.train.nonfinite='raise'``), 1 for any other error.
 """
 import os
 import sys
@@ -29,6 +31,8 @@ _WORKDIR = flags.DEFINE_string(
 
 EXIT_PREEMPTED = 143
 EXIT_BAD_CONFIG = config_load.EXIT_BAD_CONFIG
+# Read by nfnet_jax.analysis.sweep: a diverged run is an outcome, not a crash.
+EXIT_DIVERGED = 3
 
 
 def _run(argv, overrides) -> None:
@@ -44,6 +48,7 @@ def _run(argv, overrides) -> None:
   # Orbax and TF log every file operation at INFO: keep the console readable.
   absl_logging.set_verbosity(absl_logging.WARNING)
   from nfnet_jax.train import loop  # pylint: disable=g-import-not-at-top
+  from nfnet_jax.train import steplog  # pylint: disable=g-import-not-at-top
   try:
     summary = loop.train_and_evaluate(config, _WORKDIR.value)
   except ValueError as e:
@@ -51,6 +56,9 @@ def _run(argv, overrides) -> None:
       raise
     print(f'error: {e}', file=sys.stderr)
     sys.exit(EXIT_BAD_CONFIG)
+  except (steplog.TrainingDiverged, FloatingPointError) as e:
+    print(f'error: training diverged: {e}', file=sys.stderr)
+    sys.exit(EXIT_DIVERGED)
   if summary.get('status') == 'preempted':
     sys.exit(EXIT_PREEMPTED)
 

@@ -33,6 +33,7 @@ from nfnet_jax.train import preemption
 from nfnet_jax.train import state as state_lib
 from nfnet_jax.train import step as step_lib
 from nfnet_jax.train import steplog
+from nfnet_jax.train import telemetry
 
 PyTree = Any
 
@@ -104,7 +105,7 @@ def compile_steps(config, model, tx, schedule, par, num_classes: int):
   """The wrapped train and eval steps of :mod:`nfnet_jax.train.step`."""
   train_step = par.wrap_train_step(step_lib.make_train_step(
       model.apply, tx, config.optimizer, compute_dtype=config.compute_dtype,
-      schedule=schedule))
+      schedule=schedule, agc_telemetry=config.train.get('agc_telemetry', True)))
   # The official experiments evaluate in float32 even after bf16 training.
   eval_step = par.wrap_eval_step(step_lib.make_eval_step(
       model.apply,
@@ -193,7 +194,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
   Raises:
     ValueError: a bad config (before anything is compiled).
     FloatingPointError: a non-finite step with ``train.nonfinite='raise'``.
-    RuntimeError: too many consecutive non-finite steps.
+    steplog.TrainingDiverged: too many consecutive non-finite steps (a
+      RuntimeError; the command line exits with status 3).
   """
   t_start = time.time()
   from nfnet_jax import data as data_lib  # pylint: disable=g-import-not-at-top
@@ -228,7 +230,11 @@ def train_and_evaluate(config, workdir: str) -> dict:
   evaluate = evaluator_lib.Evaluator(config, par, eval_step, writer,
                                      par.topology(),
                                      writer.rows() if is_main else ())
-  log = steplog.StepLog(tcfg, writer, init.meta, fetch=par.get_metrics)
+  log = steplog.StepLog(tcfg, writer, init.meta, fetch=par.get_metrics,
+                        agc_log=telemetry.AGCLog.for_config(config, init.state.params))
+  profiler = telemetry.StepProfiler(
+      telemetry.parse_profile_steps(tcfg.get('profile_steps', '')),
+      os.path.join(workdir, 'profile'), log=writer.log)
   prior_wall = float(init.meta.get('cumulative_wall_time_s', 0.0))
   save = lambda state, step: save_checkpoint(  # pylint: disable=g-long-lambda
       checkpointer, par, state, step, log,
@@ -256,7 +262,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
           if batch is None:
             raise RuntimeError(f'the train iterator ended at step {step} of '
                                f'{tcfg.total_steps}')
+          profiler.before(step)
           state, metrics = train_step(state, batch)
+          profiler.after(step, metrics)
           if step == start:
             _log_first_step(writer, metrics, t_seg)
           log.push(metrics)
@@ -293,6 +301,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
       if step not in checkpointer.steps():
         save(state, step)
     finally:
+      profiler.stop()
       writer.close()
 
   # ---- 6. Summary.

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import optax
 
 from nfnet_jax.config import schema as config_schema
+from nfnet_jax.optim import agc as agc_lib
 from nfnet_jax.optim import ema as ema_lib
 from nfnet_jax.optim import losses as losses_lib
 
@@ -107,6 +108,7 @@ def make_train_step(
     *,
     compute_dtype: str = 'float32',
     schedule: Optional[Callable[[Any], Any]] = None,
+    agc_telemetry: bool = False,
 ) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
   """Builds the per-device train step ``(state, batch) -> (state, metrics)``.
 
@@ -121,6 +123,10 @@ def make_train_step(
       ``'bfloat16'``; params and images are cast inside the step, the
       master weights stay float32.
     schedule: step -> learning rate, for logging only (None: not logged).
+    agc_telemetry: with AGC on (``optimizer.clipping`` set), also return
+      ``metrics['agc']``: per parameter group the clipped fraction and the
+      median / max of ``||G_i|| / max(||W_i||, eps)`` of the gradient the
+      optimizer receives (`nfnet_jax.optim.agc.agc_telemetry`).
 
   Returns:
     The per-device step. ``batch`` holds ``images`` [b, H, W, C] float32 and
@@ -133,6 +139,11 @@ def make_train_step(
   label_smoothing = optimizer.get('label_smoothing') or 0.0
   ema_decay = optimizer.get('ema_decay')
   sam_rho = optimizer.get('sam_rho')
+  agc_stats = None
+  if agc_telemetry and optimizer.get('clipping') is not None:
+    agc_stats = agc_lib.agc_telemetry(
+        optimizer['clipping'], eps=optimizer.get('clip_eps', 1e-3),
+        exclude=optimizer.get('clip_exclude', agc_lib.CLASSIFIER_REGEX))
 
   def loss_fn(params, model_state, images, labels, rng):
     outputs, new_model_state = apply_fn(
@@ -217,6 +228,8 @@ def make_train_step(
         'nonfinite_total': new_state.nonfinite_total,
         'nonfinite_consecutive': new_state.nonfinite_consecutive,
     }
+    if agc_stats is not None:
+      metrics['agc'] = agc_stats(grads, state.params)
     if schedule is not None:
       metrics['lr'] = jnp.asarray(schedule(state.step), jnp.float32)
     return new_state, metrics

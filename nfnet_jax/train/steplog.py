@@ -12,6 +12,14 @@ from nfnet_jax.train import metrics as metrics_lib
 _WINDOW_KEYS = ('loss', 'top1', 'grad_norm', 'param_norm')
 
 
+class TrainingDiverged(RuntimeError):
+  """Too many consecutive non-finite steps (``train.max_consecutive_nonfinite``).
+
+  The command line exits with its own status for it (``cli.EXIT_DIVERGED``),
+  so sweeps tell a diverged run from a crash without reading logs.
+  """
+
+
 class StepLog:
   """The train-side log of a run.
 
@@ -21,9 +29,11 @@ class StepLog:
     writer: the run's ``metrics.MetricWriter``.
     meta: the restored checkpoint's metadata ({} for a fresh run).
     fetch: device metrics -> host metrics (``Parallel.get_metrics``).
+    agc_log: a ``telemetry.AGCLog`` pooling the step's AGC statistics
+      (``metrics['agc']``) over each log window; None: no telemetry.
   """
 
-  def __init__(self, train_config, writer, meta: dict, fetch=None):
+  def __init__(self, train_config, writer, meta: dict, fetch=None, agc_log=None):
     self.cfg = train_config
     self.writer = writer
     self.fetch = fetch or (lambda m: m)
@@ -31,12 +41,16 @@ class StepLog:
     self.window: list = list(meta.get('log_window', []))
     self.skipped_steps: list = list(meta.get('skipped_steps', []))
     self.last_train: dict = dict(meta.get('last_train', {}))
+    self.agc_log = agc_log
+    if agc_log is not None:
+      agc_log.restore(meta.get('agc_window'))
 
   def meta(self) -> dict:
     """What a checkpoint must carry to resume this log exactly."""
     return {'log_window': list(self.window),
             'skipped_steps': list(self.skipped_steps),
-            'last_train': self.last_train}
+            'last_train': self.last_train,
+            'agc_window': self.agc_log.state() if self.agc_log is not None else None}
 
   def push(self, metrics) -> None:
     """Takes a step's device metrics; records the previous step's.
@@ -58,10 +72,13 @@ class StepLog:
 
     Raises:
       FloatingPointError: a non-finite step with ``nonfinite='raise'``.
-      RuntimeError: ``max_consecutive_nonfinite`` non-finite steps in a row.
+      TrainingDiverged: ``max_consecutive_nonfinite`` non-finite steps in a
+        row.
     """
     s = int(m['step'])
     if float(m['finite']) != 0.0:
+      if self.agc_log is not None and 'agc' in m:
+        self.agc_log.add(m['agc'])
       self.window.append({k: float(m[k]) for k in _WINDOW_KEYS if k in m}
                          | {'lr': float(m.get('lr', 0.0))})
       return
@@ -76,7 +93,7 @@ class StepLog:
         f'update skipped ({int(m["nonfinite_consecutive"])} in a row, '
         f'{int(m["nonfinite_total"])} in total).')
     if int(m['nonfinite_consecutive']) >= self.cfg.max_consecutive_nonfinite:
-      raise RuntimeError(
+      raise TrainingDiverged(
           f'{int(m["nonfinite_consecutive"])} consecutive non-finite steps '
           f'(up to step {s}; config.train.max_consecutive_nonfinite='
           f'{self.cfg.max_consecutive_nonfinite}): training diverged. Try a '
@@ -101,6 +118,10 @@ class StepLog:
     self.last_train = {k: v for k, v in scalars.items()
                        if not k.endswith('_s')}
     eta = (total - step) / max(steps_s, 1e-9)
+    agc_scalars = self.agc_log.scalars() if self.agc_log is not None else {}
+    if agc_scalars:
+      writer.write(step, 'agc', agc_scalars)
+      writer.log(self.agc_log.console(step, agc_scalars))
     if 'train/loss' in scalars:
       writer.log(
           f'[train] step {step}/{total}: loss {scalars["train/loss"]:.4f} '
