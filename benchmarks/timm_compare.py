@@ -1,6 +1,6 @@
 r"""Peer comparison: nfnet_jax vs timm (PyTorch, CPU) train and eval steps.
 
-  pip install -e '.[bench]'          # torch==2.13.0 and timm, not core deps
+  pip install -e '.[bench]'          # torch==2.14.1 + torchvision and timm, not core deps
   python benchmarks/timm_compare.py [--shapes all] [--rounds 7] [--impls auto,xla]
       [--json_out results.jsonl] [--ema]
 
