@@ -30,6 +30,18 @@ CORE = [
     "absl-py",
 ]
 
+# torch + torchvision must be a matching pair (timm imports torchvision; a
+# mismatched torchvision fails at import with "operator torchvision::nms does
+# not exist"). timm 1.0.31 is the version the interop mapping was checked on.
+# The tested pair and versions are in constraints.txt (the one place for
+# exact pins); these ranges admit them.
+TIMM = [
+    "torch>=2.13",
+    "torchvision",
+    "timm>=1.0",
+    "safetensors",
+]
+
 setup(
     name="nfnet_jax",
     version="0.1.0",
@@ -39,12 +51,16 @@ setup(
     python_requires=">=3.11",
     install_requires=CORE,
     extras_require={
-        # submitit: the cluster sweeps' tests run its local executor in CI.
-        "test": ["pytest", "pytest-xdist", "submitit>=1.5.4"],
+        # The suite runs the timm interop tests (so CI installs TIMM) and the
+        # cluster sweeps' tests with submitit's local executor.
+        "test": ["pytest", "pytest-xdist", "submitit>=1.5.4"] + TIMM,
+        # Weights to/from timm (nfnet_jax.interop.timm, scripts/convert.py).
+        "timm": TIMM,
         # Sweeps as SLURM job arrays (scripts/sweep.py --launcher submitit).
         "cluster": ["submitit>=1.5.4"],
         # Peer comparison in benchmarks/ (not needed by the package itself).
-        "bench": ["torch>=2.13.0", "torchvision", "timm>=1.0", "psutil"],
+        # Peer benchmarks; psutil counts the input benchmark's worker CPU time.
+        "bench": TIMM + ["psutil"],
     },
     entry_points={
         "console_scripts": [

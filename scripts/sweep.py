@@ -3,7 +3,7 @@
 
   python scripts/sweep.py --config configs/fashion_mnist.py --workdir W \
       --sweep model.alpha=0.1,0.2,0.4 --sweep optimizer.clipping=0.01,0.04,0.16,None \
-      [--launcher local|submitit|print] [--parallel 2] [--config.train.total_steps=500]
+      [--repeats 3] [--launcher local|submitit|print] [--parallel 2] [--config.train.total_steps=500]
 
 On a SLURM cluster (pip install -e '.[cluster]'; a config module's SUBMITIT
 dict of submitit AutoExecutor parameters gives defaults for these flags):
@@ -19,6 +19,10 @@ the same command resumes the sweep (and unfinished runs resume from their
 checkpoints). Writes W/results.csv, W/heatmap.png (the outcome of every run:
 completed, diverged, failed, not learning) and, for runs with AGC telemetry,
 W/<run_name>/agc_report.png.
+When seeds repeat each setting (--repeats N, --sweep seed=..., a `seed` key
+in get_sweep() or REPEATS = N in the config), it also writes W/report.md
+and W/report.png with mean +- std over the seeds (scripts/report.py W
+redraws them).
 """
 import argparse
 import copy
@@ -27,6 +31,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from nfnet_jax.analysis import report as report_lib  # pylint: disable=g-import-not-at-top
 from nfnet_jax.analysis import sweep as sweep_lib  # pylint: disable=g-import-not-at-top
 from nfnet_jax.config import load as config_load  # pylint: disable=g-import-not-at-top
 
@@ -38,6 +43,9 @@ def main(argv=None):
   p.add_argument('--workdir', required=True, help='sweep workdir; runs go in WORKDIR/<run_name>/')
   p.add_argument('--sweep', action='append', default=[],
                  help='key=v1,v2,... (repeatable; the grid is the product)')
+  p.add_argument('--repeats', type=int, default=None,
+                 help='run every grid point with seeds 0..N-1 (same as --sweep seed=0,...,N-1); '
+                      'the table and plot then show mean +- std over the seeds')
   p.add_argument('--launcher', choices=sweep_lib.LAUNCHERS, default='local',
                  help='local: subprocesses here; submitit: a SLURM job array (or submitit\'s '
                       'local/debug executor, see --submitit_cluster); print: print the commands')
@@ -74,6 +82,7 @@ def main(argv=None):
   try:
     base = sweep_lib.sweep_from_config(args.config)
     axes = [sweep_lib.parse_sweep_flag(s) for s in args.sweep]
+    axes += sweep_lib.repeat_axis(args.repeats, args.config, axes, base)
     if base is None and not axes:
       raise ValueError(f'nothing to sweep: give --sweep key=v1,v2,... or define get_sweep() in '
                        f'{args.config}')
@@ -123,7 +132,12 @@ def main(argv=None):
   sweep_lib.write_results_csv(rows, csv_path)
   png_path = os.path.join(args.workdir, 'heatmap.png')
   sweep_lib.plot_heatmap(rows, png_path)
-  print(sweep_lib.results_markdown(rows))
+  if any(k in report_lib.SEED_KEYS for k in sweep_lib.swept_keys(grid)):
+    # Repeats: aggregate the seeds of each setting (mean +- std, n).
+    print(report_lib.write_report(args.workdir, os.path.join(args.workdir, 'report'))['table'])
+    png_path += ' and ' + os.path.join(args.workdir, 'report.{md,png}')
+  else:
+    print(sweep_lib.results_markdown(rows))
   print(f'[sweep] wrote {csv_path} and {png_path}')
   reports = sweep_lib.write_agc_reports(args.workdir, grid)
   if reports:
