@@ -1,5 +1,4 @@
 """Install requirements: setup.py ranges admit the tested pins; no private JAX."""
-import ast
 import os
 import re
 
@@ -9,15 +8,16 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _setup_requirements():
-  """install_requires + extras of setup.py, read without running it."""
-  tree = ast.parse(open(os.path.join(ROOT, 'setup.py')).read())
-  reqs = []
-  for node in ast.walk(tree):
-    if isinstance(node, ast.Assign) and getattr(node.targets[0], 'id', '') == 'CORE':
-      reqs += [ast.literal_eval(e) for e in node.value.elts]
-    if isinstance(node, ast.keyword) and node.arg == 'extras_require':
-      for v in ast.literal_eval(node.value).values():
-        reqs += v
+  """install_requires + every extra of setup.py (setup() itself not run)."""
+  import runpy  # pylint: disable=g-import-not-at-top
+  from unittest import mock  # pylint: disable=g-import-not-at-top
+  import setuptools  # pylint: disable=g-import-not-at-top
+  captured = {}
+  with mock.patch.object(setuptools, 'setup', lambda **kw: captured.update(kw)):
+    runpy.run_path(os.path.join(ROOT, 'setup.py'))
+  reqs = list(captured['install_requires'])
+  for extra in captured['extras_require'].values():
+    reqs += extra
   return [Requirement(r) for r in reqs]
 
 
