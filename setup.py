@@ -1,33 +1,45 @@
 """nfnet_jax: normalizer-free networks (NF-ResNets, NFNets) in JAX/Haiku."""
 from setuptools import find_packages, setup
 
-# Exact pins are the tested set (the constraints CI and the README use);
-# each says why it is exact. Unpinned packages have had stable APIs for us.
+# Ranges, not pins: users install into existing environments (Python 3.12
+# GPU images with jax 0.11.x). The exact tested set is constraints.txt, which
+# CI (scripts/setup_env.sh) and the README commands pass to pip with
+# `-c constraints.txt`; why each of those versions is the tested one is
+# said there. Upper bounds stop at the newest minor release tested (jax 0.11.2
+# on Python 3.12: the model, the train step and benchmarks/gpu_check.py
+# --tiny) and, for Haiku, optax and orbax, below the next minor, whose APIs
+# may move.
 CORE = [
-    # jax 0.10.2 is the newest JAX for Python 3.11; jaxlib must equal it.
-    "jax==0.10.2",
-    "jaxlib==0.10.2",
-    # Haiku and optax move in lockstep with JAX: these are the releases
-    # tested against jax 0.10.2 (haiku's transforms, optax.tree.norm).
-    "dm-haiku==0.0.17",
-    "optax==0.2.8",
+    "jax>=0.10.2,<0.12",
+    "jaxlib>=0.10.2,<0.12",
+    "dm-haiku>=0.0.17,<0.1",
+    "optax>=0.2.8,<0.3",
     # config_dict's locking and type-safe assignment, which the override
     # parser (nfnet_jax/config/load.py) relies on.
-    "ml-collections==1.1.0",
+    "ml-collections>=1.1.0",
     "numpy",
-    # tfds 4.9.10 is tested with TF 2.21 (tf.data and the prepared formats).
-    "tensorflow-cpu==2.21.0",
-    "tensorflow-datasets==4.9.10",
+    "tensorflow-cpu>=2.21.0",
+    "tensorflow-datasets>=4.9.10",
     "importlib_resources",  # used by tfds 4.9.10 without declaring it
-    # Checkpoints: the CheckpointManager / args API of this release (the
-    # on-disk format of our checkpoints is what it writes).
-    "orbax-checkpoint==0.12.8",
-    # The SummaryWriter API and event format the tests read back.
-    "tensorboardX==2.6.5",
+    # The CheckpointManager / args API (our on-disk format is what it writes).
+    "orbax-checkpoint>=0.12.8,<0.13",
+    "tensorboardX>=2.6.5",
     "tqdm",
     "matplotlib",
     "dill",
     "absl-py",
+]
+
+# torch + torchvision must be a matching pair (timm imports torchvision; a
+# mismatched torchvision fails at import with "operator torchvision::nms does
+# not exist"). timm 1.0.31 is the version the interop mapping was checked on.
+# The tested pair and versions are in constraints.txt (the one place for
+# exact pins); these ranges admit them.
+TIMM = [
+    "torch>=2.13",
+    "torchvision",
+    "timm>=1.0",
+    "safetensors",
 ]
 
 setup(
@@ -39,12 +51,16 @@ setup(
     python_requires=">=3.11",
     install_requires=CORE,
     extras_require={
-        # submitit: the cluster sweeps' tests run its local executor in CI.
-        "test": ["pytest", "pytest-xdist", "submitit==1.5.4"],
+        # The suite runs the timm interop tests (so CI installs TIMM) and the
+        # cluster sweeps' tests with submitit's local executor.
+        "test": ["pytest", "pytest-xdist", "submitit>=1.5.4"] + TIMM,
+        # Weights to/from timm (nfnet_jax.interop.timm, scripts/convert.py).
+        "timm": TIMM,
         # Sweeps as SLURM job arrays (scripts/sweep.py --launcher submitit).
-        "cluster": ["submitit==1.5.4"],
+        "cluster": ["submitit>=1.5.4"],
         # Peer comparison in benchmarks/ (not needed by the package itself).
-        "bench": ["torch==2.13.0", "timm"],
+        # Peer benchmarks; psutil counts the input benchmark's worker CPU time.
+        "bench": TIMM + ["psutil"],
     },
     entry_points={
         "console_scripts": [

@@ -11,7 +11,7 @@ everything else (activations, weight standardization, SE, the optimizer).
 
     python benchmarks/conv_layers_vs_torch.py [--batch 8 --resolution 128]
 
-Needs `pip install torch==2.13.0` (the `bench` extra). Weight
+Needs torch (the `bench` extra; tested version in constraints.txt). Weight
 standardization is not included (it costs the same on both sides, per
 kernel, independent of the batch).
 """

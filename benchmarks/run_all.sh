@@ -5,7 +5,7 @@
 # Writes OUT_DIR/bench.jsonl (scripts/benchmark.py records),
 # OUT_DIR/timm.jsonl + timm.txt (benchmarks/timm_compare.py) and OUT_DIR/table.md
 # (benchmarks/render_table.py). Needs the `bench` extra for timm:
-#   pip install -e .[bench]
+#   pip install -e '.[bench]' -c constraints.txt
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out="${1:-workdirs/bench}"

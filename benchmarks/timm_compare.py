@@ -1,6 +1,6 @@
 r"""Peer comparison: nfnet_jax vs timm (PyTorch, CPU) train and eval steps.
 
-  pip install -e '.[bench]'          # torch==2.13.0 and timm, not core deps
+  pip install -e '.[bench]' -c constraints.txt    # torch and timm, not core deps
   python benchmarks/timm_compare.py [--shapes all] [--rounds 7] [--impls auto,xla]
       [--json_out results.jsonl] [--ema]
 
@@ -82,25 +82,42 @@ def uptime() -> str:
 
 
 def timm_step_fn(torch, timm, model_name, mode, batch, res, ema, channels_last, drop_rate,
-                 drop_path_rate):
-  """Returns a zero-arg callable running one timm step, and the param count."""
+                 drop_path_rate, *, device='cpu', amp_dtype=None, compile_model=False,
+                 model=None, num_classes=NUM_CLASSES):
+  """Returns a zero-arg callable running one timm step, and the param count.
+
+  Args (beyond the shape): `device` ('cpu' or 'cuda'); `amp_dtype` (e.g.
+  torch.bfloat16: the forward under `torch.autocast`, as timm's train.py
+  --amp); `compile_model` (`torch.compile` the model); `model` (a ready
+  module instead of `timm.create_model(model_name)`, e.g. a tiny NormFreeNet).
+  The callable waits for the device before returning.
+  """
+  import contextlib  # pylint: disable=g-import-not-at-top
   import torch.nn.functional as F  # pylint: disable=g-import-not-at-top
   from timm.utils import agc  # pylint: disable=g-import-not-at-top
   torch.manual_seed(0)
-  model = timm.create_model(model_name, num_classes=NUM_CLASSES, drop_rate=drop_rate,
-                            drop_path_rate=drop_path_rate)
-  x = torch.randn(batch, 3, res, res)
-  y = torch.randint(0, NUM_CLASSES, (batch,))
+  if model is None:
+    model = timm.create_model(model_name, num_classes=num_classes, drop_rate=drop_rate,
+                              drop_path_rate=drop_path_rate)
+  model = model.to(device)
+  x = torch.randn(batch, 3, res, res, device=device)
+  y = torch.randint(0, num_classes, (batch,), device=device)
   if channels_last:
     model = model.to(memory_format=torch.channels_last)
     x = x.contiguous(memory_format=torch.channels_last)
   n_params = sum(p.numel() for p in model.parameters())
+  fwd = torch.compile(model) if compile_model else model
+  autocast = (lambda: torch.autocast(device_type=device.split(':')[0], dtype=amp_dtype)) \
+      if amp_dtype is not None else contextlib.nullcontext
+  sync = torch.cuda.synchronize if device.startswith('cuda') else (lambda: None)
   if mode == 'eval':
     model.eval()
 
     def step():
-      with torch.inference_mode():
-        return model(x)
+      with torch.inference_mode(), autocast():
+        out = fwd(x)
+      sync()
+      return out
     return step, n_params
 
   model.train()
@@ -116,13 +133,15 @@ def timm_step_fn(torch, timm, model_name, mode, batch, res, ema, channels_last, 
 
   def step():
     opt.zero_grad(set_to_none=True)
-    loss = F.cross_entropy(model(x), y, label_smoothing=LABEL_SMOOTHING)
+    with autocast():
+      loss = F.cross_entropy(fwd(x), y, label_smoothing=LABEL_SMOOTHING)
     loss.backward()
     agc.adaptive_clip_grad(clip_params, clip_factor=AGC_CLIP, eps=1e-3)
     opt.step()
     if model_ema is not None:
       model_ema.update(model, step=counter[0])
     counter[0] += 1
+    sync()
     return loss.item()
   return step, n_params
 

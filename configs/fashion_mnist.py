@@ -54,6 +54,7 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
 
   # A narrow NF-ResNet-26 style network (bottleneck blocks, ReLU, SkipInit).
   c.model = ml_collections.ConfigDict()
+  base_lib.add_nf_options(c.model)  # numerics/timm options, None = official
   c.model.name = 'NFResNet'
   c.model.variant = 'ResNet26'
   c.model.width = 0.5                  # stage widths 32, 64, 128, 256

@@ -58,6 +58,7 @@ def get_config(arg: str = 'B0') -> ml_collections.ConfigDict:
   table = NF_REGNET_VARIANTS[variant]
   c = base_lib.base_config()
   c.model = ml_collections.ConfigDict()
+  base_lib.add_nf_options(c.model)  # numerics/timm options, None = official
   c.model.name = 'NFRegNet'
   c.model.variant = variant
   c.model.width = 0.75

@@ -88,6 +88,7 @@ def get_config(arg: str = '50') -> ml_collections.ConfigDict:
   depth, mods = _parse(arg)
   c = base_lib.base_config()
   c.model = ml_collections.ConfigDict()
+  base_lib.add_nf_options(c.model)  # numerics/timm options, None = official
   c.model.name = 'NFResNet'
   c.model.variant = f'ResNet{depth}'
   c.model.width = 4.0                    # stage widths 256, 512, 1024, 2048

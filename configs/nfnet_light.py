@@ -50,6 +50,7 @@ def get_config(arg: str = 'eca_nfnet_l0') -> ml_collections.ConfigDict:
   recipe = NFNET_VARIANTS[_f_counterpart(variant)]
   c = base_lib.base_config()
   c.model = ml_collections.ConfigDict()
+  base_lib.add_nf_options(c.model)  # numerics/timm options, None = official
   c.model.name = 'NFNet'
   c.model.variant = variant
   c.model.drop_rate = recipe['drop_rate']

@@ -114,9 +114,26 @@ def infer_nfnet_config(params: Mapping[str, Mapping[str, Any]]) -> Optional[dict
   return None
 
 
+def classifier_classes(params: Mapping) -> Optional[int]:
+  """Classes of the root classifier `<root>/~/linear/b`, or None if absent."""
+  biases = [d['b'] for m, d in params.items()
+            if m.endswith('/~/linear') and m.count('/~/') == 1 and 'b' in d]
+  return int(np.shape(biases[0])[0]) if len(biases) == 1 else None
+
+
 def _shapes_report(found: Mapping, expected: Mapping) -> list:
   flat_found = {f'{m}/{n}': tuple(np.shape(v)) for m, d in found.items() for n, v in d.items()}
   flat_exp = {f'{m}/{n}': tuple(s) for m, d in expected.items() for n, s in d.items()}
+  return flat_shapes_report(flat_found, flat_exp)
+
+
+def flat_shapes_report(flat_found: Mapping[str, tuple], flat_exp: Mapping[str, tuple]) -> list:
+  """Missing / unexpected / mis-shaped names of two flat {name: shape} maps.
+
+  Returns:
+    One string per kind of difference (empty when the two agree), each
+    listing at most a dozen names.
+  """
   missing = sorted(set(flat_exp) - set(flat_found))
   unexpected = sorted(set(flat_found) - set(flat_exp))
   misshaped = sorted(f'{k}: file {flat_found[k]} vs model {flat_exp[k]}'

@@ -11,4 +11,5 @@ if [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then
     echo "note: not root / no apt: install Debian's dataset-fashion-mnist or set config.data.data_dir"
   fi
 fi
-python -m pip install -q --disable-pip-version-check -e ".[test]"
+# constraints.txt: the exact tested versions (setup.py states ranges).
+python -m pip install -q --disable-pip-version-check -e ".[test]" -c constraints.txt

@@ -165,3 +165,39 @@ def test_batch_pad_crop_flip_matches_numpy():
                                                           crop[:, ::-1]):
           found = True
     assert found
+
+
+def test_fused_mix_and_normalize_equal_normalizing_then_mixing():
+  """The pipeline mixes uint8 pixels and normalises once (XLA-fused); that
+  equals normalising first and mixing the floats (mixing is convex)."""
+  from nfnet_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(1)
+  u8 = tf.constant(rng.integers(0, 256, size=(8, 12, 10, 3), dtype=np.uint8))
+  y = tf.one_hot(rng.integers(0, 4, size=8), 4)
+  mean, std = (120.0, 110.0, 100.0), (60.0, 55.0, 50.0)
+  key = _key(7)
+  partner, lam, cut, keep = mixing.mix_weights(key, 8, 12, 10, mixup_alpha=0.2,
+                                               use_cutmix=True, groups=2)
+  fused = pipeline._mix_normalize_fused(  # pylint: disable=protected-access
+      u8, partner, lam, cut, tf.constant(mean), tf.constant(std)).numpy()
+  ref, ref_y = mixing.mix_batch(pp.normalize(u8, mean, std), y, key,
+                                mixup_alpha=0.2, use_cutmix=True, groups=2)
+  np.testing.assert_allclose(fused, ref.numpy(), atol=2e-5)
+  np.testing.assert_allclose(mixing.mix_labels(y, partner, keep).numpy(), ref_y.numpy())
+  plain = pipeline._normalize_fused(u8, tf.constant(mean), tf.constant(std))  # pylint: disable=protected-access
+  np.testing.assert_allclose(plain.numpy(), pp.normalize(u8, mean, std).numpy(), atol=2e-6)
+  # uint8 in, float32 out; the same numbers as mixing the float pixels.
+  a, _ = mixing.mix_batch(u8, y, key, mixup_alpha=0.2, use_cutmix=True, groups=2)
+  b, _ = mixing.mix_batch(tf.cast(u8, tf.float32), y, key, mixup_alpha=0.2,
+                          use_cutmix=True, groups=2)
+  assert a.dtype == tf.float32
+  np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+def test_train_image_is_uint8():
+  img = tf.constant(np.random.default_rng(0).integers(0, 256, (40, 50, 3), dtype=np.uint8))
+  out = pp.train_image(img, _key(0), size=16, jpeg=False, channels=3)
+  assert out.dtype == tf.uint8 and out.shape == (16, 16, 3)
+  out = pp.train_image(img, _key(0), size=16, jpeg=False, channels=3, crop='none',
+                       randaugment=ra.make_randaugment(2, 9))
+  assert out.dtype == tf.uint8 and out.shape == (16, 16, 3)

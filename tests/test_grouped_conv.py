@@ -143,6 +143,16 @@ def test_resolve_impl():
   assert set(gc.IMPLS) == {'auto', 'xla', 'split'}
 
 
+def test_auto_follows_the_per_backend_table(monkeypatch):
+  backend = jax.default_backend()
+  assert set(gc.AUTO_IMPL.values()) <= {'xla', 'split'}
+  for entry in ('xla', 'split'):
+    monkeypatch.setitem(gc.AUTO_IMPL, backend, entry)
+    assert gc.resolve_impl('auto', groups=6) == entry
+  monkeypatch.delitem(gc.AUTO_IMPL, backend)
+  assert gc.resolve_impl('auto') == 'xla'     # an unmeasured backend
+
+
 def test_bad_arguments_raise():
   with pytest.raises(ValueError, match=r"config\.model\.conv_impl.*'fast'.*auto"):
     gc.resolve_impl('fast')

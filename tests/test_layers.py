@@ -13,8 +13,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGE = os.path.join(ROOT, 'nfnet_jax')
 
 LAYER = {'config': 0, 'nn': 1, 'models': 2, 'optim': 3, 'data': 3,
-         'pretrained': 3, 'train': 4, 'analysis': 5}
-CONFIG_MAY_IMPORT = {'config', 'models', 'optim', 'data'}
+         'pretrained': 3, 'interop': 3, 'export': 3, 'train': 4, 'analysis': 5}
+# interop: the validator checks finetune.timm_name against the covered names.
+CONFIG_MAY_IMPORT = {'config', 'models', 'optim', 'data', 'interop'}
 
 
 def _imports(path):

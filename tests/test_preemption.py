@@ -91,6 +91,9 @@ def train_command(workdir, data_dir):
       '--config.train.log_every=2',
       '--config.train.eval_every=12',
       '--config.optimizer.warmup_steps=4',
+      # Saves in the background, as on accelerators: kills, SIGTERM and
+      # corruption must resume exactly with async writes too.
+      '--config.train.async_checkpoints=on',
   ]
 
 
@@ -378,10 +381,10 @@ def test_corrupt_newest_checkpoint_is_reported_and_previous_used(
     tmp_path, corrupt):
   logs = []
   ck = ckpt_lib.Checkpointer(str(tmp_path / 'checkpoints'), keep=5,
-                             log=logs.append)
+                             log=logs.append, async_save=True)
   for step in (1, 2, 3):
     assert ck.save(step, _state(step))
-  ck.close()
+  ck.close()   # waits for the background write of step 3
   corrupt(str(tmp_path / 'checkpoints' / '3'))
 
   ck = ckpt_lib.Checkpointer(str(tmp_path / 'checkpoints'), keep=5,

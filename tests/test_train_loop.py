@@ -104,7 +104,7 @@ def final_flat_state(workdir):
 @pytest.fixture(scope='module', autouse=True)
 def compilation_cache(tmp_path_factory):
   """Identical programs (init, repeated runs of one config) compile once."""
-  from jax._src import compilation_cache as cc  # pylint: disable=g-import-not-at-top
+  from jax.experimental.compilation_cache import compilation_cache as cc  # pylint: disable=g-import-not-at-top
   keys = ('jax_compilation_cache_dir',
           'jax_persistent_cache_min_compile_time_secs',
           'jax_persistent_cache_min_entry_size_bytes')

@@ -30,6 +30,9 @@ def _config(mock_dir, **kw):
   c = tiny_imagenet_config(mock_dir, mode='shard_map', total_steps=TOTAL)
   c.train.log_every = 2
   c.train.eval_every = 4
+  # Background checkpoint writes, as on accelerators (auto is off on CPU):
+  # resumption must stay exact with them.
+  c.train.async_checkpoints = 'on'
   for k, v in kw.items():
     section, field = k.split('__')
     c[section][field] = v

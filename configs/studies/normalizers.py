@@ -42,6 +42,7 @@ def get_config(arg=''):
 def get_sweep(arg=''):
   """arm x batch x seed; ``local``: BN and NF at batch 8, seed 0."""
   if 'local' in _opts(arg):
-    return [dict(common.ARMS[a], **common.batch_point(8, EPOCHS, True), seed=0) for a in ('bn', 'nf')]
+    return [dict(common.ARMS[a], **common.batch_point(8, EPOCHS, True), seed=0)
+            for a in ('bn', 'nf')]
   return [dict(common.ARMS[a], **common.batch_point(b, EPOCHS), seed=s)
           for a in ARMS for b in BATCHES for s in SEEDS]

@@ -13,7 +13,8 @@ Two kinds of checkpoint are read:
 (:func:`nfnet_jax.train.step.make_eval_step`, through the shared runner
 :func:`nfnet_jax.train.evaluator.run_eval`) over the config's eval split
 (every example exactly once, padding masked) at each resolution and returns
-top-1, top-5 and mean cross-entropy.
+top-1, top-5 and mean cross-entropy, with weight standardization folded into
+the kernels once (`nfnet_jax.export.fold_ws`).
 """
 import json
 import os
@@ -74,6 +75,7 @@ def evaluate(config, checkpoint: str, resolutions: Optional[Sequence[int]] = Non
   """
   import jax  # pylint: disable=g-import-not-at-top
   from nfnet_jax import data as data_lib  # pylint: disable=g-import-not-at-top
+  from nfnet_jax import export  # pylint: disable=g-import-not-at-top
   from nfnet_jax import models  # pylint: disable=g-import-not-at-top
   from nfnet_jax.train import evaluator as evaluator_lib  # pylint: disable=g-import-not-at-top
   from nfnet_jax.train import parallel as parallel_lib  # pylint: disable=g-import-not-at-top
@@ -91,6 +93,10 @@ def evaluate(config, checkpoint: str, resolutions: Optional[Sequence[int]] = Non
   expected, _ = jax.eval_shape(lambda x: model.init(jax.random.PRNGKey(0), x, False),
                                jax.ShapeDtypeStruct((1, res0, res0, channels), np.float32))
   params, state, src = load_for_eval(checkpoint, use_ema=use_ema, expected_params=expected)
+  if export.can_fold(config.model) and not config.model.get('ws_folded'):
+    # Standardize the kernels once instead of at every batch (same logits).
+    params, folded_config = export.fold_ws(params, config.model)
+    model = models.create_model(folded_config, info.num_classes)
   # One device (as the loop's eval step on a one-device mesh): evaluate.py
   # reads the whole eval split in this process. float32 unless
   # config.train.eval_compute_dtype says otherwise: the official experiments

@@ -6,6 +6,7 @@ working: the schema's public names are re-exported here.
 from nfnet_jax.config.schema import apply_local_imagenet_mode
 from nfnet_jax.config.schema import apply_official_schedule
 from nfnet_jax.config.schema import apply_local_mode
+from nfnet_jax.config.schema import add_nf_options
 from nfnet_jax.config.schema import base_config
 from nfnet_jax.config.schema import CLASSIFIER_MODULE
 from nfnet_jax.config.schema import CLASSIFIER_WEIGHT

@@ -16,6 +16,7 @@ IMAGENET_TRAIN_EXAMPLES = 1_281_167
 COMPUTE_DTYPES = ('float32', 'bfloat16')
 PARALLEL_MODES = ('shard_map', 'pmap')
 DISTRIBUTED = ('auto', 'on', 'off')
+ASYNC_CHECKPOINTS = ('auto', 'on', 'off')
 
 # The final classifier of every nfnet_jax / official model is the top-level
 # module's own linear ('NFNet/~/linear', 'NF_ResNet/~/linear'); the
@@ -23,6 +24,27 @@ DISTRIBUTED = ('auto', 'on', 'off')
 # leaves its weight unclipped and fine-tuning re-initialises the module.
 CLASSIFIER_MODULE = r'^[^/]+/~/linear'
 CLASSIFIER_WEIGHT = CLASSIFIER_MODULE + r'/w$'
+
+
+# NF models' numerics/layout options; None = official. timm's weights need
+# timm's (nfnet_jax.interop.timm.timm_model_config; README "Use PyTorch weights").
+NF_OPTIONS = {
+    'gelu_form': None,         # tanh (official) | erf (timm)
+    'ws_eps_form': None,       # floor (official) | add (timm)
+    'ws_eps': None,            # None: 1e-4 for floor, 1e-5 for add
+    'conv_padding': None,      # SAME (official) | symmetric (timm's own models)
+    'shortcut': None,          # NF-ResNet: conv (official) | avgpool (timm)
+    'attention': None,         # None: the model's/variant's; se | eca | none
+    'channel_divisor': None,   # NF-RegNet: None (official int widths) | 8 (timm)
+}
+
+
+def add_nf_options(model: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Adds the NF options (None) that `model` lacks, so `--config.model.X=` works."""
+  for field, value in NF_OPTIONS.items():
+    if field not in model:
+      model[field] = value
+  return model
 
 
 def official_train_steps(epochs: int, batch_size: int,
@@ -62,6 +84,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.activation = 'gelu'
   c.model.se_ratio = 0.5
   c.model.conv_impl = 'auto'           # grouped convs: auto | xla | split
+  add_nf_options(c.model)
 
   # ---- data
   c.data = ml_collections.ConfigDict()
@@ -133,6 +156,10 @@ def base_config() -> ml_collections.ConfigDict:
   # Persistent XLA compilation cache: a resumed (pre-empted) or repeated run
   # loads its compiled step instead of recompiling it. None disables it.
   c.train.compilation_cache_dir = '~/.cache/nfnet_jax/xla'
+  # Checkpoints written in the background (training continues meanwhile);
+  # SIGTERM and the final save still wait. auto: on for GPU/TPU, off on CPU
+  # (whose cores the write would take from the step).
+  c.train.async_checkpoints = 'auto'   # auto | on | off
   # With AGC on: per-module clipped fraction and ||G||/max(||W||, eps)
   # median/max, logged every log_every steps (train/telemetry.py).
   c.train.agc_telemetry = True
@@ -151,6 +178,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.finetune = ml_collections.ConfigDict()
   c.finetune.checkpoint = None         # path to F*_haiku.npz or our checkpoint dir
   c.finetune.reset_classifier = True
+  c.finetune.format = 'auto'           # auto (official file / our checkpoint dir) | timm
+  c.finetune.timm_name = None          # format='timm': timm model name, e.g. 'dm_nfnet_f0'
   return c
 
 

@@ -208,6 +208,9 @@ def validate_config(config, *, check_devices: bool = True,
   if not isinstance(_get(config, 'train.eval_with_ema'), bool):
     err.add('train.eval_with_ema', _get(config, 'train.eval_with_ema'),
             'True or False')
+  if _get(config, 'train.async_checkpoints', 'auto') not in schema.ASYNC_CHECKPOINTS:
+    err.add('train.async_checkpoints', _get(config, 'train.async_checkpoints'),
+            f'one of {schema.ASYNC_CHECKPOINTS}')
   if not isinstance(_get(config, 'train.agc_telemetry', True), bool):
     err.add('train.agc_telemetry', _get(config, 'train.agc_telemetry'),
             'True or False')
@@ -261,6 +264,16 @@ def validate_config(config, *, check_devices: bool = True,
     elif not os.path.exists(ckpt):
       err.add('finetune.checkpoint', ckpt, 'an existing file or directory '
               '(not found)')
+  fmt = _get(config, 'finetune.format', 'auto')
+  if fmt not in ('auto', 'timm'):
+    err.add('finetune.format', fmt, "'auto' (official file or nfnet_jax checkpoint dir) "
+            "or 'timm' (a timm .pth/.bin/.safetensors file)")
+  elif fmt == 'timm':
+    from nfnet_jax.interop import timm as timm_lib  # pylint: disable=g-import-not-at-top
+    name = _get(config, 'finetune.timm_name')
+    if name not in timm_lib.TIMM_ARCHS:
+      err.add('finetune.timm_name', name, f'a covered timm model name: '
+              f'{timm_lib.supported_names()}')
   if not isinstance(_get(config, 'finetune.reset_classifier'), bool):
     err.add('finetune.reset_classifier',
             _get(config, 'finetune.reset_classifier'), 'True or False')

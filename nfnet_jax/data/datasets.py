@@ -1,8 +1,11 @@
 """Data set registry: sources (in-memory idx files or tfds), info, validation.
 
-Two kinds of source feed the same pipeline (``pipeline.py``):
+Three kinds of source feed the same pipeline (``pipeline.py``):
   * ``memory``: numpy arrays (Fashion-MNIST from its idx files) sliced with
     tf.data from tensors; random access, so resumption is O(1).
+  * ``folder``: a plain ``train/<class>/*.JPEG`` tree (``data.name =
+    'image_folder'``, ``data.data_dir`` its root; ``image_folder.py``): a
+    file list, read and crop-decoded by tf.data; random access too.
   * ``tfds``: a prepared tensorflow-datasets builder (imagenet2012 or any tfds
     image classification set), read with ``download=False`` unless the config
     allows downloads.
@@ -15,6 +18,7 @@ from typing import Any, Optional, Tuple
 import numpy as np
 
 from nfnet_jax.data import fashion_mnist
+from nfnet_jax.data import image_folder
 
 IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
 IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
@@ -114,7 +118,7 @@ def uses_idx_files(data_config) -> bool:
 @dataclasses.dataclass
 class Source:
   """A resolved data source. See module docstring for the two kinds."""
-  kind: str                      # 'memory' | 'tfds'
+  kind: str                      # 'memory' | 'tfds' | 'folder'
   name: str
   num_classes: int
   channels: int
@@ -125,7 +129,7 @@ class Source:
   image_key: str = 'image'
   label_key: str = 'label'
   jpeg: bool = False             # tfds images stored as JPEG (crop-decode)
-  data_dir: Optional[str] = None  # idx folder (kind 'memory')
+  data_dir: Optional[str] = None  # idx folder (kind 'memory'); root ('folder')
   fixed_size: Optional[Tuple[int, int]] = None  # stored (H, W) if fixed
 
   def split_name(self, split: str) -> str:
@@ -134,6 +138,10 @@ class Source:
   def load_arrays(self, split: str):
     """Returns (images uint8 [N,H,W,C], labels int32 [N]) (memory kind)."""
     return _load_fashion_cached(self.data_dir, self.split_name(split))
+
+  def load_paths(self, split: str):
+    """Returns (file paths [N], labels int32 [N]) (folder kind)."""
+    return image_folder.list_with_train_classes(self.data_dir, split)
 
 
 @functools.lru_cache(maxsize=4)
@@ -198,6 +206,8 @@ def get_source(data_config, *, need_splits=True) -> Source:
     return Source(kind='memory', name=name, num_classes=10, channels=1,
                   mean=mean, std=std, split_sizes=sizes, data_dir=data_dir,
                   fixed_size=(28, 28))
+  if name == image_folder.NAME:
+    return _folder_source(data_config)
   builder = _tfds_builder(data_config)
   if (need_splits and _get(data_config, 'allow_download') and
       not builder.info.splits):
@@ -226,6 +236,23 @@ def get_source(data_config, *, need_splits=True) -> Source:
                 builder=builder, image_key=image_key, label_key=label_key,
                 jpeg=(getattr(img, 'encoding_format', None) == 'jpeg'),
                 fixed_size=fixed)
+
+
+def _folder_source(data_config) -> Source:
+  root = image_folder.root_dir(_get(data_config, 'data_dir'))
+  classes = image_folder.train_classes(root)
+  sizes = {'train': len(image_folder.list_split(root, 'train')[1])}
+  for split in (_get(data_config, 'eval_split'), 'validation'):
+    if split and split not in sizes:
+      try:
+        sizes[split] = len(image_folder.list_with_train_classes(root, split)[0])
+      except ValueError:
+        if split == _get(data_config, 'eval_split'):
+          raise
+  mean, std = _stats(image_folder.NAME, 3, data_config)
+  return Source(kind='folder', name=image_folder.NAME, num_classes=len(classes),
+                channels=3, mean=mean, std=std, split_sizes=sizes, jpeg=True,
+                data_dir=root)
 
 
 def output_channels(source: Source, data_config) -> int:
@@ -345,6 +372,15 @@ def validate_data_config(data_config):
         raise ValueError(f'config.data.{field}: {e}') from None
     return
   src = get_source(data_config)
+  if src.kind == 'folder':
+    for field in ('train_split', 'eval_split'):
+      split = _get(data_config, field)
+      if split not in src.split_sizes:
+        try:
+          image_folder.list_with_train_classes(src.data_dir, split)
+        except ValueError as e:
+          raise ValueError(f'config.data.{field}={split!r}: {e}') from None
+    return
   builder = src.builder
   if not src.split_sizes and not _get(data_config, 'allow_download'):
     d = getattr(builder, 'data_dir', None)

@@ -22,17 +22,6 @@ def _beta(key, shape, alpha):
   return g1 / tf.maximum(g1 + g2, 1e-12)
 
 
-def mixup(images, labels, key, alpha):
-  """MixUp of a group [n, H, W, C] with its reverse; labels [n, K] float."""
-  n = tf.shape(images)[0]
-  lam = _beta(key, [n], alpha)
-  partner_x = tf.reverse(images, [0])
-  partner_y = tf.reverse(labels, [0])
-  lx = lam[:, None, None, None]
-  ly = lam[:, None]
-  return lx * images + (1 - lx) * partner_x, ly * labels + (1 - ly) * partner_y
-
-
 def cutmix_masks(key, n, h, w):
   """Per-example box masks [n, h, w, 1]: 1 where the partner's pixels go."""
   u = tf.random.stateless_uniform([n, 3], key)
@@ -53,24 +42,75 @@ def cutmix_masks(key, n, h, w):
   return mask[..., None]
 
 
-def cutmix(images, labels, key):
-  """CutMix of a group [n, H, W, C] with its reverse; labels [n, K]."""
-  n = tf.shape(images)[0]
-  h, w = tf.shape(images)[1], tf.shape(images)[2]
-  mask = cutmix_masks(key, n, h, w)
-  partner_x = tf.reverse(images, [0])
-  partner_y = tf.reverse(labels, [0])
-  keep = 1.0 - tf.reduce_mean(mask, axis=[1, 2, 3])   # own-pixel fraction
-  out = (1.0 - mask) * images + mask * partner_x
-  ly = keep[:, None]
-  return out, ly * labels + (1 - ly) * partner_y
+def mix_weights(key, b, h, w, *, mixup_alpha, use_cutmix, groups):
+  """The random part of `mix_batch`: who mixes with whom, and how much.
+
+  Args:
+    key: stateless key for this batch.
+    b, h, w: batch size and image size (static ints).
+    mixup_alpha, use_cutmix, groups: as in `mix_batch`.
+
+  Returns:
+    (partner, lam, cut, keep): partner int32 [b] (a static mirror
+    permutation inside each MixUp / CutMix part of each device batch), lam
+    float32 [b] (MixUp weight of the example's own pixels, 1 elsewhere), cut
+    bool [b, h, w, 1] (CutMix box: where the partner's pixels go), keep
+    float32 [b] (weight of the example's own label). None when no mixing
+    is configured.
+  """
+  use_mixup = mixup_alpha > 0
+  if not use_mixup and not use_cutmix:
+    return None
+  per = b // groups
+  partner, lams, cuts, keeps = [], [], [], []
+  for g in range(groups):
+    kg = fold_in(key, g)
+    s = g * per
+    if use_mixup and use_cutmix:
+      parts = [('mixup', s, per // 2), ('cutmix', s + per // 2, per - per // 2)]
+    else:
+      parts = [('mixup' if use_mixup else 'cutmix', s, per)]
+    for kind, start, n in parts:
+      partner.extend(range(start + n - 1, start - 1, -1))
+      if kind == 'mixup':
+        lam = _beta(fold_in(kg, 10), [n], mixup_alpha)
+        lams.append(lam)
+        keeps.append(lam)
+        cuts.append(tf.zeros([n, h, w, 1], tf.bool))
+      else:
+        mask = cutmix_masks(fold_in(kg, 11), n, h, w)
+        lams.append(tf.ones([n], tf.float32))
+        keeps.append(1.0 - tf.reduce_mean(mask, axis=[1, 2, 3]))
+        cuts.append(mask > 0.5)
+  return (tf.constant(partner, tf.int32), tf.concat(lams, 0),
+          tf.concat(cuts, 0), tf.concat(keeps, 0))
+
+
+def mix_pixels(images, partner, lam, cut):
+  """Pure arithmetic of the mixing (XLA-fusable): float32 [b, H, W, C].
+
+  MixUp is ``partner + lam * (x - partner)``; CutMix selects the partner's
+  pixels inside the box. Examples with lam = 1 and no box come out as they
+  went in (exactly, for integer-valued pixels).
+  """
+  x = tf.cast(images, tf.float32)
+  xp = tf.gather(x, partner)
+  return tf.where(cut, xp, xp + lam[:, None, None, None] * (x - xp))
+
+
+def mix_labels(labels, partner, keep):
+  """``keep * own label + (1 - keep) * partner's label``; rows sum to 1."""
+  k = keep[:, None]
+  return k * labels + (1 - k) * tf.gather(labels, partner)
 
 
 def mix_batch(images, labels, key, *, mixup_alpha, use_cutmix, groups):
   """Applies the configured mixing to a host batch [B, H, W, C].
 
   Args:
-    images: float32 [B, H, W, C].
+    images: [B, H, W, C], uint8 or float; returned as float32 when mixing
+      is on (pixel ranges are kept: mixing is a convex combination, so it
+      commutes with a per-channel normalisation).
     labels: float32 one-hot [B, K].
     key: stateless key for this batch.
     mixup_alpha: Beta parameter; 0 disables MixUp.
@@ -81,25 +121,10 @@ def mix_batch(images, labels, key, *, mixup_alpha, use_cutmix, groups):
   Returns:
     (images, labels) of the same shapes; every label row sums to 1.
   """
-  use_mixup = mixup_alpha > 0
-  if not use_mixup and not use_cutmix:
+  b, h, w = images.shape[0], images.shape[1], images.shape[2]
+  weights = mix_weights(key, b, h, w, mixup_alpha=mixup_alpha,
+                        use_cutmix=use_cutmix, groups=groups)
+  if weights is None:
     return images, labels
-  b = images.shape[0]
-  per = b // groups
-  out_x, out_y = [], []
-  for g in range(groups):
-    x = images[g * per:(g + 1) * per]
-    y = labels[g * per:(g + 1) * per]
-    kg = fold_in(key, g)
-    if use_mixup and use_cutmix:
-      half = per // 2
-      x1, y1 = mixup(x[:half], y[:half], fold_in(kg, 10), mixup_alpha)
-      x2, y2 = cutmix(x[half:], y[half:], fold_in(kg, 11))
-      x, y = tf.concat([x1, x2], 0), tf.concat([y1, y2], 0)
-    elif use_mixup:
-      x, y = mixup(x, y, fold_in(kg, 10), mixup_alpha)
-    else:
-      x, y = cutmix(x, y, fold_in(kg, 11))
-    out_x.append(x)
-    out_y.append(y)
-  return tf.concat(out_x, 0), tf.concat(out_y, 0)
+  partner, lam, cut, keep = weights
+  return mix_pixels(images, partner, lam, cut), mix_labels(labels, partner, keep)

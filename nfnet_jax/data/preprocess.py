@@ -116,9 +116,21 @@ def pad_crop(image, key, *, size, padding):
   return tf.image.crop_to_bounding_box(padded, offs[0], offs[1], size, size)
 
 
+def _to_uint8(x):
+  """Rounds a [0, 255] float image to uint8 (identity for uint8)."""
+  if x.dtype == tf.uint8:
+    return x
+  return tf.cast(tf.round(tf.clip_by_value(x, 0.0, 255.0)), tf.uint8)
+
+
 def train_image(image, key, *, size, jpeg, channels, crop='inception',
                 padding=4, flip=True, method='bicubic', randaugment=None):
-  """Per-example train preprocessing; returns float32 [size, size, C].
+  """Per-example train preprocessing; returns uint8 [size, size, C].
+
+  The output is uint8 (rounded once after the resize, as PIL-based
+  pipelines do, or converted by RandAugment): batching and the batch-level
+  ops then move a quarter of the bytes, and the single cast to float32
+  happens in the batch finalisation (mixing + normalisation).
 
   Args:
     image: JPEG bytes (jpeg=True) or uint8 [H, W, C].
@@ -145,10 +157,14 @@ def train_image(image, key, *, size, jpeg, channels, crop='inception',
                   lambda: resize(out, size, method))
     if crop == 'pad_crop' and padding > 0:
       out = pad_crop(out, k_crop, size=size, padding=padding)
+  if randaugment is None:
+    out = _to_uint8(out)
   if flip:
     out = random_flip(out, k_flip)
   if randaugment is not None:
-    out = tf.cast(randaugment(out, k_ra), tf.float32)
+    # RandAugment converts to uint8 itself, as its mode prescribes (the
+    # official TPU code truncates, 'increasing' rounds).
+    out = randaugment(out, k_ra)
   out = tf.ensure_shape(out, [size, size, channels])
   return out
 

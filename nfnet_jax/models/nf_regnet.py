@@ -26,8 +26,9 @@ import jax.numpy as jnp
 
 from nfnet_jax import nn as nfnn
 from nfnet_jax.models._common import nf_blocks_and_head
-from nfnet_jax.models.nfnet import (_bad, _init_fn, _is_number, _is_pos_int,
-                                    check_group_width, nf_shortcut, nf_validator)
+from nfnet_jax.models.nfnet import (NUMERICS_FIELDS, _bad, _init_fn, _is_number, _is_pos_int,
+                                    check_group_width, nf_shortcut, nf_validator,
+                                    ws_conv_options)
 
 # variant: stage widths, depths, train / test resolution, dropout (official table).
 _B_SERIES = {
@@ -48,22 +49,43 @@ NF_REGNET_VARIANTS = {
 HEAD_CHANNELS, HEAD_REFERENCE_WIDTH = 1280, 440
 
 
+def round_channels(v: float, divisor: Optional[int] = None, round_limit: float = 0.9) -> int:
+  """A channel count: `int(v)` (official), or timm's rounding to a multiple.
+
+  With a divisor: the nearest multiple of it (at least the divisor), one more
+  multiple when that lost over `1 - round_limit` of v (timm's
+  `make_divisible`, which its NF-RegNets apply to every width).
+  """
+  if divisor is None:
+    return int(v)
+  out = max(divisor, int(v + divisor / 2) // divisor * divisor)
+  return out + divisor if out < round_limit * v else out
+
+
 def block_plan(widths: Sequence[int], depths: Sequence[int], width: float,
-               expansion: float, group_size: int) -> list:
-  """(in_ch, out_ch, expanded width, groups, stride) of every block, in order.
+               expansion: float, group_size: int, se_ratio: float = 0.5,
+               channel_divisor: Optional[int] = None) -> list:
+  """(in_ch, out_ch, expanded width, groups, stride, SE width) of every block.
 
   The expanded width is `int(in_ch * expansion)` (expansion 1 for the first
-  block, as EfficientNet's first MBConv) rounded down to whole groups.
+  block, as EfficientNet's first MBConv) rounded down to whole groups; the
+  SE hidden width is `int(width * se_ratio)`. `channel_divisor` (timm: 8)
+  rounds every width with `round_channels` instead of `int` (the SE width
+  with round_limit 0, as timm's squeeze-excite does).
   """
-  ch = int(widths[0] * width)
+  rnd = lambda v: round_channels(v, channel_divisor)
+  ch = rnd(widths[0] * width)
   plan = []
   for stage_width, depth in zip(widths, depths):
     for block_index in range(depth):
       ratio = 1 if not plan else expansion
-      out_ch = int(stage_width * width)
-      groups = int(ch * ratio) // group_size
+      out_ch = rnd(stage_width * width)
+      expanded = rnd(ch * ratio)
+      groups = expanded // group_size
       plan.append(dict(in_ch=ch, out_ch=out_ch, width=group_size * groups, groups=groups,
-                       expanded=int(ch * ratio), stride=2 if block_index == 0 else 1))
+                       expanded=expanded, stride=2 if block_index == 0 else 1,
+                       se_hidden=round_channels(group_size * groups * se_ratio,
+                                                channel_divisor, round_limit=0.0)))
       ch = out_ch
   return plan
 
@@ -75,7 +97,9 @@ class NFRegNetBlock(hk.Module):
                se_ratio: float = 0.5, kernel_shape: int = 3, stride: int = 1,
                beta: float = 1.0, alpha: float = 0.2, activation: Callable = None,
                stochdepth_rate: Optional[float] = None, skipinit_gain=0.0,
-               conv_impl: str = 'auto', name: Optional[str] = 'nf_block'):
+               conv_impl: str = 'auto', se_hidden: Optional[int] = None,
+               ws_options: Optional[Mapping[str, Any]] = None,
+               name: Optional[str] = 'nf_block'):
     super().__init__(name=name)
     if groups < 1:
       raise ValueError(f'NFRegNetBlock: expanded width {width} holds no whole group')
@@ -84,14 +108,15 @@ class NFRegNetBlock(hk.Module):
     self.beta, self.alpha = beta, alpha
     self.activation = activation or nfnn.get_activation('silu')
     self.skipinit_gain = _init_fn(skipinit_gain)
-    conv = lambda *a, **k: nfnn.WSConv2D(*a, conv_impl=conv_impl, **k)
+    conv = lambda *a, **k: nfnn.WSConv2D(*a, conv_impl=conv_impl, **(ws_options or {}), **k)
     self.conv0 = conv(width, kernel_shape=1, name='conv0')
     self.conv1 = conv(width, kernel_shape=kernel_shape, stride=stride,
                       feature_group_count=groups, name='conv1')
     self.conv2 = conv(out_ch, kernel_shape=1, name='conv2')
     self.conv_shortcut = (conv(out_ch, kernel_shape=1, name='conv_shortcut')
                           if stride > 1 or in_ch != out_ch else None)
-    self.se = nfnn.SqueezeExcite(width, width, se_ratio) if se_ratio > 0 else None
+    self.se = (nfnn.SqueezeExcite(width, width, None if se_hidden else se_ratio,
+                                  hidden_ch=se_hidden) if se_ratio > 0 else None)
     self.stoch_depth = (nfnn.StochDepth(stochdepth_rate)
                         if stochdepth_rate is not None and 0.0 < stochdepth_rate < 1.0
                         else None)
@@ -125,7 +150,10 @@ class NFRegNet(hk.Module):
                skipinit_gain: Union[float, Callable] = 0.0,
                depths: Optional[Sequence[int]] = None,
                widths: Optional[Sequence[int]] = None,
-               conv_impl: str = 'auto', name: str = 'NF_RegNet'):
+               conv_impl: str = 'auto', channel_divisor: Optional[int] = None,
+               gelu_form: str = 'tanh', ws_eps_form: str = 'floor',
+               ws_eps: Optional[float] = None, conv_padding: str = 'SAME',
+               ws_folded: bool = False, name: str = 'NF_RegNet'):
     """Builds the network.
 
     Args:
@@ -148,6 +176,10 @@ class NFRegNet(hk.Module):
       depths: override of the 4 stage depths (tiny test models).
       widths: override of the 4 stage widths (before `width` scaling).
       conv_impl: grouped conv implementation ('auto', 'xla', 'split').
+      channel_divisor: None (official `int` widths) or timm's 8: every width
+        (stem, stages, expansions, SE, head) rounded as `round_channels`.
+      gelu_form, ws_eps_form, ws_eps, conv_padding, ws_folded: numerics
+        options (`nfnet_jax.models.nfnet.ws_conv_options`); defaults official.
       name: module name ('NF_RegNet' for official trees).
     """
     super().__init__(name=name)
@@ -165,22 +197,29 @@ class NFRegNet(hk.Module):
       raise ValueError('NF-RegNet needs 4 stage depths and 4 stage widths, got '
                        f'{self.depth_pattern}, {self.width_pattern}')
     self.drop_rate = params['drop_rate'] if drop_rate is None else drop_rate
-    self.activation = nfnn.get_activation(activation)
-    conv = lambda *a, **k: nfnn.WSConv2D(*a, conv_impl=conv_impl, **k)
-    self.initial_conv = conv(int(self.width_pattern[0] * width), kernel_shape=3, stride=2,
-                             name='initial_conv')
+    self.activation = nfnn.get_activation(activation, gelu_form=gelu_form)
+    ws_options = ws_conv_options(ws_eps_form, ws_eps, conv_padding, ws_folded)
+    conv = lambda *a, **k: nfnn.WSConv2D(*a, conv_impl=conv_impl, **ws_options, **k)
+    self.initial_conv = conv(round_channels(self.width_pattern[0] * width, channel_divisor),
+                             kernel_shape=3, stride=2, name='initial_conv')
     self.schedule = nfnn.nf_block_schedule(self.depth_pattern, alpha, stochdepth_rate)
     self.plan = block_plan(self.width_pattern, self.depth_pattern, width, expansion,
-                           group_size)
+                           group_size, se_ratio, channel_divisor)
     self.blocks = [
         NFRegNetBlock(p['in_ch'], p['out_ch'], p['width'], p['groups'], se_ratio=se_ratio,
                       stride=p['stride'], beta=info['beta'], alpha=alpha,
                       activation=self.activation, stochdepth_rate=info['stochdepth_rate'],
-                      skipinit_gain=skipinit_gain, conv_impl=conv_impl)
+                      skipinit_gain=skipinit_gain, conv_impl=conv_impl,
+                      se_hidden=p['se_hidden'] if channel_divisor else None,
+                      ws_options=ws_options)
         for p, info in zip(self.plan, self.schedule)]
     last = self.plan[-1]['out_ch']
-    self.final_conv = conv(HEAD_CHANNELS * last // HEAD_REFERENCE_WIDTH, kernel_shape=1,
-                           name='final_conv')
+    head = HEAD_CHANNELS * last // HEAD_REFERENCE_WIDTH
+    if channel_divisor:  # timm: the unscaled head width, scaled, then rounded
+      head = round_channels(
+          width * (HEAD_CHANNELS * self.width_pattern[-1] // HEAD_REFERENCE_WIDTH),
+          channel_divisor)
+    self.final_conv = conv(head, kernel_shape=1, name='final_conv')
     self.fc = hk.Linear(num_classes, w_init=fc_init or jnp.zeros, with_bias=True)
 
   def __call__(self, x, is_training: bool = True, return_metrics: bool = False) -> dict:
@@ -193,7 +232,8 @@ class NFRegNet(hk.Module):
 
 _NF_REGNET_FIELDS = ('variant', 'width', 'expansion', 'group_size', 'se_ratio', 'alpha',
                      'stochdepth_rate', 'drop_rate', 'activation', 'fc_init',
-                     'skipinit_gain', 'depths', 'widths', 'conv_impl')
+                     'skipinit_gain', 'depths', 'widths', 'conv_impl',
+                     'channel_divisor') + NUMERICS_FIELDS
 
 
 def _check_nf_regnet(model: str, kw: dict) -> None:
@@ -202,13 +242,16 @@ def _check_nf_regnet(model: str, kw: dict) -> None:
     _bad(model, 'expansion', kw['expansion'], 'a number > 0')
   if 'group_size' in kw and not _is_pos_int(kw['group_size']):
     _bad(model, 'group_size', kw['group_size'], 'a positive int')
+  if 'channel_divisor' in kw and not _is_pos_int(kw['channel_divisor']):
+    _bad(model, 'channel_divisor', kw['channel_divisor'], 'None or a positive int')
   table = NF_REGNET_VARIANTS[kw.get('variant', 'B0')]
   mult = kw.get('width', 0.75)
   widths = kw.get('widths') or table['width']
   if int(widths[0] * mult) < 1:
     _bad(model, 'width', mult, 'a multiplier giving the stem at least 1 channel')
   plan = block_plan(widths, kw.get('depths') or table['depth'], mult,
-                    kw.get('expansion', 2.25), kw.get('group_size', 8))
+                    kw.get('expansion', 2.25), kw.get('group_size', 8),
+                    kw.get('se_ratio', 0.5), kw.get('channel_divisor'))
   check_group_width(model, 'group_size', kw.get('group_size', 8), [
       (p['expanded'], f"block {i}: input {p['in_ch']} channels x expansion")
       for i, p in enumerate(plan)])

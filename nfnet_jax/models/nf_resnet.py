@@ -15,10 +15,12 @@ implementation (module name 'NF_ResNet', `initial_conv`, `nf_res_block[_k]`,
 from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 import haiku as hk
+import jax
+import jax.numpy as jnp
 
 from nfnet_jax import nn as nfnn
 from nfnet_jax.models._common import nf_blocks_and_head
-from nfnet_jax.models.nfnet import _bad, _init_fn, nf_validator
+from nfnet_jax.models.nfnet import NUMERICS_FIELDS, _bad, _init_fn, nf_validator, ws_conv_options
 
 # ResNet26 is not in the official variant table (added for the papers'
 # comparisons); the others are.
@@ -43,7 +45,8 @@ class NFResBlock(hk.Module):
                alpha: float = 0.2, activation: Callable = None,
                skipinit_gain=0.0, stochdepth_rate: Optional[float] = None,
                se_ratio: float = 0.0, conv_impl: str = 'auto',
-               name: Optional[str] = None):
+               shortcut: str = 'conv', ws_options: Optional[Mapping[str, Any]] = None,
+               attention: str = 'se', name: Optional[str] = None):
     super().__init__(name=name)
     self.in_ch, self.out_ch = in_ch, out_ch
     self.activation = activation or nfnn.get_activation('relu')
@@ -51,22 +54,32 @@ class NFResBlock(hk.Module):
     self.skipinit_gain = _init_fn(skipinit_gain)
     self.width = int(out_ch * bottleneck_ratio)
     self.stride = stride
-    conv = lambda *a, **k: nfnn.WSConv2D(*a, conv_impl=conv_impl, **k)
+    self.shortcut = shortcut
+    conv = lambda *a, **k: nfnn.WSConv2D(*a, conv_impl=conv_impl, **(ws_options or {}), **k)
     self.conv0 = conv(self.width, kernel_shape=1, name='conv0')
     self.conv1 = conv(self.width, kernel_shape=kernel_size, stride=stride, name='conv1')
     self.conv2 = conv(out_ch, kernel_shape=1, name='conv2')
     self.use_projection = stride > 1 or in_ch != out_ch
     if self.use_projection:
-      self.conv_shortcut = conv(out_ch, kernel_shape=1, stride=stride, name='conv_shortcut')
+      # 'avgpool' (timm's NF-ResNets): 2x2 average pool, then a stride-1 1x1 conv.
+      self.conv_shortcut = conv(out_ch, kernel_shape=1,
+                                stride=1 if shortcut == 'avgpool' else stride,
+                                name='conv_shortcut')
     self.stoch_depth = (nfnn.StochDepth(stochdepth_rate)
                         if stochdepth_rate is not None and 0.0 < stochdepth_rate < 1.0
                         else None)
-    self.se = nfnn.SqueezeExcite(out_ch, out_ch, se_ratio) if se_ratio > 0 else None
+    if attention == 'eca':  # timm's nf_ecaresnet*
+      self.se = nfnn.EfficientChannelAttention(out_ch)
+    else:
+      self.se = nfnn.SqueezeExcite(out_ch, out_ch, se_ratio) if se_ratio > 0 else None
 
   def __call__(self, x, is_training: bool):
     """Returns (block output, residual branch output before stochdepth/gain)."""
     out = self.activation(x) * self.beta
-    shortcut = self.conv_shortcut(out) if self.use_projection else x
+    if self.use_projection and self.shortcut == 'avgpool' and self.stride > 1:
+      shortcut = self.conv_shortcut(hk.avg_pool(out, (1, 2, 2, 1), (1, 2, 2, 1), 'SAME'))
+    else:
+      shortcut = self.conv_shortcut(out) if self.use_projection else x
     out = self.conv0(out)
     out = self.conv1(self.activation(out))
     out = self.conv2(self.activation(out))
@@ -80,6 +93,7 @@ class NFResBlock(hk.Module):
 
 
 STEMS = ('imagenet', 'small')
+SHORTCUTS = ('conv', 'avgpool')
 
 
 class NFResNet(hk.Module):
@@ -97,7 +111,11 @@ class NFResNet(hk.Module):
                widths: Optional[Sequence[int]] = None,
                stem_width: Optional[int] = None,
                stem: str = 'imagenet',
-               conv_impl: str = 'auto', name: str = 'NF_ResNet'):
+               conv_impl: str = 'auto', shortcut: str = 'conv',
+               gelu_form: str = 'tanh', ws_eps_form: str = 'floor',
+               ws_eps: Optional[float] = None, conv_padding: str = 'SAME',
+               ws_folded: bool = False, attention: str = 'se',
+               name: str = 'NF_ResNet'):
     """Builds the network.
 
     Args:
@@ -123,6 +141,12 @@ class NFResNet(hk.Module):
         'small' (3x3/1 WS conv, no pool) for 28-64 px images, where a /4 stem
         would leave the last stage with 1-2 pixels.
       conv_impl: convolution implementation ('auto', 'xla', 'split').
+      shortcut: projection at strided transitions: 'conv' (official: strided
+        1x1 conv) or 'avgpool' (timm: 2x2 average pool, then a 1x1 conv).
+      gelu_form, ws_eps_form, ws_eps, conv_padding, ws_folded: numerics
+        options (`nfnet_jax.models.nfnet.ws_conv_options`); defaults official.
+      attention: 'se' (squeeze-excite when se_ratio > 0) or 'eca' (efficient
+        channel attention, timm's nf_ecaresnet*), after conv2, doubled.
       name: module name ('NF_ResNet' for official trees).
     """
     super().__init__(name=name)
@@ -136,14 +160,17 @@ class NFResNet(hk.Module):
     self.width_pattern = tuple(widths if widths is not None
                                else [int(w * width) for w in _BASE_WIDTHS])
     self.drop_rate = 0.0 if drop_rate is None else drop_rate
-    self.activation = nfnn.get_activation(activation)
+    self.activation = nfnn.get_activation(activation, gelu_form=gelu_form)
+    ws_options = ws_conv_options(ws_eps_form, ws_eps, conv_padding, ws_folded)
+    self.conv_padding = conv_padding
     ch = stem_width if stem_width is not None else int(16 * width)
     if stem not in STEMS:
       raise ValueError(f'Unknown NF-ResNet stem {stem!r}; allowed: {STEMS}')
     self.stem = stem
     self.initial_conv = nfnn.WSConv2D(ch, kernel_shape=7 if stem == 'imagenet' else 3,
                                       stride=2 if stem == 'imagenet' else 1,
-                                      conv_impl=conv_impl, name='initial_conv')
+                                      conv_impl=conv_impl, **ws_options,
+                                      name='initial_conv')
     self.schedule = nfnn.nf_block_schedule(self.depth_pattern, alpha, stochdepth_rate)
     self.blocks = []
     for info in self.schedule:
@@ -153,7 +180,8 @@ class NFResNet(hk.Module):
           ch, out_ch, bottleneck_ratio=bottleneck_ratio, stride=stride,
           beta=info['beta'], alpha=alpha, activation=self.activation,
           skipinit_gain=skipinit_gain, stochdepth_rate=info['stochdepth_rate'],
-          se_ratio=se_ratio, conv_impl=conv_impl))
+          se_ratio=se_ratio, conv_impl=conv_impl, shortcut=shortcut,
+          ws_options=ws_options, attention=attention))
       ch = out_ch
     if fc_init is None:
       fc_init = hk.initializers.RandomNormal(stddev=0.01, mean=0.0)
@@ -162,7 +190,11 @@ class NFResNet(hk.Module):
   def __call__(self, x, is_training: bool = True, return_metrics: bool = False) -> dict:
     """Returns {'logits': [N, num_classes] float32} (+ 'spp' with return_metrics)."""
     out = self.initial_conv(x)
-    if self.stem == 'imagenet':
+    if self.stem == 'imagenet' and self.conv_padding == 'symmetric':
+      # PyTorch's MaxPool2d(3, 2, padding=1): one -inf pixel on every side.
+      out = jax.lax.reduce_window(out, -jnp.inf, jax.lax.max, (1, 3, 3, 1), (1, 2, 2, 1),
+                                  ((0, 0), (1, 1), (1, 1), (0, 0)))
+    elif self.stem == 'imagenet':
       out = hk.max_pool(out, window_shape=(1, 3, 3, 1), strides=(1, 2, 2, 1), padding='SAME')
     return nf_blocks_and_head(out, self.blocks, self.schedule, self.activation, self.fc,
                               self.drop_rate, is_training, return_metrics)
@@ -170,11 +202,16 @@ class NFResNet(hk.Module):
 
 _NF_RESNET_FIELDS = ('variant', 'width', 'se_ratio', 'alpha', 'stochdepth_rate',
                      'drop_rate', 'activation', 'fc_init', 'skipinit_gain',
-                     'bottleneck_ratio', 'depths', 'widths', 'stem_width', 'stem', 'conv_impl')
+                     'bottleneck_ratio', 'depths', 'widths', 'stem_width', 'stem', 'conv_impl',
+                     'shortcut', 'attention') + NUMERICS_FIELDS
 
 
 def _check_nf_resnet(model: str, kw: dict) -> None:
   """The NF-ResNet-only fields of `validate_config`."""
+  if kw.get('attention', 'se') not in ('se', 'eca'):
+    _bad(model, 'attention', kw['attention'], "'se' or 'eca'")
+  if kw.get('shortcut', 'conv') not in SHORTCUTS:
+    _bad(model, 'shortcut', kw['shortcut'], f'one of {SHORTCUTS}')
   if kw.get('stem', 'imagenet') not in STEMS:
     _bad(model, 'stem', kw['stem'], f'one of {STEMS}')
   stem = kw.get('stem_width')

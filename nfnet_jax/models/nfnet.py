@@ -90,6 +90,30 @@ def _init_fn(value: Union[float, Callable]) -> Callable:
   return hk.initializers.Constant(float(value))
 
 
+# Numerics options shared by the NF models; the defaults are the official ones.
+NUMERICS_FIELDS = ('gelu_form', 'ws_eps_form', 'ws_eps', 'conv_padding', 'ws_folded')
+CONV_PADDINGS = ('SAME', 'symmetric')
+
+
+def ws_conv_options(ws_eps_form: str = 'floor', ws_eps: Optional[float] = None,
+                    conv_padding: str = 'SAME', ws_folded: bool = False) -> dict:
+  """WSConv2D keywords for the model-level numerics options.
+
+  Args:
+    ws_eps_form: 'floor' (official `rsqrt(max(N var, eps))`) or 'add'
+      (timm's `rsqrt(N (var + eps))`).
+    ws_eps: the eps; None -> 1e-4 for 'floor', 1e-5 (timm's) for 'add'.
+    conv_padding: 'SAME' (official, TF-style) or 'symmetric' (PyTorch-style,
+      timm's own NF models; also their stem max-pool).
+    ws_folded: kernels are pre-standardized (`nfnet_jax.export.fold_ws`):
+      no WS at run time and no `gain` params.
+  """
+  if ws_eps is None:
+    ws_eps = nfnn.TIMM_WS_EPS if ws_eps_form == 'add' else nfnn.WS_EPS
+  return dict(eps=float(ws_eps), eps_form=ws_eps_form, padding=conv_padding,
+              folded=bool(ws_folded))
+
+
 def nf_shortcut(out, x, stride: int, conv_shortcut):
   """The official NF skip path of a block whose activated input is `out`.
 
@@ -115,7 +139,8 @@ class NFBlock(hk.Module):
                activation: Callable = None, use_two_convs: bool = True,
                stochdepth_rate: Optional[float] = None, skipinit_gain=0.0,
                attention: str = 'se', skipinit_mode: str = 'skip_gain',
-               conv_impl: str = 'auto', name: Optional[str] = None):
+               conv_impl: str = 'auto', ws_options: Optional[Mapping[str, Any]] = None,
+               name: Optional[str] = None):
     super().__init__(name=name)
     self.in_ch, self.out_ch = in_ch, out_ch
     self.activation = activation or nfnn.get_activation('gelu')
@@ -131,7 +156,7 @@ class NFBlock(hk.Module):
     if self.groups < 1:
       raise ValueError(f'NFBlock: bottleneck width {width} (= {out_ch} * {expansion}) is '
                        f'smaller than the group width {group_size}')
-    conv = lambda *a, **k: nfnn.WSConv2D(*a, conv_impl=conv_impl, **k)
+    conv = lambda *a, **k: nfnn.WSConv2D(*a, conv_impl=conv_impl, **(ws_options or {}), **k)
     self.conv0 = conv(self.width, kernel_shape=1, name='conv0')
     self.conv1 = conv(self.width, kernel_shape=kernel_shape, stride=stride,
                       feature_group_count=self.groups, name='conv1')
@@ -195,7 +220,10 @@ class NFNet(hk.Module):
                stem_widths: Optional[Sequence[int]] = None,
                skipinit_gain: Union[float, Callable] = 0.0,
                attention: Optional[str] = None, skipinit_mode: Optional[str] = None,
-               conv_impl: str = 'auto', name: str = 'NFNet'):
+               conv_impl: str = 'auto', gelu_form: str = 'tanh',
+               ws_eps_form: str = 'floor', ws_eps: Optional[float] = None,
+               conv_padding: str = 'SAME', ws_folded: bool = False,
+               name: str = 'NFNet'):
     """Builds the network.
 
     Every argument left at None takes the variant's value (NFNET_VARIANTS):
@@ -229,6 +257,8 @@ class NFNet(hk.Module):
         'conv2_gain' (timm's L family: no scalar; conv2's gain starts at
         skipinit_gain).
       conv_impl: grouped conv implementation ('auto', 'xla', 'split').
+      gelu_form, ws_eps_form, ws_eps, conv_padding, ws_folded: numerics
+        options, see `ws_conv_options` (defaults: the official numerics).
       name: module name ('NFNet' for official checkpoints).
     """
     super().__init__(name=name)
@@ -243,19 +273,21 @@ class NFNet(hk.Module):
     self.depth_pattern = tuple(depths if depths is not None else params['depth'])
     self.width_pattern = tuple(widths if widths is not None else params['width'])
     self.drop_rate = pick(drop_rate, 'drop_rate')
-    self.activation = nfnn.get_activation(pick(activation, 'activation'))
+    self.activation = nfnn.get_activation(pick(activation, 'activation'),
+                                          gelu_form=gelu_form)
     se_ratio = pick(se_ratio, 'se_ratio')
     attention = pick(attention, 'attention')
     skipinit_mode = pick(skipinit_mode, 'skipinit_mode')
     group_width = pick(group_width, 'group_width')
     bottleneck_ratio = pick(bottleneck_ratio, 'bottleneck_ratio')
     final_conv_mult = pick(final_conv_mult, 'final_conv_mult')
+    ws_options = ws_conv_options(ws_eps_form, ws_eps, conv_padding, ws_folded)
     stem_widths = tuple(stem_widths if stem_widths is not None else
                         (16, 32, 64, self.width_pattern[0] // 2))
     if len(stem_widths) != 4 or len(self.depth_pattern) != 4 or len(self.width_pattern) != 4:
       raise ValueError('NFNet needs 4 stem widths, 4 stage depths and 4 stage widths, got '
                        f'{stem_widths}, {self.depth_pattern}, {self.width_pattern}')
-    conv = lambda *a, **k: nfnn.WSConv2D(*a, conv_impl=conv_impl, **k)
+    conv = lambda *a, **k: nfnn.WSConv2D(*a, conv_impl=conv_impl, **ws_options, **k)
     self.stem = [conv(ch, kernel_shape=3, stride=s, name=f'stem_conv{i}')
                  for i, (ch, s) in enumerate(zip(stem_widths, (2, 1, 1, 2)))]
 
@@ -270,7 +302,8 @@ class NFNet(hk.Module):
           group_size=group_width, stride=stride, beta=info['beta'], alpha=alpha,
           activation=self.activation, use_two_convs=use_two_convs,
           stochdepth_rate=info['stochdepth_rate'], skipinit_gain=skipinit_gain,
-          attention=attention, skipinit_mode=skipinit_mode, conv_impl=conv_impl))
+          attention=attention, skipinit_mode=skipinit_mode, conv_impl=conv_impl,
+          ws_options=ws_options))
       ch = out_ch
 
     # An explicit final_conv_ch wins; otherwise mult * last width.
@@ -348,6 +381,16 @@ def check_nf_common(model: str, model_kwargs: Mapping[str, Any], known: Sequence
     _bad(model, 'skipinit_gain', kw['skipinit_gain'], 'a number or an initializer')
   if 'fc_init' in kw and not callable(kw['fc_init']):
     _bad(model, 'fc_init', kw['fc_init'], 'None or a Haiku initializer')
+  if 'gelu_form' in kw and kw['gelu_form'] not in nfnn.GELU_FORMS:
+    _bad(model, 'gelu_form', kw['gelu_form'], str(list(nfnn.GELU_FORMS)))
+  if 'ws_eps_form' in kw and kw['ws_eps_form'] not in nfnn.EPS_FORMS:
+    _bad(model, 'ws_eps_form', kw['ws_eps_form'], str(list(nfnn.EPS_FORMS)))
+  if 'ws_eps' in kw and (not _is_number(kw['ws_eps']) or kw['ws_eps'] <= 0):
+    _bad(model, 'ws_eps', kw['ws_eps'], 'None or a number > 0')
+  if 'conv_padding' in kw and kw['conv_padding'] not in CONV_PADDINGS:
+    _bad(model, 'conv_padding', kw['conv_padding'], str(list(CONV_PADDINGS)))
+  if 'ws_folded' in kw and not isinstance(kw['ws_folded'], (bool, np.bool_)):
+    _bad(model, 'ws_folded', kw['ws_folded'], 'True or False')
   for field in ('depths', 'widths', 'stem_widths'):
     v = kw.get(field)
     if v is not None and (isinstance(v, (str, bytes)) or not hasattr(v, '__len__')
@@ -359,7 +402,7 @@ def check_nf_common(model: str, model_kwargs: Mapping[str, Any], known: Sequence
 _NFNET_FIELDS = ('variant', 'width', 'se_ratio', 'alpha', 'stochdepth_rate', 'drop_rate',
                  'activation', 'fc_init', 'final_conv_mult', 'final_conv_ch',
                  'use_two_convs', 'group_width', 'bottleneck_ratio', 'depths', 'widths',
-                 'stem_widths', 'skipinit_gain', 'attention', 'skipinit_mode', 'conv_impl')
+                 'stem_widths', 'skipinit_gain', 'attention', 'skipinit_mode', 'conv_impl') + NUMERICS_FIELDS
 
 
 def check_group_width(model: str, field: str, group_width: int, bottlenecks) -> None:

@@ -1,5 +1,5 @@
 """Haiku building blocks for normalizer-free networks."""
-from nfnet_jax.nn.activations import (ACTIVATIONS, CHANNEL_AXIS_ACTIVATIONS,
+from nfnet_jax.nn.activations import (ACTIVATIONS, CHANNEL_AXIS_ACTIVATIONS, GELU_FORMS,
                                       SHAPE_CHANGING_ACTIVATIONS, estimate_gamma,
                                       estimate_gamma_monte_carlo, gaussian_nodes,
                                       get_activation)
@@ -7,8 +7,9 @@ from nfnet_jax.nn.layers import (EfficientChannelAttention, SqueezeExcite, Stoch
                                  eca_kernel_size, skip_gain)
 from nfnet_jax.nn.spp import (SPP_KEYS, avg_channel_var, avg_sq_channel_mean,
                              nf_block_schedule, signal_stats, stack_block_stats)
-from nfnet_jax.nn.ws_conv import (PLAIN_WS_EPS, WS_EPS, StdConv2D, WSConv2D,
-                                  standardize_weight, standardize_weight_plain)
+from nfnet_jax.nn.ws_conv import (EPS_FORMS, PLAIN_WS_EPS, TIMM_WS_EPS, WS_EPS, StdConv2D,
+                                  WSConv2D, standardize_weight, standardize_weight_plain,
+                                  symmetric_padding)
 
 __all__ = [
     'ACTIVATIONS', 'CHANNEL_AXIS_ACTIVATIONS', 'SHAPE_CHANGING_ACTIVATIONS',
@@ -17,5 +18,6 @@ __all__ = [
     'skip_gain', 'avg_channel_var',
     'avg_sq_channel_mean', 'signal_stats', 'SPP_KEYS', 'nf_block_schedule',
     'stack_block_stats', 'WS_EPS', 'WSConv2D', 'standardize_weight',
+    'GELU_FORMS', 'EPS_FORMS', 'TIMM_WS_EPS', 'symmetric_padding',
     'PLAIN_WS_EPS', 'StdConv2D', 'standardize_weight_plain',
 ]

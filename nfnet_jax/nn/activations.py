@@ -34,6 +34,10 @@ def _identity(x):
   return x
 
 
+def _gelu_erf(x):
+  return jax.nn.gelu(x, approximate=False)
+
+
 # name -> (unscaled function, official gamma). gelu is JAX's default
 # (tanh-approximate) gelu, as in the official code.
 ACTIVATIONS: Dict[str, Tuple[Callable, float]] = {
@@ -55,23 +59,34 @@ ACTIVATIONS: Dict[str, Tuple[Callable, float]] = {
     'tanh': (jnp.tanh, 1.5939117670059204),
 }
 
+# GELU forms: 'tanh' is JAX's default approximation (official code and
+# checkpoints); 'erf' is the exact GELU that PyTorch/timm use. timm keeps the
+# official gamma for both, so the gamma does not change with the form.
+GELU_FORMS = ('tanh', 'erf')
+
 # Activations that act on the channel axis rather than elementwise.
 CHANNEL_AXIS_ACTIVATIONS = ('glu', 'log_softmax')
 # Activations that change the number of channels (unusable inside models).
 SHAPE_CHANGING_ACTIVATIONS = ('glu',)
 
 
-def get_activation(name: str, scaled: bool = True) -> Callable[[jnp.ndarray], jnp.ndarray]:
+def get_activation(name: str, scaled: bool = True,
+                   gelu_form: str = 'tanh') -> Callable[[jnp.ndarray], jnp.ndarray]:
   """Returns `x -> gamma * fn(x)` for an official activation name.
 
   Args:
     name: a key of `ACTIVATIONS`.
     scaled: False returns the plain `fn` (normalized baselines, whose
       normalizers fix the scale, use no gamma).
+    gelu_form: 'tanh' (official) or 'erf' (exact, timm); only used by 'gelu'.
   """
   if name not in ACTIVATIONS:
     raise ValueError(f'Unknown activation {name!r}; allowed: {sorted(ACTIVATIONS)}')
+  if gelu_form not in GELU_FORMS:
+    raise ValueError(f'Unknown gelu_form {gelu_form!r}; allowed: {GELU_FORMS}')
   fn, gamma = ACTIVATIONS[name]
+  if name == 'gelu' and gelu_form == 'erf':
+    fn = _gelu_erf
   if not scaled:
     return fn
 

@@ -12,8 +12,11 @@ for NFNet-F0's grouped 3x3 convs, forward + backward
 CPU formulations were measured and lost to the per-group split: a
 block-diagonal dense kernel (G times the FLOPs), im2col + batched matmul, vmap
 over groups (JAX batches it back into `feature_group_count`), and a
-space-to-depth rewrite of the strided convs. On GPU/TPU `feature_group_count`
-is native and fast, so 'auto' keeps it there.
+space-to-depth rewrite of the strided convs.
+
+'auto' follows a per-backend table, AUTO_IMPL, whose entries come from
+measurements of the whole F0 train step (`benchmarks/gpu_check.py` times
+both implementations and prints which one won and whether 'auto' agrees).
 
 The CPU path also runs 1x1 convolutions (groups == 1) as one matrix
 multiplication over the flattened N*H*W rows: XLA:CPU computes a 1x1 conv's
@@ -36,6 +39,18 @@ MAX_SPLIT_GROUPS = 64
 
 _DIMENSION_NUMBERS = ('NHWC', 'HWIO', 'NHWC')
 
+# What 'auto' resolves to per backend, and the measurement behind it.
+#   cpu: 'split', measured: F0's grouped 3x3 fwd+bwd 8-25x faster than
+#     feature_group_count (benchmarks/grouped_conv_micro.py), whole F0 train
+#     step 3.5-3.9x faster (benchmarks/timm_compare.py --impls auto,xla;
+#     README "Performance (CPU)").
+#   gpu: 'xla', NOT yet measured: cuDNN runs grouped convs natively, so the
+#     one-kernel form is the expected winner, but no GPU was available when
+#     this was written; benchmarks/gpu_check.py measures it (xla vs split on
+#     the F0 train step) and prints the entry to set here.
+#   tpu (and any other backend): 'xla', not measured.
+AUTO_IMPL = {'cpu': 'split', 'gpu': 'xla', 'tpu': 'xla'}
+
 
 def resolve_impl(impl: str, groups: Optional[int] = None) -> str:
   """Maps 'auto' to the implementation that is fastest on the default backend.
@@ -55,10 +70,9 @@ def resolve_impl(impl: str, groups: Optional[int] = None) -> str:
     raise ValueError(
         f'config.model.conv_impl={impl!r} is not supported; allowed: {IMPLS}')
   if impl == 'auto':
-    if jax.default_backend() == 'cpu' and (groups is None or
-                                           groups <= MAX_SPLIT_GROUPS):
-      return 'split'
-    return 'xla'
+    impl = AUTO_IMPL.get(jax.default_backend(), 'xla')
+    if impl == 'split' and groups is not None and groups > MAX_SPLIT_GROUPS:
+      return 'xla'
   return impl
 
 

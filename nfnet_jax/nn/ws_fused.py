@@ -16,6 +16,10 @@ r = rsqrt(max(N var, eps)), G the cotangent of w_hat:
 
 (the second term is the gradient through the variance; it vanishes where the
 eps floor is active because the floor does not depend on w).
+
+timm's form (`eps_form='add'`) adds eps to the variance instead,
+`r = rsqrt(N (var + eps))`; dr/d(N var) is the same `-r^3 / 2`, so the same
+closed form holds with the variance term always active.
 """
 import functools
 
@@ -24,29 +28,36 @@ import jax.numpy as jnp
 import numpy as np
 
 _AXES = (0, 1, 2)
+# 'floor': official, rsqrt(max(N var, eps)); 'add': timm, rsqrt(N (var + eps)).
+EPS_FORMS = ('floor', 'add')
 
 
-def _forward(w, gain, eps):
+def _forward(w, gain, eps, eps_form='floor'):
   fan_in = np.prod(w.shape[:-1])
   mean = jnp.mean(w, axis=_AXES, keepdims=True)
   var = jnp.var(w, axis=_AXES, keepdims=True)
-  var_n = var * fan_in
-  r = jax.lax.rsqrt(jnp.maximum(var_n, eps))
+  if eps_form == 'add':
+    r = jax.lax.rsqrt((var + eps) * fan_in)
+    active = jnp.ones_like(var, dtype=bool)
+  else:
+    var_n = var * fan_in
+    r = jax.lax.rsqrt(jnp.maximum(var_n, eps))
+    active = var_n > eps
   scale = r * gain
-  return w * scale - mean * scale, (w, gain, mean, r, var_n > eps)
+  return w * scale - mean * scale, (w, gain, mean, r, active)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def _ws(w, gain, eps):
-  return _forward(w, gain, eps)[0]
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _ws(w, gain, eps, eps_form):
+  return _forward(w, gain, eps, eps_form)[0]
 
 
-def _ws_fwd(w, gain, eps):
-  return _forward(w, gain, eps)
+def _ws_fwd(w, gain, eps, eps_form):
+  return _forward(w, gain, eps, eps_form)
 
 
-def _ws_bwd(eps, res, g):
-  del eps
+def _ws_bwd(eps, eps_form, res, g):
+  del eps, eps_form
   w, gain, mean, r, active = res
   fan_in = np.prod(w.shape[:-1])
   u = w - mean
@@ -61,16 +72,20 @@ def _ws_bwd(eps, res, g):
 _ws.defvjp(_ws_fwd, _ws_bwd)
 
 
-def standardize_weight_fused(w: jnp.ndarray, gain: jnp.ndarray, eps: float = 1e-4
-                             ) -> jnp.ndarray:
+def standardize_weight_fused(w: jnp.ndarray, gain: jnp.ndarray, eps: float = 1e-4,
+                             eps_form: str = 'floor') -> jnp.ndarray:
   """Scaled WS of an HWIO kernel with the closed-form gradient.
 
   Args:
     w: kernel [kh, kw, in_per_group, out].
     gain: per-output gain [out].
-    eps: floor on `var * fan_in` (a Python float).
+    eps: floor on `var * fan_in` ('floor') or added to `var` ('add'); a
+      Python float.
+    eps_form: 'floor' (official) or 'add' (timm).
 
   Returns:
     The standardized kernel, same shape and dtype as `w`.
   """
-  return _ws(w, gain, float(eps))
+  if eps_form not in EPS_FORMS:
+    raise ValueError(f'eps_form must be one of {EPS_FORMS}, got {eps_form!r}')
+  return _ws(w, gain, float(eps), eps_form)

@@ -21,11 +21,24 @@ If the newest checkpoint cannot be read (truncated, corrupt, half-copied),
 the error is reported, the directory is moved to
 ``<workdir>/corrupt_checkpoints/`` (kept for inspection, out of orbax's way)
 and the previous checkpoint is used.
+
+Asynchronous saves (``async_save=True``, the default on accelerators): orbax
+writes in background threads and ``save`` returns at once, so training
+continues while a checkpoint is written. The state handed over is a host
+copy made for the save, so later steps cannot change it. ``wait()`` blocks
+until the save in flight is complete; the next ``save`` and ``close`` wait
+too, and the loop waits after the SIGTERM and the final save. A save that
+fails (disk full, permission denied, ...), in the foreground or in the
+background, raises :class:`CheckpointSaveError` at the next of these points,
+with one line naming the checkpoint path, the error and the last good
+checkpoint.
 """
 import ast
+import logging
 import os
 import re
 import shutil
+import sys
 import time
 import zlib
 from typing import Any, Optional, Sequence
@@ -39,6 +52,75 @@ PyTree = Any
 
 class CheckpointMismatchError(ValueError):
   """A checkpoint does not fit the state built from the current config."""
+
+
+class CheckpointSaveError(RuntimeError):
+  """A checkpoint could not be written; the message is one complete line."""
+
+
+def describe_save_error(err: BaseException) -> str:
+  """A short description of a save failure: the OS error behind it if any.
+
+  Orbax and tensorstore wrap the OS error (e.g. ``ValueError:
+  RESOURCE_EXHAUSTED: Error writing ... [os_error_code='28']``); the errno
+  gives the standard text ("No space left on device").
+  """
+  chain, e = [], err
+  while e is not None and len(chain) < 16:
+    chain.append(e)
+    e = e.__cause__ or e.__context__
+  for e in chain:
+    if isinstance(e, OSError) and e.errno:
+      return f'{e.strerror or os.strerror(e.errno)} (errno {e.errno})'
+  for e in chain:
+    m = re.search(r"os_error_code='?(\d+)", str(e))
+    if m:
+      code = int(m.group(1))
+      return f'{os.strerror(code)} (errno {code})'
+  text = ' '.join(str(err).split())
+  return f'{type(err).__name__}: {text[:200]}'
+
+
+class _OrbaxThreadErrorFilter(logging.Filter):
+  """Drops orbax's log of a failed background save (a long traceback).
+
+  The same error is raised as a one-line CheckpointSaveError when the
+  Checkpointer waits for the save, so the log record only adds noise.
+  """
+
+  # The two messages orbax 0.12 logs (with the traceback) for a failed
+  # background write: the writer thread's and the commit thread's.
+  _MESSAGES = ('raised an exception', 'background save thread',
+               'Finalize thread')
+
+  def filter(self, record):
+    if record.levelno < logging.ERROR or 'orbax' not in (record.pathname or ''):
+      return True
+    msg = record.getMessage()
+    return not any(m in msg for m in self._MESSAGES)
+
+
+_THREAD_ERROR_FILTER = _OrbaxThreadErrorFilter()
+
+
+def _quiet_closed_event_loops() -> None:
+  """After a failed write, orbax's closed event loops still get callbacks.
+
+  Python reports each as an "unraisable" RuntimeError('Event loop is
+  closed') traceback, down to interpreter exit. The failure itself is
+  reported (one line) by CheckpointSaveError; these echoes are dropped.
+  """
+  previous = sys.unraisablehook
+  if getattr(previous, '_nfnet_quiet', False):
+    return
+
+  def hook(unraisable):
+    exc = unraisable.exc_value
+    if isinstance(exc, RuntimeError) and 'Event loop is closed' in str(exc):
+      return
+    previous(unraisable)
+  hook._nfnet_quiet = True  # pylint: disable=protected-access
+  sys.unraisablehook = hook
 
 
 def _flatten(tree: PyTree):
@@ -73,15 +155,23 @@ class Checkpointer:
     directory: where the step directories live.
     keep: how many most recent checkpoints to keep (>= 1).
     log: a ``print``-like function for reports.
+    read_only: a reader: neither creates the directory nor deletes other
+      processes' in-progress temporary directories.
+    async_save: write in the background (see the module docstring).
   """
 
   def __init__(self, directory: str, keep: int = 3, log=print,
-               read_only: bool = False):
+               read_only: bool = False, async_save: bool = False):
     self.directory = os.path.abspath(directory)
     self.keep = max(int(keep), 1)
     self.log = log
     self.read_only = read_only
+    self.async_save = bool(async_save) and not read_only
+    self._pending: Optional[int] = None   # step of the save in flight
     self._manager = None
+    for name in ('absl', 'orbax'):
+      if _THREAD_ERROR_FILTER not in logging.getLogger(name).filters:
+        logging.getLogger(name).addFilter(_THREAD_ERROR_FILTER)
     self._open()
 
   def _open(self):
@@ -92,8 +182,34 @@ class Checkpointer:
     options = ocp.CheckpointManagerOptions(
         max_to_keep=self.keep, create=not self.read_only,
         cleanup_tmp_directories=not self.read_only,
-        enable_async_checkpointing=False)
+        enable_async_checkpointing=self.async_save)
     self._manager = ocp.CheckpointManager(self.directory, options=options)
+
+  def _save_error(self, step: int, err: BaseException) -> CheckpointSaveError:
+    _quiet_closed_event_loops()
+    good = [s for s in self._manager.all_steps() if s != step]
+    if good:
+      last = (f'the last good checkpoint is {self.directory}/{max(good)} '
+              '(a rerun resumes from it)')
+    else:
+      last = 'no earlier checkpoint exists (a rerun starts from step 0)'
+    return CheckpointSaveError(
+        f'checkpoint {self.directory}/{step} could not be written: '
+        f'{describe_save_error(err)}; {last}')
+
+  def wait(self) -> None:
+    """Blocks until the save in flight (if any) is complete.
+
+    Raises:
+      CheckpointSaveError: the background save failed.
+    """
+    if self._pending is None:
+      return
+    step, self._pending = self._pending, None
+    try:
+      self._manager.wait_until_finished()
+    except Exception as e:  # pylint: disable=broad-except
+      raise self._save_error(step, e) from e
 
   def steps(self) -> list[int]:
     """Finalized checkpoint steps, oldest first."""
@@ -113,6 +229,9 @@ class Checkpointer:
       self.log(f'[checkpoint] NOT saving step {step}: the state holds '
                'non-finite values.')
       return False
+    # A failure of the previous (background) save surfaces here, named
+    # after its own step, before a new save starts.
+    self.wait()
     if step in self._manager.all_steps():
       return False
     paths, leaves, _ = _flatten(state)
@@ -124,10 +243,16 @@ class Checkpointer:
     info['dtypes'] = [str(x.dtype) for x in leaves]
     info['crc32'] = [_crc32(x) for x in leaves]
     info['saved_at'] = time.time()
-    self._manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(items), meta=ocp.args.JsonSave(info)),
-                       force=True)
-    self._manager.wait_until_finished()
+    try:
+      self._manager.save(step, args=ocp.args.Composite(
+          state=ocp.args.StandardSave(items), meta=ocp.args.JsonSave(info)),
+                         force=True)
+      if not self.async_save:
+        self._manager.wait_until_finished()
+    except Exception as e:  # pylint: disable=broad-except
+      raise self._save_error(step, e) from e
+    if self.async_save:
+      self._pending = step
     return True
 
   def _check_compatible(self, step: int, info: dict, paths, leaves):
@@ -228,9 +353,18 @@ class Checkpointer:
                     'delete it and restart.')
 
   def close(self):
+    """Waits for a save in flight, then releases orbax's resources.
+
+    Raises:
+      CheckpointSaveError: the save in flight failed (resources are
+        released all the same).
+    """
     if self._manager is not None:
-      self._manager.close()
-      self._manager = None
+      try:
+        self.wait()
+      finally:
+        self._manager.close()
+        self._manager = None
 
 
 # ---------------------------------------------------------------------------

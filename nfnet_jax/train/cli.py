@@ -31,6 +31,7 @@ _WORKDIR = flags.DEFINE_string(
 
 EXIT_PREEMPTED = 143
 EXIT_BAD_CONFIG = config_load.EXIT_BAD_CONFIG
+EXIT_SAVE_FAILED = 2      # a checkpoint could not be written (disk full, ...)
 # Read by nfnet_jax.analysis.sweep: a diverged run is an outcome, not a crash.
 EXIT_DIVERGED = 3
 
@@ -48,9 +49,15 @@ def _run(argv, overrides) -> None:
   # Orbax and TF log every file operation at INFO: keep the console readable.
   absl_logging.set_verbosity(absl_logging.WARNING)
   from nfnet_jax.train import loop  # pylint: disable=g-import-not-at-top
+  from nfnet_jax.train import checkpoint as ckpt_lib  # pylint: disable=g-import-not-at-top
   from nfnet_jax.train import steplog  # pylint: disable=g-import-not-at-top
   try:
     summary = loop.train_and_evaluate(config, _WORKDIR.value)
+  except ckpt_lib.CheckpointSaveError as e:
+    # Disk full, permission denied, ...: one line naming the path, the error
+    # and the last good checkpoint (a rerun resumes from it).
+    print(f'error: {e}', file=sys.stderr)
+    sys.exit(EXIT_SAVE_FAILED)
   except ValueError as e:
     if 'config.' not in str(e):
       raise

@@ -114,6 +114,18 @@ def compile_steps(config, model, tx, schedule, par, num_classes: int):
   return train_step, eval_step
 
 
+def use_async_checkpoints(setting: str, backend: Optional[str] = None) -> bool:
+  """``config.train.async_checkpoints`` -> whether saves run in the background.
+
+  'auto' is on for accelerators (the step runs on the device, so the host
+  cores are free to write) and off on CPU (the write would take the cores
+  the step runs on).
+  """
+  if setting == 'auto':
+    return (backend or jax.default_backend()) != 'cpu'
+  return setting == 'on'
+
+
 def save_checkpoint(checkpointer, par, state, step, log: steplog.StepLog,
                     wall_time_s: float, config) -> bool:
   """Writes checkpoint ``step`` with the metadata a resume needs."""
@@ -121,8 +133,9 @@ def save_checkpoint(checkpointer, par, state, step, log: steplog.StepLog,
               config=_config_json(config))
   ok = checkpointer.save(step, par.get_replicated(state), meta)
   if ok:
+    how = ' (writing in the background)' if checkpointer.async_save else ''
     log.writer.log(f'[checkpoint] saved step {step} to '
-                   f'{checkpointer.directory}/{step}')
+                   f'{checkpointer.directory}/{step}{how}')
   return ok
 
 
@@ -215,7 +228,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
   # ---- 2. State: resume, else fine-tune, else fresh.
   checkpointer = ckpt_lib.Checkpointer(
       os.path.join(workdir, 'checkpoints'), keep=tcfg.keep_checkpoints,
-      log=print if is_main else state_lib._silent)  # pylint: disable=protected-access
+      log=print if is_main else state_lib._silent,  # pylint: disable=protected-access
+      async_save=use_async_checkpoints(tcfg.get('async_checkpoints', 'auto')))
   init = state_lib.initial_state(model, tx, config, info.image_shape,
                                  checkpointer, log=checkpointer.log)
   step = init.start_step
@@ -294,12 +308,14 @@ def train_and_evaluate(config, workdir: str) -> dict:
                    'exiting.')
         if step not in checkpointer.steps():
           save(state, step)
+        checkpointer.close()   # waits for a background save to complete
         return {'status': 'preempted', 'step': step, 'workdir': workdir}
 
       # ---- 5. Final eval and checkpoint.
       final_eval = evaluate(state, step, final=True)
       if step not in checkpointer.steps():
         save(state, step)
+      checkpointer.wait()      # the final checkpoint is complete before the summary
     finally:
       profiler.stop()
       writer.close()

@@ -69,6 +69,32 @@ def _flatten_params(params) -> dict:
   return {(m, n): v for m, sub in params.items() for n, v in sub.items()}
 
 
+def _read_timm_finetune(config, log) -> dict:
+  """Params of ``config.finetune.checkpoint``, a timm file of ``finetune.timm_name``.
+
+  config.model must build the timm model's network (sizes may differ, the
+  shapes are checked then); numerics options may differ (noted in the log).
+  """
+  from nfnet_jax.interop import timm as timm_lib  # pylint: disable=g-import-not-at-top
+  path, name = config.finetune.checkpoint, config.finetune.timm_name
+  diffs = timm_lib.architecture_differences(
+      config.model, name, ignore=timm_lib.NUMERICS_ONLY + timm_lib.SIZE_FIELDS)
+  if diffs:
+    raise ValueError(f'config.finetune.checkpoint={path!r} holds timm {name} weights, but '
+                     f'config.model builds another network: {"; ".join(diffs)} (start from '
+                     f'nfnet_jax.interop.timm.timm_model_config({name!r}))')
+  numerics = timm_lib.architecture_differences(config.model, name, ignore=timm_lib.SIZE_FIELDS)
+  if numerics:
+    log(f'[finetune] note: numerics differ from timm {name} (fine for training): '
+        f'{"; ".join(numerics)}')
+  sizes = {k: config.model[k] for k in timm_lib.SIZE_FIELDS
+           if k in config.model and config.model[k] is not None}
+  try:
+    return timm_lib.load_timm(path, name, overrides=sizes)[1]
+  except ValueError as e:
+    raise ValueError(f'config.finetune.checkpoint={path!r}: {e}') from None
+
+
 def load_finetune_params(config, params: dict, log=print) -> dict:
   """Merges ``config.finetune.checkpoint`` into freshly initialised params.
 
@@ -82,7 +108,9 @@ def load_finetune_params(config, params: dict, log=print) -> dict:
       mis-shaped parameters.
   """
   path = config.finetune.checkpoint
-  if os.path.isdir(path):
+  if config.finetune.get('format', 'auto') == 'timm':
+    loaded = _read_timm_finetune(config, log)
+  elif os.path.isdir(path):
     trees, _ = ckpt_lib.load_train_checkpoint(path)
     loaded = trees['params']
   else:

@@ -1,0 +1,1 @@
+"""Weight conversion between nfnet_jax and other frameworks (timm)."""
