@@ -19,7 +19,6 @@ AGC (lambda 0.16) and telemetry on and profile steps 1..2, so the completed
 run's workdir also checks the telemetry rows, scripts/agc_report.py, the
 profiler trace and ``scripts/spp.py --checkpoint WORKDIR``.
 """
-import importlib.util
 import json
 import os
 import sys
@@ -29,6 +28,7 @@ import pytest
 
 from nfnet_jax.analysis import sweep as sweep_lib
 from nfnet_jax.data import fashion_mnist
+from repo_files import load_repo_module
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -148,11 +148,7 @@ def test_failed_with_the_errors_last_line(sweep_dir):
 
 
 def _script_main(name):
-  spec = importlib.util.spec_from_file_location(f'{name}_script',
-                                                os.path.join(ROOT, 'scripts', f'{name}.py'))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.main
+  return load_repo_module(f'{name}_script', 'scripts', f'{name}.py').main
 
 
 def test_agc_telemetry_rows_report_and_profile_trace(sweep_dir):

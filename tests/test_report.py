@@ -6,7 +6,6 @@ tests use an instant fake training command (as tests/test_sweep.py does);
 the study configs' ``local`` forms train for real, in-process.
 """
 import csv
-import importlib.util
 import json
 import math
 import os
@@ -19,6 +18,7 @@ import pytest
 
 from nfnet_jax.analysis import report as report_lib
 from nfnet_jax.analysis import sweep as sweep_lib
+from repo_files import load_repo_module
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FASHION_DIR = '/usr/share/datasets/fashion-mnist'
@@ -29,19 +29,11 @@ STUDIES = ('regularization', 'normalizers', 'clipping_batch')
 
 
 def _load_script(name):
-  spec = importlib.util.spec_from_file_location(f'{name}_script',
-                                                os.path.join(REPO, 'scripts', f'{name}.py'))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.main
+  return load_repo_module(f'{name}_script', 'scripts', f'{name}.py').main
 
 
 def _load_study(name):
-  spec = importlib.util.spec_from_file_location(
-      f'study_test_{name}', os.path.join(REPO, 'configs', 'studies', f'{name}.py'))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  return load_repo_module(f'study_test_{name}', 'configs', 'studies', f'{name}.py')
 
 
 # ---------------------------------------------------------------------------
