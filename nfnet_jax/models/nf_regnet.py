@@ -117,9 +117,7 @@ class NFRegNetBlock(hk.Module):
                           if stride > 1 or in_ch != out_ch else None)
     self.se = (nfnn.SqueezeExcite(width, width, None if se_hidden else se_ratio,
                                   hidden_ch=se_hidden) if se_ratio > 0 else None)
-    self.stoch_depth = (nfnn.StochDepth(stochdepth_rate)
-                        if stochdepth_rate is not None and 0.0 < stochdepth_rate < 1.0
-                        else None)
+    self.stoch_depth = nfnn.stoch_depth_or_none(stochdepth_rate)
 
   def __call__(self, x, is_training: bool):
     """Returns (block output, residual branch output before stochdepth/gain)."""

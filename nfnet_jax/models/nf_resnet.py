@@ -65,9 +65,7 @@ class NFResBlock(hk.Module):
       self.conv_shortcut = conv(out_ch, kernel_shape=1,
                                 stride=1 if shortcut == 'avgpool' else stride,
                                 name='conv_shortcut')
-    self.stoch_depth = (nfnn.StochDepth(stochdepth_rate)
-                        if stochdepth_rate is not None and 0.0 < stochdepth_rate < 1.0
-                        else None)
+    self.stoch_depth = nfnn.stoch_depth_or_none(stochdepth_rate)
     if attention == 'eca':  # timm's nf_ecaresnet*
       self.se = nfnn.EfficientChannelAttention(out_ch)
     else:

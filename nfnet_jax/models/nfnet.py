@@ -180,9 +180,7 @@ class NFBlock(hk.Module):
       self.attention = nfnn.EfficientChannelAttention(out_ch)
     else:
       self.attention = None
-    self.stoch_depth = (nfnn.StochDepth(stochdepth_rate)
-                        if stochdepth_rate is not None and 0.0 < stochdepth_rate < 1.0
-                        else None)
+    self.stoch_depth = nfnn.stoch_depth_or_none(stochdepth_rate)
 
   def __call__(self, x, is_training: bool):
     """Returns (block output, residual branch output before stochdepth/gain)."""

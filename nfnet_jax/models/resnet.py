@@ -139,11 +139,6 @@ def _make_conv(norm: str, out_ch: int, kernel: int, stride: int, name: str,
                    data_format='NHWC', name=name)
 
 
-def _stoch_depth(rate: float):
-  """Per-example stochastic depth (official semantics: no 1/keep rescale)."""
-  return nfnn.StochDepth(rate) if 0.0 < rate < 1.0 else None
-
-
 class ResBlock(hk.Module):
   """Pre-activation bottleneck block: 1x1 -> 3x3 (stride) -> 1x1.
 
@@ -169,7 +164,7 @@ class ResBlock(hk.Module):
     self.conv_shortcut = None
     if stride > 1 or in_ch != out_ch:
       self.conv_shortcut = _make_conv(norm, out_ch, 1, stride, 'conv_shortcut')
-    self.stoch_depth = _stoch_depth(stochdepth_rate)
+    self.stoch_depth = nfnn.stoch_depth_or_none(stochdepth_rate)
 
   def _pre(self, norm, x, is_training):
     """norm+act in the configured order."""
@@ -223,7 +218,7 @@ class FixupBlock(hk.Module):
     self.conv_shortcut = None
     if stride > 1 or in_ch != out_ch:
       self.conv_shortcut = conv(out_ch, 1, stride, (2.0 / out_ch) ** 0.5, 'conv_shortcut')
-    self.stoch_depth = _stoch_depth(stochdepth_rate)
+    self.stoch_depth = nfnn.stoch_depth_or_none(stochdepth_rate)
 
   def __call__(self, x, is_training):
     dt = x.dtype

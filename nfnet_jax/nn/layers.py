@@ -112,6 +112,11 @@ class StochDepth(hk.Module):
     return x * mask
 
 
+def stoch_depth_or_none(rate: Optional[float]) -> Optional[StochDepth]:
+  """A block's `StochDepth(rate)`, or None where the rate drops nothing (None or 0)."""
+  return StochDepth(rate) if rate is not None and 0.0 < rate < 1.0 else None
+
+
 def skip_gain(dtype=jnp.float32, init=jnp.zeros) -> jnp.ndarray:
   """The SkipInit scalar `skip_gain` (shape (), init 0) of the current module."""
   return hk.get_parameter('skip_gain', (), dtype, init=init)
