@@ -4,7 +4,7 @@ Only functions called inside a module's `__call__`: the Haiku modules they
 apply are built (and named) by the caller, so parameter names stay the
 caller's.
 """
-from typing import Callable, Sequence
+from typing import Callable, Optional, Sequence
 
 import haiku as hk
 import jax.numpy as jnp
@@ -46,3 +46,32 @@ def nf_blocks_and_head(out: jnp.ndarray, blocks: Sequence[Callable], schedule: S
   if return_metrics:
     outputs['spp'] = nfnn.stack_block_stats(stats)
   return outputs
+
+
+def nf_residual(branch: jnp.ndarray, shortcut: jnp.ndarray, alpha: float,
+                stoch_depth: Optional[Callable], skipinit_gain: Optional[Callable],
+                is_training: bool):
+  """Closes an NF block: `alpha * skip_gain * stochdepth(branch) + shortcut`.
+
+  Call it inside the block's `__call__`: the scalar `skip_gain` parameter is
+  then the block's own (`<block>/skip_gain`, as officially).
+
+  Args:
+    branch: the residual branch output.
+    shortcut: the shortcut output.
+    alpha: residual branch scale.
+    stoch_depth: a `StochDepth` module, or None.
+    skipinit_gain: initializer of the block's scalar `skip_gain`; None: no
+      scalar (timm's conv2_gain mode, where conv2's gain plays its part).
+    is_training: training mode (stochastic depth).
+
+  Returns:
+    (block output, the branch before stochastic depth and gain) -- the
+    latter for the SPP statistics.
+  """
+  out = branch
+  if stoch_depth is not None:
+    out = stoch_depth(out, is_training)
+  if skipinit_gain is not None:
+    out = out * hk.get_parameter('skip_gain', (), out.dtype, init=skipinit_gain)
+  return out * alpha + shortcut, branch

@@ -25,7 +25,7 @@ import haiku as hk
 import jax.numpy as jnp
 
 from nfnet_jax import nn as nfnn
-from nfnet_jax.models._common import nf_blocks_and_head
+from nfnet_jax.models._common import nf_blocks_and_head, nf_residual
 from nfnet_jax.models.nfnet import (NUMERICS_FIELDS, _bad, _init_fn, _is_number, _is_pos_int,
                                     check_group_width, nf_shortcut, nf_validator,
                                     ws_conv_options)
@@ -128,11 +128,8 @@ class NFRegNetBlock(hk.Module):
     if self.se is not None:
       out = 2 * self.se(out) * out  # 2x: sigmoid(0) = 0.5 would halve the signal
     out = self.conv2(self.activation(out))
-    branch = out
-    if self.stoch_depth is not None:
-      out = self.stoch_depth(out, is_training)
-    out = out * hk.get_parameter('skip_gain', (), out.dtype, init=self.skipinit_gain)
-    return out * self.alpha + shortcut, branch
+    return nf_residual(out, shortcut, self.alpha, self.stoch_depth, self.skipinit_gain,
+                       is_training)
 
 
 class NFRegNet(hk.Module):

@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from nfnet_jax import nn as nfnn
-from nfnet_jax.models._common import nf_blocks_and_head
+from nfnet_jax.models._common import nf_blocks_and_head, nf_residual
 from nfnet_jax.models.nfnet import NUMERICS_FIELDS, _bad, _init_fn, nf_validator, ws_conv_options
 
 # ResNet26 is not in the official variant table (added for the papers'
@@ -83,11 +83,8 @@ class NFResBlock(hk.Module):
     out = self.conv2(self.activation(out))
     if self.se is not None:
       out = 2 * self.se(out) * out
-    branch = out
-    if self.stoch_depth is not None:
-      out = self.stoch_depth(out, is_training)
-    out = out * hk.get_parameter('skip_gain', (), out.dtype, init=self.skipinit_gain)
-    return out * self.alpha + shortcut, branch
+    return nf_residual(out, shortcut, self.alpha, self.stoch_depth, self.skipinit_gain,
+                       is_training)
 
 
 STEMS = ('imagenet', 'small')

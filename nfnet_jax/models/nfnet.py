@@ -25,7 +25,7 @@ import haiku as hk
 import numpy as np
 
 from nfnet_jax import nn as nfnn
-from nfnet_jax.models._common import nf_blocks_and_head
+from nfnet_jax.models._common import nf_blocks_and_head, nf_residual
 from nfnet_jax.nn.grouped_conv import IMPLS
 
 _BASE_WIDTHS = (256, 512, 1536, 1536)
@@ -193,12 +193,9 @@ class NFBlock(hk.Module):
     out = self.conv2(self.activation(out))
     if self.attention is not None:
       out = (self.attention(out) * 2) * out  # 2x: sigmoid(0) = 0.5 would halve the signal
-    branch = out
-    if self.stoch_depth is not None:
-      out = self.stoch_depth(out, is_training)
-    if self.skipinit_mode == 'skip_gain':
-      out = out * hk.get_parameter('skip_gain', (), out.dtype, init=self.skipinit_gain)
-    return out * self.alpha + shortcut, branch
+    return nf_residual(out, shortcut, self.alpha, self.stoch_depth,
+                       self.skipinit_gain if self.skipinit_mode == 'skip_gain' else None,
+                       is_training)
 
 
 class NFNet(hk.Module):
