@@ -10,17 +10,21 @@ are compared with timm's (meta-device models: no memory, no compute).
 """
 import builtins
 import os
+import subprocess
 import sys
 
 import jax
 import numpy as np
 import pytest
 
+from nfnet_jax.interop import timm as timm_lib
+
+# Other test modules of this process have loaded TensorFlow by now.
+timm_lib.avoid_triton_after_tensorflow()
 torch = pytest.importorskip('torch')
 timm = pytest.importorskip('timm')
 
 from nfnet_jax import pretrained  # pylint: disable=g-import-not-at-top
-from nfnet_jax.interop import timm as timm_lib  # pylint: disable=g-import-not-at-top
 from nfnet_jax.models import create_model  # pylint: disable=g-import-not-at-top
 
 NUM_CLASSES = 7
@@ -345,3 +349,19 @@ def test_convert_script_timm_to_npz_and_back(tmp_path, capsys):
   assert len(err) == 1 and 'does not match the model' in err[0]
   assert script.main(['--from', 'timm:nf_resnet26', '--to', npz]) == 2
   assert 'timm:NAME=PATH' in capsys.readouterr().err
+
+
+def test_timm_loads_in_a_process_that_has_tensorflow():
+  # Without the guard, triton's native module segfaults the process when it
+  # loads after TensorFlow's (tensorflow-cpu 2.21, triton 3.8): a training or
+  # evaluation run that reads timm weights has TensorFlow loaded already.
+  code = ('import tensorflow\n'
+          'from nfnet_jax.interop import timm as timm_lib\n'
+          'timm_lib._import("timm")\n'
+          'print("imported")\n')
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  env = dict(os.environ, PYTHONPATH=root, TF_CPP_MIN_LOG_LEVEL='3')
+  proc = subprocess.run([sys.executable, '-c', code], capture_output=True,
+                        text=True, env=env, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert 'imported' in proc.stdout

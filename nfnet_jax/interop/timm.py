@@ -34,6 +34,7 @@ symmetric padding; NF-ResNets: average-pool shortcuts). Facts about timm
 import inspect
 import os
 import re
+import sys
 import tempfile
 from typing import Any, Dict, Mapping, NamedTuple, Optional, Tuple
 
@@ -148,7 +149,22 @@ def _arch(name: str) -> TimmArch:
   return TIMM_ARCHS[name]
 
 
+def avoid_triton_after_tensorflow() -> None:
+  """Keeps torch from importing triton into a process that has TensorFlow.
+
+  Measured with tensorflow-cpu 2.21 and triton 3.8 (torch 2.14.1's): loading
+  triton's native module after TensorFlow's segfaults the process (the other
+  order works). torch imports triton only to offer `torch.compile` kernels,
+  which weight conversion never uses, and treats a failed import as "no
+  triton". So once TensorFlow is loaded, and triton is not, its import is
+  made to fail.
+  """
+  if 'tensorflow' in sys.modules and 'triton' not in sys.modules:
+    sys.modules['triton'] = None  # `import triton` now raises ImportError
+
+
 def _import(module: str):
+  avoid_triton_after_tensorflow()
   try:
     return __import__(module, fromlist=['_'])
   except ImportError as e:
