@@ -15,8 +15,6 @@ overrides, e.g. :data:`ARMS` ``['bn']`` (the CLI accepts ``=None``).
 
 Not a config itself (no ``get_config``); the studies import it by path.
 """
-import importlib.util
-import os
 
 import ml_collections
 
@@ -64,15 +62,6 @@ def batch_point(batch: int, epochs: float, local: bool = False) -> dict:
   return {'train.batch_size': batch, 'train.total_steps': steps,
           'optimizer.warmup_steps': max(1, steps // 5),
           'train.log_every': max(1, steps // 10)}
-
-
-def load_sibling(name: str):
-  """Imports ``configs/studies/<name>.py`` by path (configs are not a package)."""
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), name + '.py')
-  spec = importlib.util.spec_from_file_location('nfnet_study_' + name, path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
 
 
 def study_base(arm: str = 'nf', batch: int = 256, epochs: float = 1.0,
@@ -150,11 +139,3 @@ def _set(c, dotted, value):
   for p in parts[:-1]:
     node = node[p]
   node[parts[-1]] = value
-
-
-def seeds_of(arg_opts, default=(0, 1, 2)):
-  """Seeds for get_sweep(): 'seeds=N' in the options gives 0..N-1."""
-  for o in arg_opts:
-    if o.startswith('seeds='):
-      return tuple(range(int(o.split('=', 1)[1])))
-  return default
