@@ -221,16 +221,6 @@ def import_torch_timm():
 # ---------------------------------------------------------------- timing
 
 
-def time_alternating(fns: Dict[str, Callable[[], Any]], rounds: int) -> Dict[str, List[float]]:
-  out = {k: [] for k in fns}
-  for _ in range(rounds):
-    for k, f in fns.items():
-      t0 = time.perf_counter()
-      f()
-      out[k].append((time.perf_counter() - t0) * 1e3)
-  return out
-
-
 def measure_peak_tflops(tiny: bool) -> float:
   """bf16 matmul TFLOP/s measured here (the MFU denominator)."""
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
@@ -293,7 +283,9 @@ def run_case(case: Case, a, torch, timm, peak_tflops: float, device: str) -> Lis
     if k != 'timm':
       for _ in range(a.warmup):
         f()
-  ms = time_alternating(fns, a.rounds)
+  # Warm-up happened above (timm's inside its compile timing).
+  from benchmarks import timm_compare  # pylint: disable=g-import-not-at-top
+  ms = timm_compare.time_alternating(fns, a.rounds, warmup=0)
   recs = []
   for k, v in ms.items():
     rec = summarize(k, v, batch, flops, peak_tflops)
