@@ -1,4 +1,4 @@
-"""Renders the README's CPU performance tables from benchmark JSON records.
+"""Renders the CPU performance tables of docs/performance.md from benchmark JSON records.
 
     python benchmarks/render_table.py BENCH_JSONL [TIMM_JSONL]
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every figure of the README's CPU performance table, in one run (~25 min on
+# Every figure of docs/performance.md's CPU table, in one run (~25 min on
 # the 2-core machine; run it with nothing else on the machine):
 #   bash benchmarks/run_all.sh [OUT_DIR]
 # Writes OUT_DIR/bench.jsonl (scripts/benchmark.py records),

@@ -8,7 +8,7 @@ Variants (``get_config(arg)``, comma-separated):
   (default)  the quickstart: a narrow NF-ResNet (widths 32-256, one block
              per stage) for 11 epochs at 48 px, no AGC; measured on the
              quiet 2-core machine: 91.73% test top-1, 406 s of training,
-             7m44s for the whole `scripts/quickstart.sh` (README);
+             7m44s for the whole `scripts/quickstart.sh` (docs/getting_started.md);
   long       the same widths at native 28 px with the small stem, SE and
              stochastic depth, AGC (lambda 0.04) and 24 epochs: measured
              92.39% test top-1 in 55 min here, short of the published

@@ -7,7 +7,7 @@
 
 CONFIG is a config file with an optional ``:arg``, as for scripts/train.py,
 and ``--config.a.b=value`` overrides apply as there. The output is a Markdown
-table (the README's F0 table is this script's output): batch, steps, warm-up,
+table (docs/recipes.md's F0 table is this script's output): batch, steps, warm-up,
 LR, weight decay and its mask, AGC and its exclusions, EMA, label smoothing,
 augmentation and compute dtype as ours, the value of DeepMind's official
 experiment file for the same model where one exists, and whether they agree

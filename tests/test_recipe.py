@@ -176,10 +176,10 @@ def test_official_masks_match_our_default_regexes():
   assert rows['AGC not on'].ours == frozenset({'classifier w'})
 
 
-def test_readme_holds_the_generated_f0_table():
+def test_recipes_page_holds_the_generated_f0_table():
   table = recipes.recipe_table(_config('nfnet', 'F0'),
                                title='configs/nfnet.py:F0')
-  with open(os.path.join(ROOT, 'README.md')) as f:
-    assert table in f.read(), ('README.md F0 recipe table is stale; '
+  with open(os.path.join(ROOT, 'docs', 'recipes.md')) as f:
+    assert table in f.read(), ('docs/recipes.md F0 recipe table is stale; '
                                'regenerate: python scripts/show_recipe.py '
                                'configs/nfnet.py:F0')

@@ -200,7 +200,7 @@ def _fmt(v, spec):
 
 
 def markdown_table(rows: Sequence[Mapping[str, Any]]) -> str:
-  """The README zoo table."""
+  """The zoo table (docs/model_table.md)."""
   lines = [
       '| model | variant | test px | params | reference params | XLA GFLOPs (measured) '
       '| official GMACs (count_flops rule) | paper "GFLOPs" | paper top-1 |',

@@ -27,7 +27,7 @@ CLASSIFIER_WEIGHT = CLASSIFIER_MODULE + r'/w$'
 
 
 # NF models' numerics/layout options; None = official. timm's weights need
-# timm's (nfnet_jax.interop.timm.timm_model_config; README "Use PyTorch weights").
+# timm's (nfnet_jax.interop.timm.timm_model_config; docs/weights_export.md).
 NF_OPTIONS = {
     'gelu_form': None,         # tanh (official) | erf (timm)
     'ws_eps_form': None,       # floor (official) | add (timm)

@@ -31,7 +31,7 @@ layers: ``L**(-1/(2m-2))``), a scalar ``bias1`` after the stem conv and
 
 The module returns ``{'logits': ...}`` and, with ``return_metrics=True``,
 per-block signal-propagation statistics under ``'spp'`` (see
-``docs/interfaces.md``).
+``docs/architecture.md``).
 """
 from typing import Any, Dict, Mapping, Optional, Sequence
 

@@ -43,7 +43,7 @@ _DIMENSION_NUMBERS = ('NHWC', 'HWIO', 'NHWC')
 #   cpu: 'split', measured: F0's grouped 3x3 fwd+bwd 8-25x faster than
 #     feature_group_count (benchmarks/grouped_conv_micro.py), whole F0 train
 #     step 3.5-3.9x faster (benchmarks/timm_compare.py --impls auto,xla;
-#     README "Performance (CPU)").
+#     docs/performance.md, "CPU").
 #   gpu: 'xla', NOT yet measured: cuDNN runs grouped convs natively, so the
 #     one-kernel form is the expected winner, but no GPU was available when
 #     this was written; benchmarks/gpu_check.py measures it (xla vs split on

@@ -60,7 +60,7 @@ def distributed_kwargs(env=None) -> Dict[str, Any]:
   JAX itself reads only ``JAX_COORDINATOR_ADDRESS``; the process count and
   id come from a cluster manager it recognises (SLURM, Open MPI, Cloud TPU).
   Without one, this framework reads ``JAX_NUM_PROCESSES`` and
-  ``JAX_PROCESS_ID`` (the README's manual multi-host launch).
+  ``JAX_PROCESS_ID`` (the manual multi-host launch of docs/training.md).
 
   Args:
     env: the environment (default ``os.environ``).
