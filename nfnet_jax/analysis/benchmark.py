@@ -255,19 +255,21 @@ def config_for_model(model: str, variant: Optional[str] = None):
   return cfg
 
 
-def build_model(cfg, num_classes: int, resolution: int, batch: int, seed: int = 0):
+def build_model(cfg, num_classes: int, resolution: int, batch: int, seed: int = 0,
+                channels: int = 3):
   """Creates the model of `cfg.model` and initialises params for the input shape."""
   from nfnet_jax import models  # pylint: disable=g-import-not-at-top
   net = models.create_model(cfg.model, num_classes)
-  images = jnp.zeros((batch, resolution, resolution, 3), jnp.float32)
+  images = jnp.zeros((batch, resolution, resolution, channels), jnp.float32)
   params, model_state = jax.jit(lambda k, x: net.init(k, x, is_training=True))(
       jax.random.PRNGKey(seed), images)
   return net, params, model_state
 
 
-def _fake_batch(batch, resolution, num_classes, seed=0):
+def _fake_batch(batch, resolution, num_classes, seed=0, channels=3):
   rng = np.random.default_rng(seed)
-  images = jnp.asarray(rng.standard_normal((batch, resolution, resolution, 3)), jnp.float32)
+  images = jnp.asarray(rng.standard_normal((batch, resolution, resolution, channels)),
+                       jnp.float32)
   labels = jax.nn.one_hot(rng.integers(0, num_classes, batch), num_classes)
   return images, labels
 
