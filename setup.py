@@ -64,7 +64,7 @@ setup(
     },
     entry_points={
         "console_scripts": [
-            "nfnet-train=nfnet_jax.train.cli:main",
+            "nfnet-train=nfnet_jax.commands.entry:train",
         ],
     },
 )

@@ -176,9 +176,8 @@ def save(self, step, state, meta=None):
     resource.setrlimit(resource.RLIMIT_FSIZE, (16 * 1024, resource.RLIM_INFINITY))
   return real_save(self, step, state, meta)
 ck.Checkpointer.save = save
-sys.argv = {argv!r}
-from nfnet_jax.train import cli
-cli.main()
+from nfnet_jax.commands import entry
+entry.run('train', {argv!r}[1:])
 '''
   env = subprocess_env(str(tmp_path / 'jax_cache'), devices=1)
   env.pop('JAX_COMPILATION_CACHE_DIR')

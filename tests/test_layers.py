@@ -1,4 +1,4 @@
-"""Dependencies point down: nn -> models -> optim/data -> train -> analysis.
+"""Dependencies point down: nn -> models -> optim/data -> train -> analysis -> commands.
 
 Every ``nfnet_jax`` import of every module (function-level imports too) is
 read with ``ast``; a module may import its own layer and the layers below.
@@ -13,7 +13,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGE = os.path.join(ROOT, 'nfnet_jax')
 
 LAYER = {'config': 0, 'nn': 1, 'models': 2, 'optim': 3, 'data': 3,
-         'pretrained': 3, 'interop': 3, 'export': 3, 'train': 4, 'analysis': 5}
+         'pretrained': 3, 'interop': 3, 'export': 3, 'train': 4, 'analysis': 5,
+         'commands': 6}
 # interop: the validator checks finetune.timm_name against the covered names.
 CONFIG_MAY_IMPORT = {'config', 'models', 'optim', 'data', 'interop'}
 

@@ -1,33 +1,16 @@
-"""Command line of the trainer (``nfnet-train`` and ``scripts/train.py``).
+"""What the trainer's command line runs (``nfnet-train``, ``scripts/train.py``).
 
-    nfnet-train --config configs/nfnet.py:F0 --workdir DIR \
-        --config.optimizer.clipping=0.02
-
-``--config`` is an ml_collections config file with an optional ``:arg``
-passed to its ``get_config(arg)``; ``--config.a.b=value`` overrides any field.
-Re-running the same command resumes from ``DIR``'s newest checkpoint.
+The flags are parsed by :mod:`nfnet_jax.commands.train`; :func:`run` loads
+the config, trains and maps each way a run can end to its exit status.
+Re-running the same command resumes from the workdir's newest checkpoint.
 Exit status: 0 when training completed, 143 when stopped by SIGTERM after
 writing a checkpoint (re-run to continue), 2 for a bad config, 3 when
 training diverged (too many consecutive non-finite steps, or one with
 ``config.train.nonfinite='raise'``), 1 for any other error.
 """
-import os
 import sys
 
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
-
-from absl import app  # pylint: disable=g-import-not-at-top
-from absl import flags
-from absl import logging as absl_logging
-
 from nfnet_jax.config import load as config_load
-
-_CONFIG = flags.DEFINE_string(
-    'config', None, 'Experiment config file, e.g. configs/nfnet.py:F0; '
-    'override any field with --config.a.b=value.')
-_WORKDIR = flags.DEFINE_string(
-    'workdir', None, 'Directory for checkpoints, TensorBoard logs, '
-    'metrics.jsonl and summary.json; an existing one is resumed.')
 
 EXIT_PREEMPTED = 143
 EXIT_BAD_CONFIG = config_load.EXIT_BAD_CONFIG
@@ -36,23 +19,19 @@ EXIT_SAVE_FAILED = 2      # a checkpoint could not be written (disk full, ...)
 EXIT_DIVERGED = 3
 
 
-def _run(argv, overrides) -> None:
-  if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-  if _CONFIG.value is None or not _WORKDIR.value:
-    raise app.UsageError('both --config and --workdir are required, e.g. '
-                         '--config configs/fashion_mnist.py '
-                         '--workdir /tmp/fmnist')
-  config = config_load.exit_on_error(config_load.load_config, _CONFIG.value,
+def run(config_spec: str, workdir: str, overrides=()) -> None:
+  """Trains ``config_spec`` (``file.py[:arg]`` + overrides) in ``workdir``.
+
+  Exits (``SystemExit``) with the statuses above unless training completed.
+  """
+  config = config_load.exit_on_error(config_load.load_config, config_spec,
                                      overrides)
   config.lock()   # the loop reads the config; a new field would be a bug
-  # Orbax and TF log every file operation at INFO: keep the console readable.
-  absl_logging.set_verbosity(absl_logging.WARNING)
   from nfnet_jax.train import loop  # pylint: disable=g-import-not-at-top
   from nfnet_jax.train import checkpoint as ckpt_lib  # pylint: disable=g-import-not-at-top
   from nfnet_jax.train import steplog  # pylint: disable=g-import-not-at-top
   try:
-    summary = loop.train_and_evaluate(config, _WORKDIR.value)
+    summary = loop.train_and_evaluate(config, workdir)
   except ckpt_lib.CheckpointSaveError as e:
     # Disk full, permission denied, ...: one line naming the path, the error
     # and the last good checkpoint (a rerun resumes from it).
@@ -68,12 +47,3 @@ def _run(argv, overrides) -> None:
     sys.exit(EXIT_DIVERGED)
   if summary.get('status') == 'preempted':
     sys.exit(EXIT_PREEMPTED)
-
-
-def main(argv=None) -> None:
-  """Console entry point."""
-  config_load.run_absl(_run, argv)
-
-
-if __name__ == '__main__':
-  main()

@@ -1,0 +1,170 @@
+"""What every ``nfnet-*`` command shares: one flag style, a quiet console.
+
+Flags are argparse, ``--name value`` or ``--name=value``, with
+``--config FILE.py[:ARG]`` always an experiment config file and
+``--config.a.b=value`` overriding any of its fields (taken out of argv
+before argparse sees it, parsed by :mod:`nfnet_jax.config.load`). ``--help``
+prints the command's description with an example and exits 0; a bad flag or
+flag value is one line on stderr and exit status 2.
+
+:func:`quiet_console` is process-wide state, so only entry points
+(:func:`run`) call it: TensorFlow's C++ start-up lines (oneDNN notices, CPU
+feature notices, ``WARNING: All log messages before absl::InitializeLog() is
+called ...``) are written to file descriptor 2 while ``tensorflow`` is
+imported; they are dropped there, and every other line of that import
+(a real error) is written through.
+"""
+import argparse
+import contextlib
+import importlib.abc
+import importlib.util
+import os
+import re
+import sys
+import tempfile
+import textwrap
+from typing import Callable, Optional, Sequence
+
+from nfnet_jax.config import load as config_load
+
+EXIT_USAGE = 2   # bad flags or flag values (argparse's own status)
+
+# Lines that TensorFlow's (and XLA's) C++ libraries print while they load:
+# glog-style INFO/WARNING records ("I0000 00:00:1796193095.594776   10904
+# port.cc:153] oneDNN custom operations are on ..."), absl's notice that
+# logging is not initialised yet, the second line of the CPU feature notice,
+# and the CUDA plugin double-registration errors GPU machines print.
+NOISE_PATTERNS = (
+    re.compile(rb'^WARNING: All log messages before absl::InitializeLog\(\) is called'),
+    re.compile(rb'^[IW]\d{4} \d\d:\d\d:\d+\.\d+\s+\d+ [\w./-]+:\d+\] '),
+    re.compile(rb'^To enable the following instructions: .* rebuild TensorFlow'),
+    re.compile(rb'^E\d{4} \d\d:\d\d:\d+\.\d+\s+\d+ [\w./-]+:\d+\] Unable to register '
+               rb'cu(DNN|FFT|BLAS) factory'),
+)
+QUIET_MODULES = ('tensorflow',)
+
+
+def is_noise(line: bytes) -> bool:
+  return any(p.match(line) for p in NOISE_PATTERNS)
+
+
+@contextlib.contextmanager
+def filtered_stderr_fd():
+  """Routes fd 2 through a file for the block; writes back all but the noise."""
+  sys.stderr.flush()
+  saved = os.dup(2)
+  with tempfile.TemporaryFile() as tmp:
+    os.dup2(tmp.fileno(), 2)
+    try:
+      yield
+    finally:
+      sys.stderr.flush()
+      os.dup2(saved, 2)
+      os.close(saved)
+      tmp.seek(0)
+      for line in tmp:
+        if not is_noise(line):
+          os.write(2, line)
+
+
+class _QuietLoader(importlib.abc.Loader):
+  """Executes a module with its C++ start-up lines filtered."""
+
+  def __init__(self, inner):
+    self._inner = inner
+
+  def create_module(self, spec):
+    return self._inner.create_module(spec)
+
+  def exec_module(self, module):
+    with filtered_stderr_fd():
+      self._inner.exec_module(module)
+
+
+class _QuietFinder(importlib.abc.MetaPathFinder):
+  """Wraps the loader of the top-level modules in ``names`` (found normally)."""
+
+  def __init__(self, names):
+    self.names = frozenset(names)
+    self._busy = False
+
+  def find_spec(self, fullname, path=None, target=None):
+    if fullname not in self.names or self._busy:
+      return None
+    self._busy = True
+    try:
+      spec = importlib.util.find_spec(fullname)
+    finally:
+      self._busy = False
+    if spec is None or spec.loader is None:
+      return None
+    spec.loader = _QuietLoader(spec.loader)
+    return spec
+
+
+def quiet_console() -> None:
+  """Process-wide: no TensorFlow/absl start-up lines (entry points only).
+
+  Costs nothing when TensorFlow is never imported: the import is filtered
+  when (and if) it happens. Must run before anything imports TensorFlow.
+  """
+  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+  if not any(isinstance(f, _QuietFinder) for f in sys.meta_path):
+    sys.meta_path.insert(0, _QuietFinder(QUIET_MODULES))
+  # absl's Python logging (orbax logs each file operation at INFO).
+  try:
+    from absl import logging as absl_logging  # pylint: disable=g-import-not-at-top
+    absl_logging.set_verbosity(absl_logging.WARNING)
+  except ImportError:
+    pass
+
+
+class ArgumentParser(argparse.ArgumentParser):
+  """argparse with an example in --help and one-line errors (exit 2)."""
+
+  def __init__(self, prog: str, description: str, examples: Sequence[str] = (),
+               config_overrides: bool = False, **kwargs):
+    epilog = ''
+    if examples:
+      epilog = 'examples:\n' + '\n'.join(f'  {e}' for e in examples)
+    if config_overrides:
+      epilog += ('\n\n--config.a.b=value overrides any field of the --config file '
+                 '(e.g. --config.optimizer.clipping=None).')
+    super().__init__(prog=prog, description=textwrap.fill(description, 78),
+                     epilog=epilog,
+                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                     allow_abbrev=False, **kwargs)
+    self.config_overrides = config_overrides
+
+  def error(self, message):
+    self.exit(EXIT_USAGE, f'{self.prog}: error: {message} (see {self.prog} --help)\n')
+
+  def parse_with_overrides(self, argv: Optional[Sequence[str]] = None):
+    """``(namespace, [(dotted_field, text), ...])``; overrides only if enabled."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    overrides = []
+    if self.config_overrides:
+      try:
+        argv, overrides = config_load.split_overrides(argv)
+      except config_load.ConfigError as e:
+        self.exit(EXIT_USAGE, f'error: {e}\n')
+    return self.parse_args(argv), overrides
+
+
+def int_list(text: str) -> list:
+  """argparse type: ``224,256`` -> ``[224, 256]`` (positive integers)."""
+  try:
+    values = [int(v) for v in text.split(',') if v.strip()]
+  except ValueError:
+    raise argparse.ArgumentTypeError(
+        f'expected comma-separated integers such as 224,256, got {text!r}') from None
+  if not values or any(v < 1 for v in values):
+    raise argparse.ArgumentTypeError(f'expected positive integers, got {text!r}')
+  return values
+
+
+def run(main: Callable[[Optional[Sequence[str]]], Optional[int]],
+        argv: Optional[Sequence[str]] = None) -> None:
+  """Entry-point body: quiet console, ``main(argv)``, its status as exit status."""
+  quiet_console()
+  sys.exit(main(argv) or 0)

@@ -1,0 +1,33 @@
+"""nfnet-train: trains and evaluates a config; resumes an existing workdir."""
+from typing import Optional, Sequence
+
+from nfnet_jax.commands import base
+
+EXAMPLES = (
+    'nfnet-train --config configs/fashion_mnist.py:local --workdir /tmp/fmnist',
+    'nfnet-train --config configs/nfnet.py:F0 --workdir /ckpt/f0 '
+    '--config.data.data_dir=/data/tfds --config.optimizer.clipping=0.02',
+)
+
+
+def parser() -> base.ArgumentParser:
+  p = base.ArgumentParser(
+      'nfnet-train',
+      'Trains and evaluates the model of an experiment config. Re-running the '
+      'same command resumes from the workdir\'s newest checkpoint. Exit status: '
+      '0 completed, 2 bad input or a failed checkpoint save, 3 diverged, 143 '
+      'stopped by SIGTERM after a checkpoint (re-run to continue).',
+      EXAMPLES, config_overrides=True)
+  p.add_argument('--config', required=True, metavar='FILE.py[:ARG]',
+                 help='experiment config file, e.g. configs/nfnet.py:F0')
+  p.add_argument('--workdir', required=True,
+                 help='checkpoints, TensorBoard logs, metrics.jsonl and '
+                      'summary.json go here; an existing one is resumed')
+  return p
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+  args, overrides = parser().parse_with_overrides(argv)
+  from nfnet_jax.train import cli  # pylint: disable=g-import-not-at-top
+  cli.run(args.config, args.workdir, overrides)
+  return 0
