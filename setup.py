@@ -65,6 +65,16 @@ setup(
     entry_points={
         "console_scripts": [
             "nfnet-train=nfnet_jax.commands.entry:train",
+            "nfnet-evaluate=nfnet_jax.commands.entry:evaluate",
+            "nfnet-convert=nfnet_jax.commands.entry:convert",
+            "nfnet-export=nfnet_jax.commands.entry:export",
+            "nfnet-report=nfnet_jax.commands.entry:report",
+            "nfnet-agc-report=nfnet_jax.commands.entry:agc_report",
+            "nfnet-prepare-data=nfnet_jax.commands.entry:prepare_data",
+            "nfnet-show-recipe=nfnet_jax.commands.entry:show_recipe",
+            "nfnet-model-table=nfnet_jax.commands.entry:model_table",
+            "nfnet-benchmark=nfnet_jax.commands.entry:benchmark",
+            "nfnet-spp=nfnet_jax.commands.entry:spp",
         ],
     },
 )

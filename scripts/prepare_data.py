@@ -1,69 +1,17 @@
 #!/usr/bin/env python
 """Prepares a data set for nfnet_jax.
 
-  python scripts/prepare_data.py --dataset imagenet2012 --data_dir D \
-      [--manual_dir M]
-
-imagenet2012: checks for ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar
-in M (default D/downloads/manual), lists any that are missing and where they
-belong, then runs the tfds preparation with progress bars (works on partial
-tars holding a few classes). fashion_mnist: checks the idx files (no
-preparation needed). Other names: tfds download_and_prepare (network).
+A thin wrapper around nfnet_jax.commands.prepare_data (installed as `nfnet-prepare-data`);
+`python scripts/prepare_data.py --help` shows its flags and examples.
 """
-import argparse
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from nfnet_jax.data import fashion_mnist  # pylint: disable=g-import-not-at-top
-from nfnet_jax.data import imagenet  # pylint: disable=g-import-not-at-top
-
-
-def main(argv=None):
-  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  parser.add_argument('--dataset', default='imagenet2012')
-  parser.add_argument('--data_dir', default=None,
-                      help='tfds data_dir (imagenet2012/other) or idx folder '
-                      '(fashion_mnist)')
-  parser.add_argument('--manual_dir', default=None,
-                      help='folder with the manual download (default '
-                      '<data_dir>/downloads/manual)')
-  parser.add_argument('--no_progress', action='store_true')
-  args = parser.parse_args(argv)
-
-  if args.dataset == 'fashion_mnist':
-    d = args.data_dir or fashion_mnist.DEFAULT_DIR
-    missing = fashion_mnist.missing_files(d)
-    if missing:
-      print(f'Fashion-MNIST idx files missing in {d}: {missing}\n'
-            'Install the Debian package dataset-fashion-mnist (files go to '
-            f'{fashion_mnist.DEFAULT_DIR}) or copy the four idx(.gz) files '
-            'there.', file=sys.stderr)
-      return 1
-    for split in ('train', 'test'):
-      print(f'{split}: {fashion_mnist.num_examples(d, split)} examples in {d}')
-    return 0
-
-  if not args.data_dir:
-    parser.error('--data_dir is required for tfds data sets')
-  if args.dataset == 'imagenet2012':
-    manual = args.manual_dir or imagenet.default_manual_dir(args.data_dir)
-    missing = imagenet.missing_manual_files(manual)
-    if missing:
-      print(imagenet.missing_files_message(manual, missing), file=sys.stderr)
-      return 1
-    builder = imagenet.prepare_imagenet2012(args.data_dir, manual,
-                                            progress=not args.no_progress)
-  else:
-    builder = imagenet.prepare_tfds(args.dataset, args.data_dir,
-                                    args.manual_dir,
-                                    progress=not args.no_progress)
-  for name, split in builder.info.splits.items():
-    print(f'{args.dataset} {name}: {split.num_examples} examples')
-  print(f'prepared in {builder.data_dir}')
-  return 0
-
+from nfnet_jax.commands import entry  # pylint: disable=g-import-not-at-top
 
 if __name__ == '__main__':
-  sys.exit(main())
+  entry.run('prepare_data')
+else:  # loaded by path (tests): the command's main(argv) -> exit status
+  from nfnet_jax.commands.prepare_data import main  # pylint: disable=g-import-not-at-top,unused-import

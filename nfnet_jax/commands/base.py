@@ -168,3 +168,13 @@ def run(main: Callable[[Optional[Sequence[str]]], Optional[int]],
   """Entry-point body: quiet console, ``main(argv)``, its status as exit status."""
   quiet_console()
   sys.exit(main(argv) or 0)
+
+
+def add_bool(parser: argparse.ArgumentParser, name: str, default: bool, help: str) -> None:  # pylint: disable=redefined-builtin
+  """``--name`` / ``--no_name`` (and the absl-style ``--noname``) for one boolean."""
+  group = parser.add_mutually_exclusive_group()
+  group.add_argument(f'--{name}', dest=name, action='store_true',
+                     help=f'{help} (default: {"on" if default else "off"})')
+  group.add_argument(f'--no_{name}', f'--no{name}', dest=name, action='store_false',
+                     help=f'turn --{name} off')
+  parser.set_defaults(**{name: default})

@@ -10,6 +10,16 @@ import sys
 # console-script name -> module of nfnet_jax.commands
 COMMANDS = {
     'nfnet-train': 'train',
+    'nfnet-evaluate': 'evaluate',
+    'nfnet-convert': 'convert',
+    'nfnet-export': 'export',
+    'nfnet-report': 'report',
+    'nfnet-agc-report': 'agc_report',
+    'nfnet-prepare-data': 'prepare_data',
+    'nfnet-show-recipe': 'show_recipe',
+    'nfnet-model-table': 'model_table',
+    'nfnet-benchmark': 'benchmark',
+    'nfnet-spp': 'spp',
 }
 
 
@@ -24,8 +34,18 @@ def _entry(module):
   def entry():
     run(module)
   entry.__name__ = module
-  entry.__doc__ = f'nfnet-{module.replace("_", "-")}'
+  entry.__doc__ = f'nfnet-{module.replace("_", "-")}: see nfnet_jax.commands.{module}'
   return entry
 
 
 train = _entry('train')
+evaluate = _entry('evaluate')
+convert = _entry('convert')
+export = _entry('export')
+report = _entry('report')
+agc_report = _entry('agc_report')
+prepare_data = _entry('prepare_data')
+show_recipe = _entry('show_recipe')
+model_table = _entry('model_table')
+benchmark = _entry('benchmark')
+spp = _entry('spp')

@@ -1,0 +1,56 @@
+"""nfnet-evaluate: top-1, top-5 and loss of a checkpoint at one or several resolutions."""
+import os
+from typing import Optional, Sequence
+
+from nfnet_jax.commands import base
+
+EXAMPLES = (
+    'nfnet-evaluate --config configs/fashion_mnist.py --checkpoint workdirs/quickstart',
+    'nfnet-evaluate --config configs/nfnet.py:F0 --checkpoint F0_haiku.npz '
+    '--resolutions 224,256,320 --config.data.data_dir=/data/tfds',
+)
+
+
+def parser() -> base.ArgumentParser:
+  p = base.ArgumentParser(
+      'nfnet-evaluate',
+      'Evaluates a checkpoint on the eval split of an experiment config: one of '
+      'our workdirs (its newest checkpoint; EMA params when present), a '
+      'checkpoints/<step> directory or an official DeepMind F*_haiku.npz. '
+      'Results are printed and written as JSON to --out (default '
+      '<workdir>/eval_results.json for our workdirs, ./eval_results.json else).',
+      EXAMPLES, config_overrides=True)
+  p.add_argument('--config', required=True, metavar='FILE.py[:ARG]',
+                 help='experiment config file (its data and model)')
+  p.add_argument('--checkpoint', required=True,
+                 help='workdir, checkpoints/<step> dir or official F*_haiku.npz')
+  p.add_argument('--resolutions', type=base.int_list, default=None, metavar='R1,R2',
+                 help='eval resolutions (default: config.data.eval_image_size)')
+  p.add_argument('--out', default=None, help='output JSON path')
+  p.add_argument('--no_ema', action='store_true',
+                 help='evaluate the raw params even when the checkpoint has EMA params')
+  p.add_argument('--max_batches', type=int, default=None,
+                 help='stop after this many eval batches per resolution')
+  return p
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+  p = parser()
+  args, overrides = p.parse_with_overrides(argv)
+  from nfnet_jax.config import load as config_load  # pylint: disable=g-import-not-at-top
+  config = config_load.exit_on_error(config_load.load_config, args.config, overrides)
+  if not os.path.exists(args.checkpoint):
+    p.error(f'--checkpoint {args.checkpoint!r} does not exist')
+  if args.max_batches is not None and args.max_batches < 1:
+    p.error(f'--max_batches must be >= 1, got {args.max_batches}')
+  from nfnet_jax.analysis import evaluate as eval_lib  # pylint: disable=g-import-not-at-top
+  result = eval_lib.evaluate(config, args.checkpoint, args.resolutions,
+                             use_ema=not args.no_ema, max_batches=args.max_batches)
+  out = args.out
+  if out is None:
+    out = (os.path.join(args.checkpoint, 'eval_results.json')
+           if os.path.isdir(os.path.join(args.checkpoint, 'checkpoints'))
+           else 'eval_results.json')
+  eval_lib.write_json(result, out)
+  print(f'[evaluate] wrote {out}')
+  return 0

@@ -1,0 +1,41 @@
+"""nfnet-report: a finished sweep's report, a Markdown table and a PNG."""
+import sys
+from typing import Optional, Sequence
+
+from nfnet_jax.commands import base
+
+EXAMPLES = (
+    'nfnet-report workdirs/alpha_clipping',
+    'nfnet-report SWEEP_WORKDIR --out docs/studies/normalizers --collect',
+)
+
+
+def parser() -> base.ArgumentParser:
+  p = base.ArgumentParser(
+      'nfnet-report',
+      'Reads SWEEP_WORKDIR/results.csv (written by nfnet-sweep; with --collect, '
+      'or when it is missing, it is first rebuilt from the runs\' files), groups '
+      'runs that differ only in their seed, and writes PREFIX.md (mean +- std of '
+      'the final eval top-1 and train loss, n, and how many runs finished, '
+      'diverged, failed or are missing) and PREFIX.png (bars with error bars, one '
+      'dot per seed). PREFIX defaults to SWEEP_WORKDIR/report.', EXAMPLES)
+  p.add_argument('workdir', help='the sweep workdir (nfnet-sweep --workdir)')
+  p.add_argument('--out', default=None,
+                 help='output prefix: writes PREFIX.md and PREFIX.png (default WORKDIR/report)')
+  p.add_argument('--collect', action='store_true',
+                 help='rebuild results.csv from the runs first (e.g. while the sweep runs)')
+  p.add_argument('--title', default=None, help='figure title')
+  return p
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+  args = parser().parse_args(argv)
+  from nfnet_jax.analysis import report as report_lib  # pylint: disable=g-import-not-at-top
+  try:
+    out = report_lib.write_report(args.workdir, args.out, collect=args.collect, title=args.title)
+  except ValueError as e:
+    print(f'nfnet-report: {e}', file=sys.stderr)
+    return base.EXIT_USAGE
+  print(out['table'])
+  print(f"[report] wrote {out['markdown']} and {out['png']}")
+  return 0
