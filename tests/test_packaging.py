@@ -37,7 +37,7 @@ def _norm(name):
   return re.sub(r'[-_.]+', '-', name).lower()
 
 
-def test_setup_states_ranges_that_admit_the_tested_pins_and_jax_0_11():
+def test_setup_states_ranges_that_admit_the_tested_pins_and_jax_0_11_and_0_12():
   pins = _constraints()
   reqs = _setup_requirements()
   assert reqs
@@ -51,6 +51,8 @@ def test_setup_states_ranges_that_admit_the_tested_pins_and_jax_0_11():
   for name in ('jax', 'jaxlib'):
     assert by_name[name].specifier.contains('0.11.2'), by_name[name]
     assert by_name[name].specifier.contains('0.10.2'), by_name[name]
+    assert by_name[name].specifier.contains('0.12.0.1'), by_name[name]   # CI's second leg
+    assert not by_name[name].specifier.contains('0.13.0'), by_name[name]
 
 
 def test_setup_env_and_ci_install_with_the_constraints():

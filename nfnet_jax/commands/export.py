@@ -16,8 +16,8 @@ EXAMPLES = (
 FORMATS = ('stablehlo', 'savedmodel')
 
 
-def main(argv=None) -> int:
-  parser = base.ArgumentParser(
+def parser() -> base.ArgumentParser:
+  p = base.ArgumentParser(
       'nfnet-export',
       'Exports a model for inference. Writes to --out: params_folded.npz (weight '
       'standardization and gains folded into the kernels, official-format '
@@ -27,16 +27,21 @@ def main(argv=None) -> int:
       'TensorFlow SavedModel through jax2tf, signature serving_default: images '
       '-> logits). --model JSON gives the model config when the source holds '
       'none. Bad input: one line on stderr, exit status 2.', EXAMPLES)
-  parser.add_argument('--from', dest='source', required=True,
+  p.add_argument('--from', dest='source', required=True,
                       help='timm:NAME=PATH, official:PATH (.npz) or ckpt:WORKDIR')
-  parser.add_argument('--out', required=True, help='output directory')
-  parser.add_argument('--image_size', type=int, required=True, help='input height = width')
-  parser.add_argument('--channels', type=int, default=3)
-  parser.add_argument('--formats', default='stablehlo,savedmodel',
+  p.add_argument('--out', required=True, help='output directory')
+  p.add_argument('--image_size', type=int, required=True, help='input height = width')
+  p.add_argument('--channels', type=int, default=3)
+  p.add_argument('--formats', default='stablehlo,savedmodel',
                       help=f'comma-separated subset of {FORMATS}')
-  parser.add_argument('--model', default=None, help='model config as JSON (overrides)')
-  parser.add_argument('--no_ema', action='store_true', help='ckpt sources: raw params')
-  args = parser.parse_args(argv)
+  p.add_argument('--model', default=None, help='model config as JSON (overrides)')
+  p.add_argument('--no_ema', action='store_true', help='ckpt sources: raw params')
+  return p
+
+
+def main(argv=None) -> int:
+  p = parser()
+  args = p.parse_args(argv)
   formats = [f for f in args.formats.split(',') if f]
   bad = [f for f in formats if f not in FORMATS]
   if bad or args.image_size < 1 or args.channels < 1:

@@ -15,7 +15,7 @@ EXAMPLES = (
 )
 
 
-def main(argv=None):
+def parser() -> base.ArgumentParser:
   p = base.ArgumentParser('nfnet-model-table', DESCRIPTION, EXAMPLES)
   p.add_argument('--models', default=None,
                  help='comma-separated registry names or name:variant to keep (default: all)')
@@ -26,6 +26,11 @@ def main(argv=None):
   p.add_argument('--plot', default=None, help='write the FLOPs vs top-1 plot (PNG)')
   p.add_argument('--from_json', default=None,
                  help='re-render the table/plot from a --json file instead of measuring')
+  return p
+
+
+def main(argv=None):
+  p = parser()
   args = p.parse_args(argv)
   from nfnet_jax.analysis import zoo  # pylint: disable=g-import-not-at-top
 

@@ -36,7 +36,7 @@ DESCRIPTION = (
     'OUT/spp.json and OUT/spp.png.')
 
 
-def main(argv=None):
+def parser() -> base.ArgumentParser:
   p = base.ArgumentParser('nfnet-spp', DESCRIPTION, EXAMPLES, config_overrides=True)
   p.add_argument('--models', default=None,
                  help='comma-separated model specs (default without --config: the '
@@ -70,6 +70,11 @@ def main(argv=None):
                  help='with --checkpoint: also plot the same model at initialization')
   p.add_argument('--ema', action='store_true',
                  help='with --checkpoint WORKDIR: use the EMA parameters')
+  return p
+
+
+def main(argv=None):
+  p = parser()
   args, pairs = p.parse_with_overrides(argv)
   from nfnet_jax.analysis import spp as spp_lib  # pylint: disable=g-import-not-at-top
   overrides = {k[len('model.'):]: parse_value(v) for k, v in pairs

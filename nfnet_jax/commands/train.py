@@ -31,3 +31,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   from nfnet_jax.train import cli  # pylint: disable=g-import-not-at-top
   cli.run(args.config, args.workdir, overrides)
   return 0
+
+
+if __name__ == '__main__':   # python -m nfnet_jax.commands.train (the sweep runner's command)
+  from nfnet_jax.commands import entry  # pylint: disable=g-import-not-at-top
+  entry.run('train')
