@@ -111,6 +111,9 @@ def quiet_console() -> None:
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
   if not any(isinstance(f, _QuietFinder) for f in sys.meta_path):
     sys.meta_path.insert(0, _QuietFinder(QUIET_MODULES))
+  # Orbax's echoes of a failed checkpoint read/write (reported in one line).
+  from nfnet_jax import console  # pylint: disable=g-import-not-at-top
+  console.quiet_checkpoint_noise()
   # absl's Python logging (orbax logs each file operation at INFO).
   try:
     from absl import logging as absl_logging  # pylint: disable=g-import-not-at-top

@@ -147,6 +147,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.log_every = 100
   c.train.checkpoint_every = 5000
   c.train.keep_checkpoints = 3
+  # A workdir lock whose holder on another host has not refreshed it for
+  # this long is stale (taken over); one multi-host process silent this
+  # long is lost (the others stop, exit status 75). See fault_tolerance.md.
+  c.train.lock_stale_after_s = 300.0
+  c.train.lost_host_timeout_s = 30.0
   c.train.nonfinite = 'skip'           # skip | raise
   c.train.max_consecutive_nonfinite = 20
   c.train.eval_with_ema = True

@@ -48,9 +48,9 @@ class _Errors:
 
   def raise_if_any(self):
     if len(self.lines) == 1:
-      raise ValueError(self.lines[0])
+      raise load_lib.ConfigError(self.lines[0])
     if self.lines:
-      raise ValueError(f'{len(self.lines)} config errors:\n  - '
+      raise load_lib.ConfigError(f'{len(self.lines)} config errors:\n  - '
                        + '\n  - '.join(self.lines))
 
 
@@ -205,6 +205,11 @@ def validate_config(config, *, check_devices: bool = True,
     err.add('train.nonfinite', _get(config, 'train.nonfinite'),
             f'one of {NONFINITE}')
   _check_int(err, config, 'train.max_consecutive_nonfinite', 1)
+  for field, low in (('train.lock_stale_after_s', 1.0),
+                     ('train.lost_host_timeout_s', 1.0)):
+    v = _get(config, field, low)
+    if not is_number(v) or not low <= v < float('inf'):
+      err.add(field, v, f'a finite number of seconds >= {low:g}')
   if not isinstance(_get(config, 'train.eval_with_ema'), bool):
     err.add('train.eval_with_ema', _get(config, 'train.eval_with_ema'),
             'True or False')

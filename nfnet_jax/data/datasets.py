@@ -17,6 +17,7 @@ from typing import Any, Optional, Tuple
 
 import numpy as np
 
+from nfnet_jax import errors
 from nfnet_jax.data import fashion_mnist
 from nfnet_jax.data import image_folder
 
@@ -104,7 +105,7 @@ def _fashion_split(split: str) -> str:
     return 'test'
   if split == 'train':
     return 'train'
-  raise ValueError(f'config.data.eval_split/train_split={split!r}: '
+  raise errors.DataError(f'config.data.eval_split/train_split={split!r}: '
                    "Fashion-MNIST has splits 'train' and 'test'")
 
 
@@ -148,7 +149,7 @@ class Source:
 def _load_fashion_cached(data_dir, split):
   images, labels = fashion_mnist.load_split(data_dir, split)
   if labels.size and (labels.min() < 0 or labels.max() >= 10):
-    raise ValueError(f'Fashion-MNIST labels in {data_dir} ({split}) out of '
+    raise errors.DataError(f'Fashion-MNIST labels in {data_dir} ({split}) out of '
                      f'range [0, 10): min {labels.min()}, max {labels.max()}')
   return images, labels
 
@@ -175,7 +176,7 @@ def _tfds_builder(data_config):
     return tfds.builder(name, data_dir=_get(data_config, 'data_dir'),
                         try_gcs=False)
   except Exception as e:  # DatasetNotFoundError and registry errors
-    raise ValueError(
+    raise errors.DataError(
         f'config.data.name={name!r}: not a tensorflow-datasets builder '
         f'({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ""}). '
         "Use 'imagenet2012', 'fashion_mnist' or a tfds image data set name."
@@ -216,7 +217,7 @@ def get_source(data_config, *, need_splits=True) -> Source:
   info = builder.info
   image_key, label_key = _find_keys(info.features)
   if image_key is None or label_key is None:
-    raise ValueError(f'config.data.name={name!r}: tfds features '
+    raise errors.DataError(f'config.data.name={name!r}: tfds features '
                      f'{list(info.features.keys())} have no Image and '
                      'ClassLabel feature; only image classification data '
                      'sets are supported')
@@ -283,7 +284,7 @@ def dataset_info(data_config) -> DatasetInfo:
 def check_randaugment_mode(mode) -> str:
   """Returns `mode` or raises the one error naming the config field."""
   if mode not in RANDAUGMENT_MODES:
-    raise ValueError(
+    raise errors.DataError(
         f'config.data.randaugment_mode={mode!r} is not allowed; expected one '
         f'of {list(RANDAUGMENT_MODES)} (official: the TPU/EfficientNet level '
         'mapping the NFNet paper tuned its magnitudes with; increasing: every '
@@ -294,7 +295,7 @@ def check_randaugment_mode(mode) -> str:
 def _check_choice(data_config, field, allowed):
   v = _get(data_config, field)
   if v not in allowed:
-    raise ValueError(f'config.data.{field}={v!r} is not allowed; '
+    raise errors.DataError(f'config.data.{field}={v!r} is not allowed; '
                      f'expected one of {list(allowed)}')
 
 
@@ -312,7 +313,7 @@ def _check_number(data_config, field, lo, hi=None, integer=False,
   if not ok:
     rng = f'[{lo}, {hi}]' if hi is not None else f'>= {lo}'
     kind = 'an integer' if integer else 'a number'
-    raise ValueError(f'config.data.{field}={v!r} is not allowed; expected '
+    raise errors.DataError(f'config.data.{field}={v!r} is not allowed; expected '
                      f'{kind} in {rng}')
 
 
@@ -325,7 +326,7 @@ def validate_data_config(data_config):
   """
   name = _get(data_config, 'name')
   if not isinstance(name, str) or not name:
-    raise ValueError(f'config.data.name={name!r}: expected a data set name '
+    raise errors.DataError(f'config.data.name={name!r}: expected a data set name '
                      "such as 'imagenet2012' or 'fashion_mnist'")
   _check_number(data_config, 'image_size', 1, integer=True)
   _check_number(data_config, 'eval_image_size', 1, integer=True,
@@ -342,7 +343,7 @@ def validate_data_config(data_config):
   _check_number(data_config, 'prefetch', 0, integer=True)
   npc = _get(data_config, 'num_parallel_calls')
   if not (npc == -1 or (isinstance(npc, int) and npc >= 1)):
-    raise ValueError(f'config.data.num_parallel_calls={npc!r}: expected -1 '
+    raise errors.DataError(f'config.data.num_parallel_calls={npc!r}: expected -1 '
                      '(AUTOTUNE) or a positive integer')
   if _get(data_config, 'resize_method', 'bicubic') not in RESIZE_METHODS:
     _check_choice(data_config, 'resize_method', RESIZE_METHODS)
@@ -351,13 +352,13 @@ def validate_data_config(data_config):
     if v is not None:
       vals = np.asarray(v, dtype=np.float64).reshape(-1)
       if vals.size not in (1, 3) or (field == 'std' and (vals <= 0).any()):
-        raise ValueError(f'config.data.{field}={v!r}: expected None or 1 or '
+        raise errors.DataError(f'config.data.{field}={v!r}: expected None or 1 or '
                          '3 numbers (std > 0), in [0, 255] pixel units')
   if name == 'fashion_mnist':
     d = _fashion_dir(data_config)
     missing = fashion_mnist.missing_files(d)
     if missing and not _get(data_config, 'allow_download'):
-      raise ValueError(
+      raise errors.DataError(
           f'config.data.data_dir={_get(data_config, "data_dir")!r}: '
           f'Fashion-MNIST idx files missing in {d}: {missing}. Install the '
           'Debian package dataset-fashion-mnist, point config.data.data_dir '
@@ -369,7 +370,7 @@ def validate_data_config(data_config):
       try:
         _fashion_split(_get(data_config, field))
       except ValueError as e:
-        raise ValueError(f'config.data.{field}: {e}') from None
+        raise errors.DataError(f'config.data.{field}: {e}') from None
     return
   src = get_source(data_config)
   if src.kind == 'folder':
@@ -379,7 +380,7 @@ def validate_data_config(data_config):
         try:
           image_folder.list_with_train_classes(src.data_dir, split)
         except ValueError as e:
-          raise ValueError(f'config.data.{field}={split!r}: {e}') from None
+          raise errors.DataError(f'config.data.{field}={split!r}: {e}') from None
     return
   builder = src.builder
   if not src.split_sizes and not _get(data_config, 'allow_download'):
@@ -400,7 +401,7 @@ def validate_data_config(data_config):
         hint = f' The manual files are in {manual}.'
       hint += (' Then prepare it with: python scripts/prepare_data.py '
                f'--dataset imagenet2012 --data_dir {root}')
-    raise ValueError(
+    raise errors.DataError(
         f'config.data.data_dir={_get(data_config, "data_dir")!r}: data set '
         f'{name!r} is not prepared under {d} (no dataset_info.json with '
         f'splits), and config.data.allow_download is False.{hint}')
@@ -408,5 +409,5 @@ def validate_data_config(data_config):
     split = _get(data_config, field)
     base = str(split).split('[')[0]
     if src.split_sizes and base not in src.split_sizes:
-      raise ValueError(f'config.data.{field}={split!r}: data set {name!r} '
+      raise errors.DataError(f'config.data.{field}={split!r}: data set {name!r} '
                        f'has splits {sorted(src.split_sizes)}')

@@ -7,9 +7,12 @@ files are absent and downloads are allowed, the tfds builder is used instead.
 import gzip
 import os
 import struct
+import zlib
 from typing import Optional, Tuple
 
 import numpy as np
+
+from nfnet_jax import errors
 
 DEFAULT_DIR = '/usr/share/datasets/fashion-mnist'
 FILES = {
@@ -54,24 +57,39 @@ def _read_header(f) -> Tuple[np.dtype, Tuple[int, ...]]:
   if dtype is None:
     raise ValueError(f'unknown idx data type 0x{magic[2]:02x}')
   ndim = magic[3]
-  shape = struct.unpack('>' + 'I' * ndim, f.read(4 * ndim))
+  raw = f.read(4 * ndim)
+  if len(raw) != 4 * ndim:
+    raise ValueError(f'truncated idx header ({4 + len(raw)} bytes)')
+  shape = struct.unpack('>' + 'I' * ndim, raw)
   return np.dtype(dtype), shape
+
+
+def _read(path: str, payload: bool):
+  """(dtype, shape, payload bytes or None); errors.DataError naming ``path``."""
+  try:
+    with _open(path) as f:
+      dtype, shape = _read_header(f)
+      data = f.read() if payload else None
+  except (OSError, EOFError, ValueError, zlib.error) as e:
+    # Random bytes, a truncated gzip stream, an unreadable file.
+    reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+    raise errors.DataError(f'{path}: not a readable idx file ({reason}); '
+                           'replace it (e.g. reinstall dataset-fashion-mnist)'
+                           ) from None
+  return dtype, shape, data
 
 
 def read_idx_shape(path: str) -> Tuple[int, ...]:
   """Reads only the header of an idx file (cheap: no payload decompressed)."""
-  with _open(path) as f:
-    return _read_header(f)[1]
+  return _read(path, payload=False)[1]
 
 
 def read_idx(path: str) -> np.ndarray:
   """Reads an idx(.gz) file into a numpy array of its stored shape."""
-  with _open(path) as f:
-    dtype, shape = _read_header(f)
-    data = f.read()
+  dtype, shape, data = _read(path, payload=True)
   count = int(np.prod(shape))
   if len(data) < count * dtype.itemsize:
-    raise ValueError(f'{path}: truncated idx payload ({len(data)} bytes, '
+    raise errors.DataError(f'{path}: truncated idx payload ({len(data)} bytes, '
                      f'header says {shape} x {dtype.itemsize})')
   return np.frombuffer(data, dtype=dtype, count=count).reshape(shape)
 
@@ -96,7 +114,7 @@ def split_files(data_dir: str, split: str) -> Tuple[str, str]:
   stems = FILES[split]
   paths = tuple(find_file(data_dir, s) for s in stems)
   if None in paths:
-    raise FileNotFoundError(
+    raise errors.NotFoundError(
         f'Fashion-MNIST {split} idx files missing in {data_dir}: '
         f'{[s for s, p in zip(stems, paths) if p is None]}')
   return paths
@@ -112,9 +130,9 @@ def load_split(data_dir: str, split: str) -> Tuple[np.ndarray, np.ndarray]:
   images = read_idx(images_path)
   labels = read_idx(labels_path).astype(np.int32)
   if images.ndim != 3 or images.dtype != np.uint8:
-    raise ValueError(f'{images_path}: expected uint8 [N, H, W] images, got '
+    raise errors.DataError(f'{images_path}: expected uint8 [N, H, W] images, got '
                      f'{images.dtype} {images.shape}')
   if images.shape[0] != labels.shape[0]:
-    raise ValueError(f'{images_path} has {images.shape[0]} images but '
+    raise errors.DataError(f'{images_path} has {images.shape[0]} images but '
                      f'{labels_path} has {labels.shape[0]} labels')
   return images[..., None], labels

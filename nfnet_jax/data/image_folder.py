@@ -23,6 +23,8 @@ from typing import List, Tuple
 
 import numpy as np
 
+from nfnet_jax import errors
+
 NAME = 'image_folder'
 EXTENSIONS = ('.jpeg', '.jpg')
 # config split name -> folder names tried in order.
@@ -39,20 +41,20 @@ def _listdir(path: str) -> List[str]:
   try:
     return sorted(os.listdir(path))
   except PermissionError as e:
-    raise ValueError(f'config.data.data_dir: image folder {path}: cannot be read ({e.strerror}); '
+    raise errors.DataError(f'config.data.data_dir: image folder {path}: cannot be read ({e.strerror}); '
                      'fix its permissions') from None
   except OSError as e:
-    raise ValueError(f'config.data.data_dir: image folder {path}: cannot be read ({e.strerror})') from None
+    raise errors.DataError(f'config.data.data_dir: image folder {path}: cannot be read ({e.strerror})') from None
 
 
 def root_dir(data_dir) -> str:
   """Checks config.data.data_dir for the image-folder source."""
   if not data_dir:
-    raise ValueError(f'config.data.data_dir is not set: the {NAME!r} source needs '
+    raise errors.DataError(f'config.data.data_dir is not set: the {NAME!r} source needs '
                      f'the folder root ({_layout_hint()})')
   root = os.path.abspath(os.path.expanduser(str(data_dir)))
   if not os.path.isdir(root):
-    raise ValueError(f'config.data.data_dir={data_dir!r}: image folder {root} does '
+    raise errors.DataError(f'config.data.data_dir={data_dir!r}: image folder {root} does '
                      f'not exist or is not a folder ({_layout_hint()})')
   return root
 
@@ -65,7 +67,7 @@ def split_dir(root: str, split: str) -> str:
     path = os.path.join(root, name)
     if os.path.isdir(path):
       return path
-  raise ValueError(f'config.data.data_dir: image folder {os.path.join(root, names[0])}: missing (split '
+  raise errors.DataError(f'config.data.data_dir: image folder {os.path.join(root, names[0])}: missing (split '
                    f'{split!r}; {_layout_hint()})')
 
 
@@ -95,18 +97,18 @@ def list_split(root: str, split: str, classes: Tuple[str, ...] = ()
   entries = _listdir(sdir)
   found = [e for e in entries if os.path.isdir(os.path.join(sdir, e))]
   if not found:
-    raise ValueError(f'config.data.data_dir: image folder {sdir}: no class folders ({_layout_hint()})')
+    raise errors.DataError(f'config.data.data_dir: image folder {sdir}: no class folders ({_layout_hint()})')
   classes = tuple(classes) or tuple(found)
   index = {c: i for i, c in enumerate(classes)}
   paths, labels = [], []
   for c in found:
     if c not in index:
-      raise ValueError(f'config.data.data_dir: image folder {os.path.join(sdir, c)}: class {c!r} is not '
+      raise errors.DataError(f'config.data.data_dir: image folder {os.path.join(sdir, c)}: class {c!r} is not '
                        f'a class of the train split ({len(classes)} classes)')
     cdir = os.path.join(sdir, c)
     files = [f for f in _listdir(cdir) if _is_image(f)]
     if not files:
-      raise ValueError(f'config.data.data_dir: image folder {cdir}: class folder holds no images '
+      raise errors.DataError(f'config.data.data_dir: image folder {cdir}: class folder holds no images '
                        f'(*{"/*".join(EXTENSIONS)}, any case)')
     paths += [os.path.join(cdir, f) for f in files]
     labels += [index[c]] * len(files)

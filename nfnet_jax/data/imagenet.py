@@ -17,6 +17,8 @@ import tarfile
 from typing import Dict, List, Optional, Tuple
 from unittest import mock
 
+from nfnet_jax import errors
+
 TRAIN_TAR = 'ILSVRC2012_img_train.tar'
 VAL_TAR = 'ILSVRC2012_img_val.tar'
 _VAL_NAME = re.compile(r'ILSVRC2012_val_(\d{8})\.JPEG$')
@@ -62,11 +64,11 @@ def validation_labels_by_name(val_path: str) -> Dict[str, str]:
       for name in tar.getnames():
         m = _VAL_NAME.search(name)
         if not m:
-          raise ValueError(f'{val_path}: member {name!r} is not named '
+          raise errors.DataError(f'{val_path}: member {name!r} is not named '
                            'ILSVRC2012_val_<8 digits>.JPEG')
         n = int(m.group(1))
         if not 1 <= n <= len(labels):
-          raise ValueError(f'{val_path}: {name!r} numbered outside 1..'
+          raise errors.DataError(f'{val_path}: {name!r} numbered outside 1..'
                            f'{len(labels)}')
         out[name] = labels[n - 1]
   return out
@@ -100,7 +102,7 @@ def prepare_imagenet2012(data_dir: str, manual_dir: Optional[str] = None,
   manual_dir = manual_dir or default_manual_dir(data_dir)
   missing = missing_manual_files(manual_dir)
   if missing:
-    raise FileNotFoundError(missing_files_message(manual_dir, missing))
+    raise errors.NotFoundError(missing_files_message(manual_dir, missing))
   if progress:
     tfds.enable_progress_bar()
   else:

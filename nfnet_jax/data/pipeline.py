@@ -28,6 +28,7 @@ from typing import Iterator, Optional
 import numpy as np
 import tensorflow as tf
 
+from nfnet_jax import errors
 from nfnet_jax.data import datasets
 from nfnet_jax.data import mixing
 from nfnet_jax.data import preprocess as pp
@@ -135,7 +136,7 @@ class DataIterator:
     except tf.errors.InvalidArgumentError as e:
       if _LABEL_ERROR in str(e):
         msg = str(e).split(_LABEL_ERROR, 1)[1].split('\n')[0]
-        raise ValueError('label out of range: ' + msg.strip(' :')) from None
+        raise errors.DataError('label out of range: ' + msg.strip(' :')) from None
       raise
     return batch
 
@@ -436,7 +437,7 @@ def _split_size(src, split):
   try:
     return int(src.builder.info.splits[split].num_examples)
   except Exception as e:  # pylint: disable=broad-except
-    raise ValueError(f'{src.name}: split {split!r} is unknown (splits: '
+    raise errors.DataError(f'{src.name}: split {split!r} is unknown (splits: '
                      f'{sorted(src.split_sizes)})') from e
 
 

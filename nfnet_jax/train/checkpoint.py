@@ -34,11 +34,11 @@ with one line naming the checkpoint path, the error and the last good
 checkpoint.
 """
 import ast
+import json
 import logging
 import os
 import re
 import shutil
-import sys
 import time
 import zlib
 from typing import Any, Optional, Sequence
@@ -47,15 +47,22 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from nfnet_jax import errors
+
 PyTree = Any
 
 
-class CheckpointMismatchError(ValueError):
+class CheckpointMismatchError(errors.WeightsError):
   """A checkpoint does not fit the state built from the current config."""
 
 
-class CheckpointSaveError(RuntimeError):
-  """A checkpoint could not be written; the message is one complete line."""
+class CheckpointSaveError(errors.NFNetError, RuntimeError):
+  """A checkpoint could not be written; the message is one complete line.
+
+  Exit status 2: the cause (a full disk, a read-only directory) is the
+  user's to fix; the last good checkpoint is named and a rerun resumes.
+  """
+  exit_code = errors.EXIT_BAD_INPUT
 
 
 def describe_save_error(err: BaseException) -> str:
@@ -81,6 +88,25 @@ def describe_save_error(err: BaseException) -> str:
   return f'{type(err).__name__}: {text[:200]}'
 
 
+def describe_read_error(err: BaseException) -> str:
+  """A short reason a checkpoint could not be read (for one log line).
+
+  Tensorstore's messages are long (driver, database, byte range, file);
+  the first clause and the file named, if any, are kept.
+  """
+  text = ' '.join(str(err).split())
+  m = re.search(r'local file "([^"]+)"[^"]*$', text)
+  head = re.split(r': Error (?:opening|reading)', text, maxsplit=1)[0]
+  head = head[:120] + ('...' if len(head) > 120 else '')
+  where = f' in {os.path.basename(m.group(1))}' if m else ''
+  tail = ''
+  m2 = re.search(r'(Requested byte range[^;:]*|Unexpected end of data'
+                 r'|checksum mismatch|No such file or directory)', text)
+  if m2:
+    tail = f': {m2.group(1)}'
+  return f'{type(err).__name__}: {head}{where}{tail}'
+
+
 class _OrbaxThreadErrorFilter(logging.Filter):
   """Drops orbax's log of a failed background save (a long traceback).
 
@@ -100,27 +126,9 @@ class _OrbaxThreadErrorFilter(logging.Filter):
     return not any(m in msg for m in self._MESSAGES)
 
 
-_THREAD_ERROR_FILTER = _OrbaxThreadErrorFilter()
-
-
-def _quiet_closed_event_loops() -> None:
-  """After a failed write, orbax's closed event loops still get callbacks.
-
-  Python reports each as an "unraisable" RuntimeError('Event loop is
-  closed') traceback, down to interpreter exit. The failure itself is
-  reported (one line) by CheckpointSaveError; these echoes are dropped.
-  """
-  previous = sys.unraisablehook
-  if getattr(previous, '_nfnet_quiet', False):
-    return
-
-  def hook(unraisable):
-    exc = unraisable.exc_value
-    if isinstance(exc, RuntimeError) and 'Event loop is closed' in str(exc):
-      return
-    previous(unraisable)
-  hook._nfnet_quiet = True  # pylint: disable=protected-access
-  sys.unraisablehook = hook
+# Attached to orbax's loggers by entry points only (nfnet_jax/console.py):
+# a logging filter is process-wide state.
+ORBAX_THREAD_ERROR_FILTER = _OrbaxThreadErrorFilter()
 
 
 def _flatten(tree: PyTree):
@@ -158,10 +166,14 @@ class Checkpointer:
     read_only: a reader: neither creates the directory nor deletes other
       processes' in-progress temporary directories.
     async_save: write in the background (see the module docstring).
+    config: the run's config (only named in error messages: which fields
+      differ from the config a mismatching checkpoint was trained with).
   """
 
   def __init__(self, directory: str, keep: int = 3, log=print,
-               read_only: bool = False, async_save: bool = False):
+               read_only: bool = False, async_save: bool = False,
+               config=None):
+    self._config = config
     self.directory = os.path.abspath(directory)
     self.keep = max(int(keep), 1)
     self.log = log
@@ -169,9 +181,6 @@ class Checkpointer:
     self.async_save = bool(async_save) and not read_only
     self._pending: Optional[int] = None   # step of the save in flight
     self._manager = None
-    for name in ('absl', 'orbax'):
-      if _THREAD_ERROR_FILTER not in logging.getLogger(name).filters:
-        logging.getLogger(name).addFilter(_THREAD_ERROR_FILTER)
     self._open()
 
   def _open(self):
@@ -186,7 +195,6 @@ class Checkpointer:
     self._manager = ocp.CheckpointManager(self.directory, options=options)
 
   def _save_error(self, step: int, err: BaseException) -> CheckpointSaveError:
-    _quiet_closed_event_loops()
     good = [s for s in self._manager.all_steps() if s != step]
     if good:
       last = (f'the last good checkpoint is {self.directory}/{max(good)} '
@@ -257,19 +265,33 @@ class Checkpointer:
 
   def _check_compatible(self, step: int, info: dict, paths, leaves):
     saved = list(info.get('paths', []))
-    if saved != paths:
-      missing = sorted(set(paths) - set(saved))[:5]
-      extra = sorted(set(saved) - set(paths))[:5]
-      raise CheckpointMismatchError(
-          f'checkpoint {self.directory}/{step} does not match the state of '
-          f'the current config (different model/optimizer?): missing '
-          f'{missing}, unexpected {extra}. Use a fresh --workdir.')
-    for path, shape, leaf in zip(paths, info.get('shapes', []), leaves):
-      if tuple(shape) != tuple(leaf.shape):
-        raise CheckpointMismatchError(
-            f'checkpoint {self.directory}/{step}: {path} has shape '
-            f'{tuple(shape)} but the current config builds {leaf.shape}. '
-            'Use a fresh --workdir.')
+    saved_shapes = dict(zip(saved, (tuple(x) for x in info.get('shapes', []))))
+    current = {p: tuple(x.shape) for p, x in zip(paths, leaves)}
+    differ = [f'{p} has shape {saved_shapes[p]} but the current config builds '
+              f'{current[p]}'
+              for p in paths if p in saved_shapes and saved_shapes[p] != current[p]]
+    missing = [p for p in paths if p not in saved_shapes]
+    extra = [p for p in saved if p not in current]
+    if not (differ or missing or extra):
+      return
+    parts = []
+    if differ:
+      parts.append(f'{len(differ)} leaves differ in shape, first: '
+                   + '; '.join(differ[:2]))
+    if missing:
+      parts.append(f'{len(missing)} leaves missing from the checkpoint, '
+                   f'first: {missing[0]}')
+    if extra:
+      parts.append(f'{len(extra)} unexpected leaves in it, first: {extra[0]}')
+    changed = [d for d in contradicting_fields(info.get('config'), self._config)
+               if d[1] is not None]
+    raise CheckpointMismatchError(
+        f'checkpoint {self.directory}/{step} was written by another model/'
+        f'optimizer than the current config builds: ' + '; '.join(parts)
+        + '. Use a fresh --workdir.',
+        hint=(('the checkpoint was trained with ' + ', '.join(
+            f'config.{k}={a!r} (now {b!r})' for k, a, b in changed[:3]))
+              if changed else None))
 
   def restore(self, step: int, template: PyTree) -> tuple[PyTree, dict]:
     """Restores checkpoint ``step`` into the structure of ``template``."""
@@ -315,34 +337,44 @@ class Checkpointer:
   def restore_latest(self, template: PyTree):
     """The newest readable checkpoint: ``(state, meta, step)`` or None.
 
-    Unreadable checkpoints are reported, moved aside and skipped; a
-    checkpoint that reads fine but does not fit ``template`` raises
+    Unreadable checkpoints are moved aside and skipped, each reported in one
+    line (``checkpoint N unreadable (...), moved to ..., resuming from M``);
+    a checkpoint that reads fine but does not fit ``template`` raises
     :class:`CheckpointMismatchError` (older ones would not fit either).
     """
+    bad = []   # (step, reason, moved_to) of the unreadable ones, newest first
+    found = None
     while True:
       steps = self.steps()
       if not steps:
-        return None
+        break
       step = steps[-1]
       try:
         state, info = self.restore(step, template)
       except CheckpointMismatchError:
         raise
       except Exception as e:  # pylint: disable=broad-except
-        self.log(f'[checkpoint] checkpoint {self.directory}/{step} is '
-                 f'unreadable ({type(e).__name__}: {str(e)[:300]}); '
-                 'moving it aside and using the previous one.')
-        self._quarantine(step)
+        bad.append((step, describe_read_error(e), self._quarantine(step)))
         continue
-      return state, info, step
+      found = state, info, step
+      break
+    for n, (step, reason, moved) in enumerate(bad):
+      then = (f'resuming from the previous one, {found[2]}' if found else
+              'no previous one is left: starting from step 0')
+      if n + 1 < len(bad):
+        then = f'trying the previous one, {bad[n + 1][0]}'
+      self.log(f'[checkpoint] checkpoint {self.directory}/{step} is unreadable'
+               f' ({reason}), moved to {moved}, {then}')
+    return found
 
   def _quarantine(self, step: int):
     src = os.path.join(self.directory, str(step))
     dst_dir = os.path.join(os.path.dirname(self.directory),
                            'corrupt_checkpoints')
+    dst = os.path.join(dst_dir, f'{step}-{int(time.time())}')
     if jax.process_index() == 0 and os.path.exists(src):
       os.makedirs(dst_dir, exist_ok=True)
-      shutil.move(src, os.path.join(dst_dir, f'{step}-{int(time.time())}'))
+      shutil.move(src, dst)
     if jax.process_count() > 1:
       # Every process must see the move before listing the steps again.
       from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
@@ -351,6 +383,7 @@ class Checkpointer:
     if step in self._manager.all_steps():
       raise IOError(f'could not move the unreadable checkpoint {src} aside; '
                     'delete it and restart.')
+    return dst
 
   def close(self):
     """Waits for a save in flight, then releases orbax's resources.
@@ -453,19 +486,28 @@ def load_train_checkpoint(path: str, step: Optional[int] = None
   """
   ckpt_dir, named_step = find_checkpoint_dir(path)
   if not os.path.isdir(ckpt_dir):
-    raise FileNotFoundError(f'--checkpoint {path!r}: no such directory')
+    raise errors.NotFoundError(f'--checkpoint {path!r}: no such directory')
   reader = Checkpointer(ckpt_dir, read_only=True)
   try:
     steps = reader.steps()
     if not steps:
-      raise FileNotFoundError(
+      raise errors.NotFoundError(
           f'--checkpoint {path!r}: no finished checkpoint in {ckpt_dir}')
     step = step if step is not None else (
         named_step if named_step is not None else steps[-1])
     if step not in steps:
-      raise FileNotFoundError(
+      raise errors.NotFoundError(
           f'--checkpoint {path!r}: no step {step}; available {steps}')
-    flat, meta = reader.restore_flat(step)
+    try:
+      flat, meta = reader.restore_flat(step)
+    except Exception as e:  # pylint: disable=broad-except
+      # Truncated/corrupt files: one line naming the step and the reason.
+      older = [s for s in steps if s != step]
+      raise errors.WeightsError(
+          f'--checkpoint {path!r}: checkpoint {ckpt_dir}/{step} is '
+          f'unreadable ({describe_read_error(e)})',
+          hint=(f'older checkpoints: {older}; name one as {ckpt_dir}/<step>'
+                if older else None)) from None
   finally:
     reader.close()
   paths = list(flat)
@@ -476,8 +518,139 @@ def load_train_checkpoint(path: str, step: Optional[int] = None
     if t is not None:
       trees[key] = t
   if 'params' not in trees:
-    raise ValueError(f'--checkpoint {path!r}: step {step} holds no params '
+    raise errors.WeightsError(f'--checkpoint {path!r}: step {step} holds no params '
                      f'(paths like {paths[:3]})')
   meta = dict(meta)
   meta['step'] = step
   return trees, meta
+
+
+# ---------------------------------------------------------------------------
+# The config a checkpoint was trained with
+
+
+def _tuplify(x):
+  """JSON lists back to tuples (configs hold tuples; JSON has no tuple)."""
+  if isinstance(x, dict):
+    return {k: _tuplify(v) for k, v in x.items()}
+  if isinstance(x, list):
+    return tuple(_tuplify(v) for v in x)
+  return x
+
+
+def _flat_fields(d, prefix=''):
+  out = {}
+  for k, v in d.items():
+    if isinstance(v, dict):
+      out.update(_flat_fields(v, f'{prefix}{k}.'))
+    else:
+      out[f'{prefix}{k}'] = v
+  return out
+
+
+# Fields in the order a reader cares about: what builds the state first.
+_FIELD_ORDER = ('model.', 'optimizer.', 'data.', 'compute_dtype', 'parallel.',
+                'finetune.', 'train.', 'seed')
+
+
+def _as_dict(c):
+  if isinstance(c, str):
+    c = json.loads(c)
+  elif hasattr(c, 'to_json'):
+    c = json.loads(c.to_json())
+  return _tuplify(c)
+
+
+def config_differences(saved, config) -> list[tuple[str, Any, Any]]:
+  """``[(dotted_field, saved_value, current_value), ...]`` that differ.
+
+  Args:
+    saved: the config a checkpoint was saved with (its JSON text, a dict or
+      a ConfigDict), or None.
+    config: the current config (ConfigDict or dict), or None.
+
+  Model fields come first, then optimizer, data, ...; a field only one
+  side has is listed with None on the other.
+  """
+  if saved is None or config is None:
+    return []
+  try:
+    a, b = _flat_fields(_as_dict(saved)), _flat_fields(_as_dict(config))
+  except (TypeError, ValueError):
+    return []
+  keys = list(a) + [k for k in b if k not in a]
+
+  def rank(k):
+    return next((i for i, p in enumerate(_FIELD_ORDER) if k.startswith(p)),
+                len(_FIELD_ORDER))
+  return [(k, a.get(k), b.get(k)) for k in sorted(keys, key=rank)
+          if a.get(k) != b.get(k)]
+
+
+def read_meta(path: str, step: Optional[int] = None) -> tuple[dict, int]:
+  """The JSON metadata of a checkpoint (no arrays read): ``(meta, step)``.
+
+  Args:
+    path: a workdir, its ``checkpoints/`` dir or a ``checkpoints/<step>`` dir.
+    step: default: the one named by ``path``, else the newest.
+
+  Raises:
+    errors.NotFoundError: no finished checkpoint there.
+    errors.WeightsError: its metadata cannot be read.
+  """
+  ckpt_dir, named_step = find_checkpoint_dir(path)
+  if not os.path.isdir(ckpt_dir):
+    raise errors.NotFoundError(f'{path!r}: no such directory')
+  reader = Checkpointer(ckpt_dir, read_only=True)
+  try:
+    steps = reader.steps()
+    if step is None:
+      step = named_step if named_step is not None else (
+          steps[-1] if steps else None)
+    if step is None or step not in steps:
+      raise errors.NotFoundError(
+          f'{path!r}: no finished checkpoint'
+          + (f' {step}' if step is not None else '') + f' in {ckpt_dir}')
+    try:
+      meta = reader._manager.restore(step, args=ocp.args.Composite(  # pylint: disable=protected-access
+          meta=ocp.args.JsonRestore()))['meta']
+    except Exception as e:  # pylint: disable=broad-except
+      raise errors.WeightsError(
+          f'checkpoint {ckpt_dir}/{step}: metadata unreadable '
+          f'({describe_read_error(e)})') from None
+  finally:
+    reader.close()
+  return dict(meta), step
+
+
+def saved_config(path: str, step: Optional[int] = None):
+  """The config a workdir's checkpoint was trained with.
+
+  Returns:
+    ``(config, step)``: an ``ml_collections.ConfigDict`` rebuilt from the
+    JSON saved in the checkpoint's metadata (tuples restored), or
+    ``(None, step)`` for a checkpoint written without one.
+
+  Raises:
+    errors.NotFoundError / errors.WeightsError: see :func:`read_meta`.
+  """
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  meta, step = read_meta(path, step)
+  text = meta.get('config')
+  if not text:
+    return None, step
+  return ml_collections.ConfigDict(_tuplify(json.loads(text))), step
+
+
+# What does not change the trained model: a --config may differ there.
+RUN_ONLY_FIELDS = ('train.', 'parallel.', 'seed', 'finetune.')
+
+
+def contradicting_fields(saved, config) -> list[tuple[str, Any, Any]]:
+  """Fields of ``config`` that contradict the ``saved`` one on what was trained.
+
+  Differences in :data:`RUN_ONLY_FIELDS` (steps, logging, devices, seed)
+  are ignored.
+  """
+  return [d for d in config_differences(saved, config)
+          if not d[0].startswith(RUN_ONLY_FIELDS)]

@@ -24,9 +24,11 @@ from typing import Any, Optional
 
 import jax
 
+from nfnet_jax import errors
 from nfnet_jax.config.validate import validate_config
 from nfnet_jax.train import checkpoint as ckpt_lib
 from nfnet_jax.train import evaluator as evaluator_lib
+from nfnet_jax.train import lost_host
 from nfnet_jax.train import metrics as metrics_lib
 from nfnet_jax.train import parallel as parallel_lib
 from nfnet_jax.train import preemption
@@ -34,6 +36,7 @@ from nfnet_jax.train import state as state_lib
 from nfnet_jax.train import step as step_lib
 from nfnet_jax.train import steplog
 from nfnet_jax.train import telemetry
+from nfnet_jax.train import workdir_lock
 
 PyTree = Any
 
@@ -204,11 +207,18 @@ def train_and_evaluate(config, workdir: str) -> dict:
   ``summary.json``. Returns the summary dict; a run stopped by SIGTERM
   checkpoints and returns ``status='preempted'`` without a summary.
 
+  The workdir is locked for the run (``train/workdir_lock.py``); on a
+  multi-process job every process watches the others
+  (``train/lost_host.py``).
+
   Raises:
-    ValueError: a bad config (before anything is compiled).
-    FloatingPointError: a non-finite step with ``train.nonfinite='raise'``.
-    steplog.TrainingDiverged: too many consecutive non-finite steps (a
-      RuntimeError; the command line exits with status 3).
+    errors.BadInputError: (a ValueError) a bad config (before anything is
+      compiled), data, workdir or checkpoint; WorkdirLockedError: the
+      workdir is held by another live run.
+    steplog.NonfiniteStepError: a non-finite step with
+      ``train.nonfinite='raise'`` (a FloatingPointError).
+    steplog.TrainingDiverged: too many consecutive non-finite steps.
+    Both are errors.DivergedError (exit status 3).
   """
   t_start = time.time()
   from nfnet_jax import data as data_lib  # pylint: disable=g-import-not-at-top
@@ -218,18 +228,65 @@ def train_and_evaluate(config, workdir: str) -> dict:
   # ---- 1. Config, devices, model, optimizer.
   par = setup_devices(config)
   tcfg, is_main = config.train, jax.process_index() == 0
-  workdir = os.path.abspath(workdir)
-  os.makedirs(workdir, exist_ok=True)
   info = data_lib.dataset_info(config.data)
   model = models_lib.create_model(config.model, info.num_classes)
   tx, schedule = optim_lib.build_optimizer(config.optimizer, tcfg.batch_size,
                                            tcfg.total_steps)
+  # One writer per workdir; a lost peer process is named (not waited for).
+  workdir = prepare_workdir(workdir)
+  log = print if is_main else state_lib._silent  # pylint: disable=protected-access
+  lock = workdir_lock.acquire_for_job(
+      workdir, tcfg.get('lock_stale_after_s', workdir_lock.DEFAULT_STALE_AFTER_S),
+      log=log)
+  watch = lost_host.start(
+      workdir, tcfg.get('lost_host_timeout_s', lost_host.DEFAULT_TIMEOUT_S),
+      os.path.join(workdir, 'checkpoints'),
+      on_lost=lock.release if lock is not None else None)
+  try:
+    return _train(config, workdir, par, info, model, tx, schedule, t_start)
+  except Exception:
+    if watch is not None:
+      watch.explain_failure()   # a collective failed because a peer died?
+    raise
+  finally:
+    if watch is not None:
+      watch.close()
+    if lock is not None:
+      lock.release()
+
+
+def prepare_workdir(workdir: str) -> str:
+  """Creates ``workdir`` (absolute path returned).
+
+  Raises:
+    errors.WorkdirError: it cannot be created or written (below a regular
+      file, no permission, ...).
+  """
+  workdir = os.path.abspath(workdir)
+  try:
+    os.makedirs(workdir, exist_ok=True)
+  except OSError as e:
+    raise errors.WorkdirError(
+        f'--workdir {workdir} cannot be created: {e.strerror or e}'
+        + (' (a path component is a regular file)'
+           if isinstance(e, (NotADirectoryError, FileExistsError)) else '')
+    ) from None
+  if not os.access(workdir, os.W_OK | os.X_OK):
+    raise errors.WorkdirError(f'--workdir {workdir} is not writable')
+  return workdir
+
+
+def _train(config, workdir, par, info, model, tx, schedule, t_start) -> dict:
+  """The body of :func:`train_and_evaluate`, the workdir held."""
+  from nfnet_jax import data as data_lib  # pylint: disable=g-import-not-at-top
+  tcfg, is_main = config.train, jax.process_index() == 0
 
   # ---- 2. State: resume, else fine-tune, else fresh.
   checkpointer = ckpt_lib.Checkpointer(
       os.path.join(workdir, 'checkpoints'), keep=tcfg.keep_checkpoints,
       log=print if is_main else state_lib._silent,  # pylint: disable=protected-access
-      async_save=use_async_checkpoints(tcfg.get('async_checkpoints', 'auto')))
+      async_save=use_async_checkpoints(tcfg.get('async_checkpoints', 'auto')),
+      config=config)
   init = state_lib.initial_state(model, tx, config, info.image_shape,
                                  checkpointer, log=checkpointer.log)
   step = init.start_step

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from nfnet_jax import errors
 from nfnet_jax.config import schema
 from nfnet_jax.train import checkpoint as ckpt_lib
 from nfnet_jax.train import step as step_lib
@@ -80,7 +81,7 @@ def _read_timm_finetune(config, log) -> dict:
   diffs = timm_lib.architecture_differences(
       config.model, name, ignore=timm_lib.NUMERICS_ONLY + timm_lib.SIZE_FIELDS)
   if diffs:
-    raise ValueError(f'config.finetune.checkpoint={path!r} holds timm {name} weights, but '
+    raise errors.WeightsError(f'config.finetune.checkpoint={path!r} holds timm {name} weights, but '
                      f'config.model builds another network: {"; ".join(diffs)} (start from '
                      f'nfnet_jax.interop.timm.timm_model_config({name!r}))')
   numerics = timm_lib.architecture_differences(config.model, name, ignore=timm_lib.SIZE_FIELDS)
@@ -92,7 +93,7 @@ def _read_timm_finetune(config, log) -> dict:
   try:
     return timm_lib.load_timm(path, name, overrides=sizes)[1]
   except ValueError as e:
-    raise ValueError(f'config.finetune.checkpoint={path!r}: {e}') from None
+    raise errors.WeightsError(f'config.finetune.checkpoint={path!r}: {e}') from None
 
 
 def load_finetune_params(config, params: dict, log=print) -> dict:
@@ -122,7 +123,7 @@ def load_finetune_params(config, params: dict, log=print) -> dict:
     try:
       loaded = pretrained.read_official(path)
     except ValueError as e:
-      raise ValueError(f'config.finetune.checkpoint={path!r}: {e}') from None
+      raise errors.WeightsError(f'config.finetune.checkpoint={path!r}: {e}') from None
   loaded = _flatten_params(loaded)
   reset = config.finetune.reset_classifier
   out, missing, mismatched, kept_fresh = {}, [], [], []
@@ -142,7 +143,7 @@ def load_finetune_params(config, params: dict, log=print) -> dict:
       else:
         out[module][name] = np.asarray(src, value.dtype)
   if missing or mismatched:
-    raise ValueError(
+    raise errors.WeightsError(
         f'config.finetune.checkpoint={path!r} does not fit config.model: '
         f'{len(missing)} missing (e.g. {missing[:4]}), {len(mismatched)} '
         f'with other shapes (e.g. {mismatched[:4]}). Pick the matching '

@@ -7,17 +7,22 @@ written every ``log_every`` steps. Its bookkeeping travels in the
 checkpoint's metadata (:meth:`meta` / the ``meta`` argument), so a resumed
 run logs exactly what an uninterrupted one would.
 """
+from nfnet_jax import errors
 from nfnet_jax.train import metrics as metrics_lib
 
 _WINDOW_KEYS = ('loss', 'top1', 'grad_norm', 'param_norm')
 
 
-class TrainingDiverged(RuntimeError):
+class TrainingDiverged(errors.DivergedError):
   """Too many consecutive non-finite steps (``train.max_consecutive_nonfinite``).
 
-  The command line exits with its own status for it (``cli.EXIT_DIVERGED``),
+  The command line exits with its own status for it (``errors.EXIT_DIVERGED``),
   so sweeps tell a diverged run from a crash without reading logs.
   """
+
+
+class NonfiniteStepError(errors.DivergedError, FloatingPointError):
+  """A non-finite step with ``config.train.nonfinite='raise'``."""
 
 
 class StepLog:
@@ -85,7 +90,7 @@ class StepLog:
     self.skipped_steps.append(s)
     del self.skipped_steps[:-1000]
     if self.cfg.nonfinite == 'raise':
-      raise FloatingPointError(
+      raise NonfiniteStepError(
           f'step {s}: non-finite loss or gradients (loss={m["loss"]}); '
           "config.train.nonfinite='raise'. The update was not applied.")
     self.writer.log(

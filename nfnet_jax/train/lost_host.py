@@ -1,0 +1,214 @@
+"""A lost host, named: every process of a multi-host job watches the others.
+
+When one process of a job dies (SIGKILL, a crashed host, a lost network),
+the others block in their next collective; JAX's coordination service aborts
+them only after its heartbeat timeout (100 s) with a C++ check failure.
+Instead, each process runs a :class:`PeerWatch`: a daemon thread writes
+``<workdir>/hosts/process_<k>.json`` (host, pid, a counter) every
+``timeout_s / 5`` seconds and reads the others' files. A peer whose counter
+has not changed for ``timeout_s`` (``config.train.lost_host_timeout_s``,
+measured on the reader's own monotonic clock, so clock skew between hosts
+does not matter) is lost: the watcher prints one line naming it, the last
+complete checkpoint and the command that relaunches the job, and ends the
+process with ``errors.EXIT_LOST_HOST`` (75), whatever the main thread is
+blocked in. The workdir must be shared by the hosts (as the checkpoints
+already require).
+
+A main thread that fails first (a collective that errors out when its peer
+vanishes) calls :meth:`PeerWatch.explain_failure`, which waits for the
+verdict (at most ``timeout_s``) and reports the lost host in the same way, or
+returns to let the error propagate when every peer is alive.
+"""
+import json
+import os
+import shlex
+import socket
+import sys
+import threading
+import time
+from typing import Callable, Optional
+
+from nfnet_jax import errors
+
+DEFAULT_TIMEOUT_S = 30.0
+HOSTS_DIR = 'hosts'
+_LAUNCH_VARS = ('JAX_COORDINATOR_ADDRESS', 'JAX_NUM_PROCESSES')
+
+
+def finished_steps(checkpoint_dir: str) -> list[int]:
+  """Finalized checkpoint steps (orbax renames a step dir when complete)."""
+  try:
+    names = os.listdir(checkpoint_dir)
+  except OSError:
+    return []
+  return sorted(int(n) for n in names if n.isdigit() and
+                os.path.isdir(os.path.join(checkpoint_dir, n)))
+
+
+def relaunch_command(num_processes: int, argv=None, env=None) -> str:
+  """The command that relaunches every process of the job, as one line."""
+  argv = list(sys.argv if argv is None else argv)
+  env = os.environ if env is None else env
+  if argv and not os.path.isabs(argv[0]) and argv[0].endswith('.py'):
+    argv = [sys.executable] + argv
+  elif argv and argv[0].endswith('.py'):
+    argv = [sys.executable] + argv
+  cmd = shlex.join(argv)
+  if env.get('JAX_COORDINATOR_ADDRESS'):
+    prefix = ' '.join(f'{k}={shlex.quote(env[k])}' for k in _LAUNCH_VARS
+                      if env.get(k))
+    return (f'{prefix} JAX_PROCESS_ID=<0..{num_processes - 1}> {cmd} '
+            f'(one per process)')
+  if env.get('SLURM_JOB_ID'):
+    return f'srun {cmd} (or resubmit the job)'
+  return f'{cmd} (on each of the {num_processes} processes)'
+
+
+class PeerWatch:
+  """Heartbeats of the processes of one job, through the shared workdir.
+
+  Args:
+    workdir: the run's (shared) workdir.
+    process_index, process_count: this process and the job size.
+    timeout_s: a peer silent this long is lost.
+    checkpoint_dir: where the finished checkpoints are (named in the line).
+    on_lost: called before the process exits (e.g. release the lock).
+    exit: how the process ends (``os._exit``; tests replace it).
+  """
+
+  def __init__(self, workdir: str, process_index: int, process_count: int,
+               timeout_s: float = DEFAULT_TIMEOUT_S,
+               checkpoint_dir: Optional[str] = None,
+               on_lost: Optional[Callable[[], None]] = None,
+               exit: Callable[[int], None] = os._exit, argv=None):  # pylint: disable=redefined-builtin,protected-access
+    self.dir = os.path.join(workdir, HOSTS_DIR)
+    self.index = process_index
+    self.count = process_count
+    self.timeout_s = float(timeout_s)
+    self.checkpoint_dir = checkpoint_dir or os.path.join(workdir, 'checkpoints')
+    self.on_lost = on_lost
+    self._exit = exit
+    self._argv = argv
+    self.interval_s = max(0.2, self.timeout_s / 5)
+    self._beat = 0
+    self._seen = {}   # peer -> (counter, monotonic time it last changed)
+    self._info = {}   # peer -> its last file contents
+    self._start = time.monotonic()
+    self._start_wall = time.time()
+    self._stop = threading.Event()
+    self.lost_line: Optional[str] = None
+    os.makedirs(self.dir, exist_ok=True)
+    self._write()
+    self._thread = threading.Thread(target=self._run, name='peer-watch',
+                                    daemon=True)
+    self._thread.start()
+
+  def _path(self, k: int) -> str:
+    return os.path.join(self.dir, f'process_{k}.json')
+
+  def _write(self, done: bool = False):
+    self._beat += 1
+    info = {'process': self.index, 'host': socket.gethostname(),
+            'pid': os.getpid(), 'beat': self._beat, 'time': time.time(),
+            'done': done}
+    tmp = self._path(self.index) + f'.tmp{os.getpid()}'
+    with open(tmp, 'w') as f:
+      json.dump(info, f)
+    os.replace(tmp, self._path(self.index))
+
+  def _silent_peers(self) -> list[int]:
+    now = time.monotonic()
+    out = []
+    for k in range(self.count):
+      if k == self.index:
+        continue
+      try:
+        with open(self._path(k)) as f:
+          info = json.load(f)
+      except (OSError, ValueError):
+        info = None
+      beat = info.get('beat') if info else None
+      if info:
+        self._info[k] = info
+        if info.get('done') and info.get('time', 0) >= self._start_wall - 5:
+          continue   # it finished this run normally
+      prev = self._seen.get(k)
+      if prev is None or prev[0] != beat:
+        self._seen[k] = (beat, now)
+      elif now - prev[1] > self.timeout_s:
+        out.append(k)
+    return out
+
+  def _line(self, lost: list[int]) -> str:
+    names = ', '.join(
+        f'process {k}' + (f' (host {self._info[k]["host"]}, pid '
+                          f'{self._info[k]["pid"]})' if k in self._info else '')
+        for k in lost)
+    steps = finished_steps(self.checkpoint_dir)
+    last = (f'the last complete checkpoint is {self.checkpoint_dir}/{steps[-1]}'
+            if steps else 'no checkpoint was completed (a relaunch starts '
+            'from step 0)')
+    return (f'error: lost {names}: no heartbeat for {self.timeout_s:g} s '
+            f'(config.train.lost_host_timeout_s); process {self.index} stops. '
+            f'{last}; relaunch: {relaunch_command(self.count, self._argv)}')
+
+  def _report_and_exit(self, lost: list[int]):
+    self.lost_line = self._line(lost)
+    try:
+      if self.on_lost is not None:
+        self.on_lost()
+    finally:
+      sys.stdout.flush()
+      print(self.lost_line, file=sys.stderr, flush=True)
+      self._exit(errors.EXIT_LOST_HOST)
+
+  def _run(self):
+    while not self._stop.wait(self.interval_s):
+      try:
+        self._write()
+      except OSError:
+        pass
+      lost = self._silent_peers()
+      if lost and not self._stop.is_set():
+        self._report_and_exit(lost)
+        return
+
+  def explain_failure(self) -> None:
+    """After the main thread failed: report a lost peer, if one is.
+
+    Waits until every peer beat again since now, or one has been silent for
+    ``timeout_s``; returns (the failure is not a lost host) in the first case.
+    """
+    t0 = time.monotonic()
+    first = {k: v[0] for k, v in self._seen.items()}
+    while time.monotonic() - t0 < self.timeout_s + 2 * self.interval_s:
+      if self.lost_line is not None:
+        time.sleep(3600)   # the watcher thread is ending the process
+      lost = self._silent_peers()
+      if lost:
+        self._stop.set()
+        self._report_and_exit(lost)
+        return
+      if all(k in self._seen and self._seen[k][0] != first.get(k)
+             for k in range(self.count) if k != self.index):
+        return
+      time.sleep(self.interval_s / 2)
+
+  def close(self):
+    """Stops watching; marks this process done (peers stop watching it)."""
+    self._stop.set()
+    self._thread.join(timeout=5)
+    try:
+      self._write(done=True)
+    except OSError:
+      pass
+
+
+def start(workdir: str, timeout_s: float, checkpoint_dir: str,
+          on_lost: Optional[Callable[[], None]] = None) -> Optional[PeerWatch]:
+  """A :class:`PeerWatch` for a multi-process job; None for one process."""
+  import jax  # pylint: disable=g-import-not-at-top
+  if jax.process_count() == 1:
+    return None
+  return PeerWatch(workdir, jax.process_index(), jax.process_count(),
+                   timeout_s, checkpoint_dir, on_lost)
