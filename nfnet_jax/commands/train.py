@@ -15,7 +15,8 @@ def parser() -> base.ArgumentParser:
       'nfnet-train',
       'Trains and evaluates the model of an experiment config. Re-running the '
       'same command resumes from the workdir\'s newest checkpoint. Exit status: '
-      '0 completed, 2 bad input or a failed checkpoint save, 3 diverged, 143 '
+      '0 completed, 2 bad input, a workdir in use or a failed checkpoint save, '
+      '3 diverged, 75 a lost process of a multi-host job (relaunch), 143 '
       'stopped by SIGTERM after a checkpoint (re-run to continue).',
       EXAMPLES, config_overrides=True)
   p.add_argument('--config', required=True, metavar='FILE.py[:ARG]',
