@@ -93,6 +93,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.allow_download = False
   c.data.train_split = 'train'
   c.data.eval_split = 'validation'
+  # A split measured with the eval preprocessing at the final eval, for train
+  # top-1 (e.g. the training subset 'train[:5000]'); None: not measured.
+  c.data.train_eval_split = None
   c.data.image_size = 192              # train resolution
   c.data.eval_image_size = 256         # test resolution
   c.data.eval_crop_padding = 32        # eval: squash to res+32, centre crop res

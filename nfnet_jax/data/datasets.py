@@ -9,10 +9,21 @@ Three kinds of source feed the same pipeline (``pipeline.py``):
   * ``tfds``: a prepared tensorflow-datasets builder (imagenet2012 or any tfds
     image classification set), read with ``download=False`` unless the config
     allows downloads.
+
+Every split field (``data.train_split``, ``data.eval_split``,
+``data.train_eval_split``) takes a tfds-style slice of a split:
+``'train[:10%]'``, ``'train[:5000]'``, ``'train[1000:2000]'``,
+``'train[-10%:]'`` (see :func:`parse_split`). :meth:`Source.split_name`
+resolves it to absolute example indices, ``'train[0:6000]'``, so every kind
+of source takes the same examples' count: Fashion-MNIST slices its stored
+order, tfds reads that slice of its records, and an image folder slices one
+fixed (seed-independent) shuffle of its sorted file list, so a subset holds
+every class in proportion and is the same for every ``config.seed``.
 """
 import dataclasses
 import functools
 import os
+import re
 from typing import Any, Optional, Tuple
 
 import numpy as np
@@ -109,6 +120,104 @@ def _fashion_split(split: str) -> str:
                    "Fashion-MNIST has splits 'train' and 'test'")
 
 
+# 'name' or 'name[start:stop]'; bounds are ints (negative: from the end) or
+# percentages of the split, either may be empty.
+_SPLIT_RE = re.compile(r'^([A-Za-z0-9_.\-]+)(?:\[([^\[\]:]*):([^\[\]:]*)\])?$')
+_BOUND_RE = re.compile(r'^-?\d+(\.\d+)?%?$')
+# The fixed shuffle an image-folder subset is sliced from (not config.seed:
+# the subset must be the same examples for every seed of a study).
+FOLDER_SUBSET_KEY = 20210127
+_SPLIT_HELP = ("a split name or a tfds-style slice of it, e.g. 'train', 'train[:10%]', "
+               "'train[:5000]', 'train[1000:2000]' or 'train[-10%:]'")
+
+
+def parse_split(spec, field: str = 'data.train_split'):
+  """Parses a tfds-style split spec into ``(name, start, stop)``.
+
+  Args:
+    spec: ``'train'`` or ``'train[start:stop]'`` with each bound empty, an
+      int (negative counts from the end) or a percentage (``'10%'``,
+      ``'-2.5%'``).
+    field: the config field named in errors.
+
+  Returns:
+    ``(name, start, stop)``: ``start`` / ``stop`` are None (no slice or an
+    empty bound), an int, or a float percentage wrapped as ``('%', value)``.
+
+  Raises:
+    ValueError: one line naming the field, the spec and the accepted forms.
+  """
+  text = str(spec).replace(' ', '') if isinstance(spec, str) else None
+  m = _SPLIT_RE.match(text) if text else None
+  if m is None:
+    raise errors.DataError(f'config.{field}={spec!r} is not a split spec; expected {_SPLIT_HELP}')
+  bounds = []
+  for b in m.group(2, 3):
+    if b is None or b == '':
+      bounds.append(None)
+    elif not _BOUND_RE.match(b) or (not b.endswith('%') and '.' in b):
+      raise errors.DataError(f'config.{field}={spec!r}: slice bound {b!r} is not an integer or a '
+                       f'percentage; expected {_SPLIT_HELP}')
+    elif b.endswith('%'):
+      bounds.append(('%', float(b[:-1])))
+    else:
+      bounds.append(int(b))
+  return m.group(1), bounds[0], bounds[1]
+
+
+def split_base(spec) -> str:
+  """The split name of a spec without its slice (``'train[:10%]'`` -> ``'train'``)."""
+  return str(spec).split('[')[0].strip()
+
+
+def _resolve_bound(bound, n, spec, field):
+  if bound is None:
+    return None
+  if isinstance(bound, tuple):
+    pct = bound[1]
+    if abs(pct) > 100:
+      raise errors.DataError(f'config.{field}={spec!r}: {pct:g}% is out of range; percentages '
+                       'are in [-100%, 100%] of the split')
+    # tfds's default 'closest' rounding (Python's round: half to even).
+    v = int(round(pct * n / 100.0))
+    return n + v if v < 0 else v
+  if abs(bound) > n:
+    raise errors.DataError(f'config.{field}={spec!r}: index {bound} is out of range for a split '
+                     f'of {n} examples (use -{n}..{n}, or a percentage)')
+  return n + bound if bound < 0 else bound
+
+
+def split_range(spec, n: int, field: str = 'data.train_split'):
+  """``[start, stop)`` example indices that ``spec`` selects from a split of ``n``.
+
+  Raises:
+    ValueError: a bad spec, a bound out of range or an empty selection, in
+      one line naming the field.
+  """
+  _, start, stop = parse_split(spec, field)
+  lo = _resolve_bound(start, n, spec, field)
+  hi = _resolve_bound(stop, n, spec, field)
+  lo = 0 if lo is None else lo
+  hi = n if hi is None else hi
+  if hi <= lo:
+    raise errors.DataError(f'config.{field}={spec!r} selects no examples ([{lo}:{hi}] of a split '
+                     f'of {n}); give a non-empty slice')
+  return lo, hi
+
+
+def canonical_split(spec, name: str, n: int, field: str = 'data.train_split') -> str:
+  """``spec`` on split ``name`` (of ``n`` examples) with absolute indices.
+
+  No slice gives ``name`` itself; a slice gives ``'name[lo:hi]'`` (a spec tfds
+  reads as is).
+  """
+  _, start, stop = parse_split(spec, field)
+  if start is None and stop is None:
+    return name
+  lo, hi = split_range(spec, n, field)
+  return f'{name}[{lo}:{hi}]'
+
+
 def uses_idx_files(data_config) -> bool:
   """True when Fashion-MNIST is read from local idx files."""
   if _get(data_config, 'name') != 'fashion_mnist':
@@ -133,16 +242,66 @@ class Source:
   data_dir: Optional[str] = None  # idx folder (kind 'memory'); root ('folder')
   fixed_size: Optional[Tuple[int, int]] = None  # stored (H, W) if fixed
 
-  def split_name(self, split: str) -> str:
-    return _fashion_split(split) if self.kind == 'memory' else split
+  def split_name(self, split: str, field: str = 'data.train_split') -> str:
+    """The stored split ``split`` reads, slice resolved: ``'train[0:6000]'``.
+
+    Raises:
+      ValueError: a bad or empty spec, or a bound out of range (naming ``field``).
+    """
+    name, start, stop = parse_split(split, field)
+    if self.kind == 'memory':
+      name = _fashion_split(name)
+    if start is None and stop is None:
+      return name
+    return canonical_split(split, name, self.base_size(name), field)
+
+  def base_size(self, name: str) -> int:
+    """Examples in the whole stored split ``name``."""
+    if name not in self.split_sizes:
+      if self.kind == 'folder':
+        self.split_sizes[name] = len(image_folder.list_with_train_classes(self.data_dir, name)[0])
+      else:
+        raise errors.DataError(f'config.data: data set {self.name!r} has no split {name!r}; '
+                         f'splits: {sorted(self.split_sizes)}')
+    return self.split_sizes[name]
+
+  def num_examples(self, split: str) -> int:
+    """Examples a split spec selects (0 for a split of unknown size)."""
+    name = split_base(split)
+    if self.kind == 'memory':
+      name = _fashion_split(name)
+    if name not in self.split_sizes and self.kind != 'folder':
+      return 0
+    n = self.base_size(name)
+    lo, hi = split_range(split, n) if '[' in str(split) else (0, n)
+    return hi - lo
 
   def load_arrays(self, split: str):
-    """Returns (images uint8 [N,H,W,C], labels int32 [N]) (memory kind)."""
-    return _load_fashion_cached(self.data_dir, self.split_name(split))
+    """Returns (images uint8 [N,H,W,C], labels int32 [N]) (memory kind).
+
+    ``split``: a spec, sliced as :meth:`split_name` resolves it.
+    """
+    name = self.split_name(split)
+    images, labels = _load_fashion_cached(self.data_dir, split_base(name))
+    if name == split_base(name):
+      return images, labels
+    lo, hi = split_range(name, len(labels))
+    return images[lo:hi], labels[lo:hi]
 
   def load_paths(self, split: str):
-    """Returns (file paths [N], labels int32 [N]) (folder kind)."""
-    return image_folder.list_with_train_classes(self.data_dir, split)
+    """Returns (file paths [N], labels int32 [N]) (folder kind).
+
+    A sliced spec selects from one fixed shuffle of the sorted listing
+    (``FOLDER_SUBSET_KEY``), so a subset holds every class in proportion.
+    """
+    name = self.split_name(split)
+    paths, labels = image_folder.list_with_train_classes(self.data_dir, split_base(name))
+    if name == split_base(name):
+      return paths, labels
+    order = np.random.default_rng(FOLDER_SUBSET_KEY).permutation(len(paths))
+    lo, hi = split_range(name, len(paths))
+    keep = order[lo:hi]
+    return paths[keep], labels[keep]
 
 
 @functools.lru_cache(maxsize=4)
@@ -243,7 +402,7 @@ def _folder_source(data_config) -> Source:
   root = image_folder.root_dir(_get(data_config, 'data_dir'))
   classes = image_folder.train_classes(root)
   sizes = {'train': len(image_folder.list_split(root, 'train')[1])}
-  for split in (_get(data_config, 'eval_split'), 'validation'):
+  for split in (split_base(_get(data_config, 'eval_split') or ''), 'validation'):
     if split and split not in sizes:
       try:
         sizes[split] = len(image_folder.list_with_train_classes(root, split)[0])
@@ -271,12 +430,12 @@ def dataset_info(data_config) -> DatasetInfo:
     mean, std = mean * 3, std * 3
   size = int(_get(data_config, 'image_size'))
   esize = int(_get(data_config, 'eval_image_size') or size)
-  train_split = src.split_name(_get(data_config, 'train_split', 'train'))
-  eval_split = src.split_name(_get(data_config, 'eval_split', 'validation'))
+  train_split = src.split_name(_get(data_config, 'train_split', 'train'), 'data.train_split')
+  eval_split = src.split_name(_get(data_config, 'eval_split', 'validation'), 'data.eval_split')
   return DatasetInfo(
       num_classes=src.num_classes,
-      num_train=src.split_sizes.get(train_split, 0),
-      num_eval=src.split_sizes.get(eval_split, 0),
+      num_train=src.num_examples(train_split),
+      num_eval=src.num_examples(eval_split),
       image_shape=(size, size, c), mean=tuple(mean), std=tuple(std),
       eval_image_shape=(esize, esize, c), source_channels=src.channels)
 
@@ -366,21 +525,28 @@ def validate_data_config(data_config):
           'config.data.allow_download=True to use the tfds builder.')
     if missing:
       return  # the tfds builder will download; nothing more to check here
-    for field in ('train_split', 'eval_split'):
+    src = get_source(data_config)
+    for field in split_fields(data_config):
+      spec = _get(data_config, field)
+      parse_split(spec, f'data.{field}')
       try:
-        _fashion_split(_get(data_config, field))
+        _fashion_split(split_base(spec))
       except ValueError as e:
         raise errors.DataError(f'config.data.{field}: {e}') from None
+      src.split_name(spec, f'data.{field}')
     return
+  for field in split_fields(data_config):
+    parse_split(_get(data_config, field), f'data.{field}')
   src = get_source(data_config)
   if src.kind == 'folder':
-    for field in ('train_split', 'eval_split'):
+    for field in split_fields(data_config):
       split = _get(data_config, field)
-      if split not in src.split_sizes:
+      if split_base(split) not in src.split_sizes:
         try:
-          image_folder.list_with_train_classes(src.data_dir, split)
+          image_folder.list_with_train_classes(src.data_dir, split_base(split))
         except ValueError as e:
           raise errors.DataError(f'config.data.{field}={split!r}: {e}') from None
+      src.split_name(split, f'data.{field}')
     return
   builder = src.builder
   if not src.split_sizes and not _get(data_config, 'allow_download'):
@@ -405,9 +571,19 @@ def validate_data_config(data_config):
         f'config.data.data_dir={_get(data_config, "data_dir")!r}: data set '
         f'{name!r} is not prepared under {d} (no dataset_info.json with '
         f'splits), and config.data.allow_download is False.{hint}')
-  for field in ('train_split', 'eval_split'):
+  for field in split_fields(data_config):
     split = _get(data_config, field)
-    base = str(split).split('[')[0]
+    base = split_base(split)
     if src.split_sizes and base not in src.split_sizes:
       raise errors.DataError(f'config.data.{field}={split!r}: data set {name!r} '
                        f'has splits {sorted(src.split_sizes)}')
+    if src.split_sizes:
+      src.split_name(split, f'data.{field}')
+
+
+def split_fields(data_config) -> list:
+  """The split fields set in ``config.data`` (train_eval_split only when not None)."""
+  fields = ['train_split', 'eval_split']
+  if _get(data_config, 'train_eval_split') is not None:
+    fields.append('train_eval_split')
+  return fields

@@ -257,7 +257,7 @@ def train_iterator(config, *, start_step: int = 0, layout: str = 'pmap',
                                           'train.batch_size', P, L)
   d = config.data
   src = datasets.get_source(d)
-  split = src.split_name(d.train_split)
+  split = src.split_name(d.train_split, 'data.train_split')
   out_c = datasets.output_channels(src, d)
   seed = int(config.seed)
   common = dict(src=src, out_channels=out_c, num_classes=src.num_classes,
@@ -548,7 +548,8 @@ def eval_iterator(config, *, layout: str = 'pmap',
                   image_size: Optional[int] = None,
                   process_index: Optional[int] = None,
                   process_count: Optional[int] = None,
-                  local_device_count: Optional[int] = None) -> DataIterator:
+                  local_device_count: Optional[int] = None,
+                  split: Optional[str] = None) -> DataIterator:
   """One pass over this host's share of the eval split, padded and masked.
 
   Every host yields the same number of batches (so collectives line up);
@@ -559,6 +560,9 @@ def eval_iterator(config, *, layout: str = 'pmap',
     layout: as in `train_iterator`.
     image_size: eval resolution (default config.data.eval_image_size).
     process_index, process_count, local_device_count: as in train_iterator.
+    split: the split spec to read (default ``config.data.eval_split``; the
+      evaluator passes ``data.train_eval_split`` to measure train top-1 with
+      the eval preprocessing).
 
   Returns:
     DataIterator of {'images' float32, 'labels' int32, 'mask' float32}.
@@ -570,7 +574,8 @@ def eval_iterator(config, *, layout: str = 'pmap',
                                           'train.eval_batch_size', P, L)
   d = config.data
   src = datasets.get_source(d)
-  split = src.split_name(d.eval_split)
+  split = src.split_name(split or d.eval_split, 'data.eval_split' if split is None
+                         else 'data.train_eval_split')
   size = int(image_size or datasets._get(d, 'eval_image_size') or
              d.image_size)
   out_c = datasets.output_channels(src, d)

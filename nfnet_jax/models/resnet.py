@@ -36,6 +36,7 @@ per-block signal-propagation statistics under ``'spp'`` (see
 from typing import Any, Dict, Mapping, Optional, Sequence
 
 import haiku as hk
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -60,6 +61,9 @@ BLOCK_ORDERS = ('bn_relu_conv', 'relu_bn_conv')
 # activations (glu) cannot sit between convs.
 ACTIVATION_NAMES = tuple(sorted(set(nfnn.ACTIVATIONS) - set(nfnn.SHAPE_CHANGING_ACTIVATIONS)))
 GN_MAX_GROUPS = 32
+# The named axis of the train step's pmap / shard_map (train/step.py AXIS;
+# models sit below train/, so the name is repeated here and a test ties them).
+BN_CROSS_REPLICA_AXIS = 'batch'
 BN_DECAY = 0.9
 NORM_EPS = 1e-5
 # Config fields that only NF models use. A shared `config.model` may carry
@@ -96,6 +100,13 @@ class _BatchNorm(hk.BatchNorm):
   fails. Here an eval-mode init creates the same zero state a training init
   does. (Haiku semantics otherwise unchanged: the EMAs are zero-debiased, so
   after the first training step they equal that batch's statistics.)
+
+  With ``cross_replica_axis`` set (``bn_cross_replica=True``), training
+  statistics are averaged over that named axis, i.e. over the global batch
+  of the train step's pmap / shard_map. Outside such a map (``init``, or a
+  tool applying the model on one device) the axis is unbound: init then uses
+  the local statistics (they only seed the zero-debiased EMAs' shapes), and
+  any other training-mode call raises one ValueError saying so.
   """
 
   def __call__(self, x, is_training, **kwargs):
@@ -104,14 +115,40 @@ class _BatchNorm(hk.BatchNorm):
       for ema in (self.mean_ema, self.var_ema):
         ema.initialize(stat_shape, x.dtype)
         ema(jnp.zeros(stat_shape, x.dtype), update_stats=False)
+    axis = self.cross_replica_axis
+    if axis and is_training and not _axis_bound(axis):
+      if not hk.running_init():
+        raise ValueError(
+            'config.model.bn_cross_replica=True averages BatchNorm statistics over the '
+            f"{axis!r} axis of the train step's pmap/shard_map, but this call is not inside "
+            'one; set bn_cross_replica=False to apply the model outside the train loop')
+      self.cross_replica_axis = None
+      try:
+        return super().__call__(x, is_training, **kwargs)
+      finally:
+        self.cross_replica_axis = axis
     return super().__call__(x, is_training, **kwargs)
 
 
-def _make_norm(norm: str, channels: int, name: str):
-  """The configured normalizer module (None for norm='none')."""
+def _axis_bound(name: str) -> bool:
+  """Whether the named mapped axis ``name`` exists where we are tracing."""
+  try:
+    jax.lax.axis_index(name)
+  except NameError:
+    return False
+  return True
+
+
+def _make_norm(norm: str, channels: int, name: str, bn_cross_replica: bool = False):
+  """The configured normalizer module (None for norm='none').
+
+  ``bn_cross_replica``: BatchNorm statistics over the global batch (the
+  ``'batch'`` axis) instead of each device's examples.
+  """
   if norm == 'batchnorm':
     return _BatchNorm(create_scale=True, create_offset=True,
-                      decay_rate=BN_DECAY, eps=NORM_EPS, name=name)
+                      decay_rate=BN_DECAY, eps=NORM_EPS, name=name,
+                      cross_replica_axis=BN_CROSS_REPLICA_AXIS if bn_cross_replica else None)
   if norm in ('groupnorm', 'ws_groupnorm'):
     return hk.GroupNorm(gn_groups(channels), eps=NORM_EPS, name=name)
   return None
@@ -149,17 +186,17 @@ class ResBlock(hk.Module):
   def __init__(self, in_ch: int, out_ch: int, stride: int, norm: str,
                activation, block_order: str, skipinit: bool,
                zero_init_last: bool, stochdepth_rate: float,
-               name: Optional[str] = None):
+               bn_cross_replica: bool = False, name: Optional[str] = None):
     super().__init__(name=name)
     mid = max(1, out_ch // 4)
     self.activation = activation
     self.block_order = block_order
     self.skipinit = skipinit
-    self.norm0 = _make_norm(norm, in_ch, 'norm0')
+    self.norm0 = _make_norm(norm, in_ch, 'norm0', bn_cross_replica)
     self.conv0 = _make_conv(norm, mid, 1, 1, 'conv0')
-    self.norm1 = _make_norm(norm, mid, 'norm1')
+    self.norm1 = _make_norm(norm, mid, 'norm1', bn_cross_replica)
     self.conv1 = _make_conv(norm, mid, 3, stride, 'conv1')
-    self.norm2 = _make_norm(norm, mid, 'norm2')
+    self.norm2 = _make_norm(norm, mid, 'norm2', bn_cross_replica)
     self.conv2 = _make_conv(norm, out_ch, 1, 1, 'conv2', zero_init=zero_init_last)
     self.conv_shortcut = None
     if stride > 1 or in_ch != out_ch:
@@ -259,6 +296,12 @@ class ResNet(hk.Module):
     widths: output channels per stage (before ``width``); the bottleneck is
       a quarter of it. Same length as ``depths``.
     stem_width: channels of the 7x7 stem conv (before ``width``).
+    bn_cross_replica: BatchNorm only: training statistics over the global
+      batch (averaged over the train step's ``'batch'`` axis, Haiku's
+      ``cross_replica_axis``, i.e. synchronized BatchNorm) instead of over
+      each device's examples (False, as in the official experiments, whose
+      cross-replica axis is commented out). Needs the pmap / shard_map of
+      the train loop; at eval the moving averages are used either way.
     alpha, se_ratio, conv_impl: NF-model fields of a shared ``config.model``;
       accepted so one config schema fits every model. ``alpha`` and
       ``se_ratio`` must be None (``validate_config`` refuses other values);
@@ -276,6 +319,7 @@ class ResNet(hk.Module):
                depths: Optional[Sequence[int]] = None,
                widths: Optional[Sequence[int]] = None,
                stem_width: Optional[int] = None,
+               bn_cross_replica: bool = False,
                alpha: Optional[float] = None, se_ratio: Optional[float] = None,
                conv_impl: Optional[str] = None, name: str = 'ResNet'):
     super().__init__(name=name)
@@ -283,7 +327,8 @@ class ResNet(hk.Module):
                   width=width, activation=activation, drop_rate=drop_rate,
                   stochdepth_rate=stochdepth_rate, zero_init_last=zero_init_last,
                   skipinit=skipinit, fixup=fixup, depths=depths, widths=widths,
-                  stem_width=stem_width, alpha=alpha, se_ratio=se_ratio)
+                  stem_width=stem_width, bn_cross_replica=bn_cross_replica,
+                  alpha=alpha, se_ratio=se_ratio)
     validate_config(kwargs, num_classes=num_classes)
     self.num_classes = num_classes
     self.variant = variant
@@ -296,6 +341,7 @@ class ResNet(hk.Module):
     self.zero_init_last = bool(zero_init_last)
     self.skipinit = bool(skipinit)
     self.fixup = bool(fixup)
+    self.bn_cross_replica = bool(bn_cross_replica)
     self.depths = tuple(depths) if depths is not None else tuple(VARIANTS[variant])
     base_widths = tuple(widths) if widths is not None else DEFAULT_WIDTHS
     self.widths = tuple(max(4, int(round(w * width))) for w in base_widths)
@@ -326,10 +372,12 @@ class ResNet(hk.Module):
               in_ch=in_ch, out_ch=out_ch, stride=stride, norm=norm,
               activation=self.activation, block_order=block_order,
               skipinit=self.skipinit, zero_init_last=self.zero_init_last,
-              stochdepth_rate=rate, name='res_block'))
+              stochdepth_rate=rate, bn_cross_replica=self.bn_cross_replica,
+              name='res_block'))
         self.is_transition.append(1.0 if block == 0 else 0.0)
         in_ch = out_ch
-    self.final_norm = None if self.fixup else _make_norm(norm, in_ch, 'final_norm')
+    self.final_norm = None if self.fixup else _make_norm(norm, in_ch, 'final_norm',
+                                                            self.bn_cross_replica)
     # Fixup initialises the classifier to zero (Zhang et al. 2019, sec. 3).
     fc_init = jnp.zeros if self.fixup else hk.initializers.RandomNormal(0.01)
     self.linear = hk.Linear(num_classes, w_init=fc_init, name='linear')
@@ -407,7 +455,7 @@ def validate_config(model_kwargs: Mapping[str, Any],
 
   known = {'variant', 'norm', 'block_order', 'width', 'activation', 'drop_rate',
            'stochdepth_rate', 'zero_init_last', 'skipinit', 'fixup', 'depths', 'widths',
-           'stem_width', 'alpha', 'se_ratio', 'conv_impl'}
+           'stem_width', 'bn_cross_replica', 'alpha', 'se_ratio', 'conv_impl'}
   for field in kw:
     if field not in known:
       bad(field, kw[field], f'one of the fields {sorted(known)}')
@@ -434,10 +482,14 @@ def validate_config(model_kwargs: Mapping[str, Any],
     v = kw.get(field)
     if v is not None and (not _is_number(v) or not 0.0 <= v < 1.0):
       bad(field, v, 'a number in [0, 1)')
-  for field in ('zero_init_last', 'skipinit', 'fixup'):
+  for field in ('zero_init_last', 'skipinit', 'fixup', 'bn_cross_replica'):
     v = kw.get(field)
     if v is not None and not isinstance(v, (bool, np.bool_)):
       bad(field, v, 'True or False')
+  if kw.get('bn_cross_replica') and norm != 'batchnorm':
+    bad('bn_cross_replica', True,
+        f"False with norm={norm!r} (it synchronizes BatchNorm statistics across devices; "
+        "only norm='batchnorm' has batch statistics)")
   if kw.get('fixup'):
     if norm != 'none':
       bad('norm', norm, "'none' with fixup=True (Fixup replaces the normalizer)")

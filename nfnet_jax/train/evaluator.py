@@ -59,6 +59,12 @@ def eval_metrics(sums: Mapping[str, float]) -> dict:
 class Evaluator:
   """The loop's periodic eval: the eval split at the test resolution.
 
+  With ``config.data.train_eval_split`` set (e.g. the training subset
+  ``'train[:5000]'``), the final eval also measures top-1 on that split with
+  the eval preprocessing (no augmentation, no dropout), so train and test
+  accuracy (and their gap) come from the same parameters; it is kept in
+  :attr:`train_eval` and the summary's ``final_train_eval``.
+
   Evaluates the EMA params when ``config.train.eval_with_ema`` (and the EMA
   is on), writes ``eval/*`` scalars, logs one line, and keeps the best and
   the last result (seeded on resume from the rows already in
@@ -76,6 +82,8 @@ class Evaluator:
                         and config.optimizer.ema_decay is not None)
     self.decode_errors = 0
     self.best, self.last = None, None
+    # The final eval on data.train_eval_split (None when not configured).
+    self.train_eval = None
     for row in rows:
       if row.get('split') == 'eval':
         self._record(row)
@@ -108,4 +116,25 @@ class Evaluator:
         f'{time.time() - t0:.1f}s)')
     result = dict(result, step=step)
     self._record(result, final)
+    if final and self.config.data.get('train_eval_split'):
+      self.train_eval = self._eval_train_split(state, step, params, size)
     return result
+
+  def _eval_train_split(self, state, step: int, params, size) -> dict:
+    """Top-1 on ``data.train_eval_split`` (eval preprocessing: no augmentation)."""
+    from nfnet_jax import data as data_lib  # pylint: disable=g-import-not-at-top
+    t0 = time.time()
+    split = self.config.data.train_eval_split
+    it = data_lib.eval_iterator(self.config, layout='host', image_size=size,
+                                split=split, **self.topology)
+    m = eval_metrics(run_eval(self.eval_step, self.par, params, state.model_state, it))
+    self.decode_errors += int(getattr(it, 'decode_errors', 0) or 0)
+    result = {'train_eval/top1': m['top1'], 'train_eval/top5': m['top5'],
+              'train_eval/loss': m['loss'], 'train_eval/count': m['count'],
+              'train_eval/split': str(split)}
+    self.writer.write(step, 'train_eval', {k: v for k, v in result.items()
+                                           if not k.endswith('/split')})
+    self.writer.log(
+        f'[eval] step {step}: {split}: top-1 {100 * m["top1"]:.2f}% loss {m["loss"]:.4f} '
+        f'({m["count"]} images, eval preprocessing, {time.time() - t0:.1f}s)')
+    return dict(result, step=step)
