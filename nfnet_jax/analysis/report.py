@@ -29,12 +29,15 @@ from nfnet_jax.analysis import sweep as sweep_lib
 # Keys that only repeat a setting; the cell is every other swept key.
 SEED_KEYS = ('seed',)
 OUTCOMES = ('completed', 'not learning', 'diverged', 'failed', 'preempted', 'missing')
+# Swept keys that one 'model' column stands for.
+MODEL_KEYS = ('model.name', 'model.norm', 'model.alpha', 'model.bn_cross_replica')
 # Outcomes whose final metrics enter the mean.
 _AVERAGED = ('completed', 'not learning')
-_METRICS = ('initial_train_loss', 'final_train_loss', 'eval_top1', 'wall_time_s')
+_METRICS = ('initial_train_loss', 'final_train_loss', 'eval_top1', 'train_top1', 'wall_time_s')
 # Per-run columns of results.csv; those of earlier versions (status,
 # diverged) are still read.
-_RUN_COLUMNS = frozenset(sweep_lib.RESULT_COLUMNS) | {'outcome', 'status', 'diverged', 'detail'}
+_RUN_COLUMNS = (frozenset(sweep_lib.RESULT_COLUMNS)
+                | {'outcome', 'status', 'diverged', 'detail', 'train_top1'})
 
 
 def _float(text: Any) -> Optional[float]:
@@ -123,6 +126,74 @@ def mean_std(values: Sequence[float]) -> Dict[str, Any]:
           'n': n}
 
 
+def _betacf(a: float, b: float, x: float) -> float:
+  """Continued fraction of the incomplete beta function (modified Lentz)."""
+  tiny, eps = 1e-300, 1e-15
+  qab, qap, qam = a + b, a + 1.0, a - 1.0
+  c, d = 1.0, 1.0 - qab * x / qap
+  d = 1.0 / (d if abs(d) > tiny else tiny)
+  h = d
+  for m in range(1, 500):
+    m2 = 2 * m
+    for aa in (m * (b - m) * x / ((qam + m2) * (a + m2)),
+               -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))):
+      d = 1.0 + aa * d
+      d = 1.0 / (d if abs(d) > tiny else tiny)
+      c = 1.0 + aa / c
+      c = c if abs(c) > tiny else tiny
+      h *= d * c
+    if abs(d * c - 1.0) < eps:
+      break
+  return h
+
+
+def betainc(a: float, b: float, x: float) -> float:
+  """The regularized incomplete beta function I_x(a, b)."""
+  if x <= 0.0:
+    return 0.0
+  if x >= 1.0:
+    return 1.0
+  front = math.exp(math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b)
+                   + a * math.log(x) + b * math.log1p(-x))
+  if x < (a + 1.0) / (a + b + 2.0):
+    return front * _betacf(a, b, x) / a
+  return 1.0 - front * _betacf(b, a, 1.0 - x) / b
+
+
+def t_two_sided_p(t: float, df: float) -> float:
+  """P(|T| >= |t|) for Student's t with ``df`` (real) degrees of freedom."""
+  if not math.isfinite(t):
+    return 0.0
+  return betainc(df / 2.0, 0.5, df / (df + t * t))
+
+
+def welch(a: Sequence[float], b: Sequence[float]) -> Dict[str, Any]:
+  """Welch's unequal-variance t-test of mean(a) - mean(b).
+
+  Returns:
+    ``diff`` (mean(a) - mean(b)), ``se`` (sqrt(var_a/n_a + var_b/n_b), sample
+    variances), ``t``, ``df`` (Welch-Satterthwaite), ``p`` (two-sided) and
+    ``n_a`` / ``n_b``; the statistics are None with fewer than 2 runs on a side.
+  """
+  a = np.asarray([x for x in a if x is not None and math.isfinite(x)], np.float64)
+  b = np.asarray([x for x in b if x is not None and math.isfinite(x)], np.float64)
+  out = {'n_a': int(a.size), 'n_b': int(b.size), 'diff': None, 'se': None, 't': None,
+         'df': None, 'p': None}
+  if a.size and b.size:
+    out['diff'] = float(a.mean() - b.mean())
+  if a.size < 2 or b.size < 2:
+    return out
+  va, vb = a.var(ddof=1) / a.size, b.var(ddof=1) / b.size
+  se = math.sqrt(va + vb)
+  out['se'] = se
+  if se == 0.0:
+    return out
+  out['t'] = out['diff'] / se
+  out['df'] = (va + vb) ** 2 / (va ** 2 / (a.size - 1) + vb ** 2 / (b.size - 1))
+  out['p'] = t_two_sided_p(out['t'], out['df'])
+  return out
+
+
 def aggregate(rows: Sequence[Dict[str, Any]], seed_keys: Sequence[str] = SEED_KEYS
               ) -> List[Dict[str, Any]]:
   """Groups runs that differ only in their seed into cells.
@@ -137,7 +208,8 @@ def aggregate(rows: Sequence[Dict[str, Any]], seed_keys: Sequence[str] = SEED_KE
     ``runs`` (all its runs), ``seeds`` (their seed values), ``counts``
     (outcome -> number of runs), ``top1`` and ``loss`` (mean_std over the
     cell's completed and not-learning runs), ``top1_values`` (those runs' top-1s,
-    for plots) and
+    for plots), ``train_top1`` and ``gap`` (train top-1 on ``data.train_eval_split``
+    and train minus test top-1 per run, when results.csv has ``train_top1``) and
     ``wall_time_s`` (mean_std over runs that have one).
   """
   keys = cell_keys(rows, seed_keys)
@@ -160,6 +232,11 @@ def aggregate(rows: Sequence[Dict[str, Any]], seed_keys: Sequence[str] = SEED_KE
     cell['top1_values'] = [r.get('eval_top1') for r in ok
                            if r.get('eval_top1') is not None]
     cell['loss'] = mean_std([r.get('final_train_loss') for r in ok])
+    cell['train_top1'] = mean_std([r.get('train_top1') for r in ok])
+    cell['_train_values'] = [r.get('train_top1') for r in ok if r.get('train_top1') is not None]
+    # Per run: train top-1 minus test top-1 (the overfitting gap).
+    cell['gap'] = mean_std([r['train_top1'] - r['eval_top1'] for r in ok
+                            if r.get('train_top1') is not None and r.get('eval_top1') is not None])
     cell['wall_time_s'] = mean_std([r.get('wall_time_s') for r in runs])
     out.append(cell)
   return out
@@ -192,19 +269,26 @@ def display_keys(cells: Sequence[Dict[str, Any]], keys: Sequence[str]) -> List[s
 
 
 def _model_label(cell: Dict[str, Any]) -> Optional[str]:
-  """'ResNet (batchnorm)' / 'NFResNet' when the cell sweeps the model family."""
+  """'ResNet (batchnorm)' / 'NFResNet' when the cell sweeps the model family.
+
+  BatchNorm arms that set ``model.bn_cross_replica`` say where their
+  statistics come from: 'ResNet (batchnorm, per device)' / '(batchnorm, synced)'.
+  """
   name = cell.get('model.name')
   if name is None:
     return None
   norm = cell.get('model.norm')
+  if norm == 'batchnorm' and cell.get('model.bn_cross_replica') is not None:
+    norm += ', synced' if cell['model.bn_cross_replica'] else ', per device'
   return f'{name} ({norm})' if norm else str(name)
 
 
 def _columns(cells: Sequence[Dict[str, Any]]) -> List[str]:
-  keys = cell_keys([{k: v for k, v in cells[0].items()
+  keys = (cell_keys([{k: v for k, v in cells[0].items()
                      if k not in ('runs', 'seeds', 'counts', 'top1', 'top1_values', 'loss',
-                                  'wall_time_s')}]) if cells else []
-  model_keys = [k for k in keys if k in ('model.name', 'model.norm', 'model.alpha')]
+                                  'wall_time_s', 'train_top1', 'gap', '_train_values')}])
+          if cells else [])
+  model_keys = [k for k in keys if k in MODEL_KEYS]
   if 'model.name' in keys:
     # One 'model' column stands for the family's fields.
     rest = display_keys(cells, [k for k in keys if k not in model_keys])
@@ -241,14 +325,104 @@ def cells_markdown(cells: Sequence[Dict[str, Any]]) -> str:
   if not cells:
     return '(no runs)\n'
   cols = _columns(cells)
-  head = cols + ['eval top-1 (%)', 'n', 'final train loss', 'runs', 'wall time / run (s)']
+  train = any(c.get('train_top1', {}).get('n') for c in cells)
+  head = cols + ['eval top-1 (%)', 'n']
+  if train:
+    head += ['train top-1 (%)', 'train - test gap (points)']
+  head += ['final train loss', 'runs', 'wall time / run (s)']
   lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
   for c in cells:
     cells_ = [_value(c, k) for k in cols]
-    cells_ += [_fmt_ms(c['top1'], 100.0, 2), str(c['top1']['n']), _fmt_ms(c['loss'], 1.0, 3),
-               _fmt_counts(c['counts']),
+    cells_ += [_fmt_ms(c['top1'], 100.0, 2), str(c['top1']['n'])]
+    if train:
+      cells_ += [_fmt_ms(c['train_top1'], 100.0, 2), _fmt_ms(c['gap'], 100.0, 2)]
+    cells_ += [_fmt_ms(c['loss'], 1.0, 3), _fmt_counts(c['counts']),
                '-' if c['wall_time_s']['mean'] is None else f"{c['wall_time_s']['mean']:.0f}"]
     lines.append('| ' + ' | '.join(cells_) + ' |')
+  return '\n'.join(lines) + '\n'
+
+
+def parse_baseline(spec: str) -> tuple:
+  """``'COLUMN=VALUE'`` -> (column, value); the column as the table names it."""
+  if not isinstance(spec, str) or '=' not in spec or not spec.split('=', 1)[0].strip():
+    raise ValueError(f'--baseline {spec!r}: expected COLUMN=VALUE, e.g. '
+                     "'model=ResNet (batchnorm, per device)' or 'model.drop_rate=0.0'")
+  col, value = spec.split('=', 1)
+  return col.strip(), value.strip()
+
+
+def compare(cells: Sequence[Dict[str, Any]], baseline: str, metric: str = 'top1'
+            ) -> List[Dict[str, Any]]:
+  """Each cell against the baseline cell that differs from it in one column only.
+
+  Args:
+    cells: :func:`aggregate`'s cells.
+    baseline: ``'COLUMN=VALUE'``: COLUMN is a table column (``model`` or a
+      swept key), VALUE its value as the table shows it. Every cell whose
+      COLUMN differs is paired with the cell that has COLUMN=VALUE and the
+      same values in every other column.
+    metric: ``'top1'`` (test) or ``'train_top1'``.
+
+  Returns:
+    Rows ``{'cell', 'base', 'test'}`` with ``test`` = :func:`welch` of the
+    cell's runs against the baseline's (top-1 as fractions).
+
+  Raises:
+    ValueError: an unknown column, or no cell has VALUE.
+  """
+  col, value = parse_baseline(baseline)
+  cols = _columns(cells) if cells else []
+  if col not in cols:
+    raise ValueError(f'--baseline {baseline!r}: the table has no column {col!r}; columns: {cols}')
+  bases = [c for c in cells if _value(c, col) == value]
+  if not bases:
+    raise ValueError(f'--baseline {baseline!r}: no cell has {col} = {value!r}; values: '
+                     f'{sorted({_value(c, col) for c in cells})}')
+  others = [k for k in cols if k != col]
+  key = lambda c: tuple(_value(c, k) for k in others)
+  by_key = {key(b): b for b in bases}
+  values = 'top1_values' if metric == 'top1' else None
+  out = []
+  for c in cells:
+    b = by_key.get(key(c))
+    if b is None or c is b:
+      continue
+    if values:
+      va, vb = c[values], b[values]
+    else:
+      va, vb = c['_train_values'], b['_train_values']
+    out.append({'cell': c, 'base': b, 'test': welch(va, vb)})
+  return out
+
+
+def _fmt(v, digits):
+  return '-' if v is None else f'{v:.{digits}f}'
+
+
+def _fmt_p(p):
+  if p is None:
+    return '-'
+  return f'{p:.2g}' if p >= 1e-4 else f'{p:.1e}'
+
+
+def comparison_markdown(cells: Sequence[Dict[str, Any]], baseline: str,
+                        metric: str = 'top1') -> str:
+  """:func:`compare` as a Markdown table: difference (points) ± SE, Welch t, df, p."""
+  rows = compare(cells, baseline, metric)
+  col, value = parse_baseline(baseline)
+  cols = _columns(cells)
+  what = 'test' if metric == 'top1' else 'train'
+  head = cols + [f'{what} top-1 minus {col} = {value} (points)', 'SE', 'n (cell, baseline)',
+                 'Welch t', 'df', 'p (two-sided)']
+  lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
+  for r in rows:
+    t = r['test']
+    diff = None if t['diff'] is None else 100 * t['diff']
+    se = None if t['se'] is None else 100 * t['se']
+    lines.append('| ' + ' | '.join(
+        [_value(r['cell'], k) for k in cols]
+        + [_fmt(diff, 2), _fmt(se, 2), f"{t['n_a']}, {t['n_b']}", _fmt(t['t'], 2),
+           _fmt(t['df'], 1), _fmt_p(t['p'])]) + ' |')
   return '\n'.join(lines) + '\n'
 
 
@@ -306,6 +480,56 @@ def plot_cells(cells: Sequence[Dict[str, Any]], path: str, title: Optional[str] 
   plt.close(fig)
 
 
+def plot_lines(cells: Sequence[Dict[str, Any]], path: str, x_key: str, x_scale: float = 1.0,
+               x_label: Optional[str] = None, title: Optional[str] = None) -> None:
+  """Top-1 (mean ± std, dots: seeds) against a swept number, one line per model.
+
+  Args:
+    cells: :func:`aggregate`'s cells.
+    path: the PNG to write.
+    x_key: the swept key on the x axis (e.g. ``train.batch_size``), log scale.
+    x_scale: multiplies the key's value (``0.125``: global batch over 8
+      devices = images per device).
+    x_label: the axis label (default the key).
+    title: figure title.
+  """
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+
+  cols = _columns(cells)
+  if x_key not in cols:
+    raise ValueError(f'--line {x_key!r}: not a column of the table; columns: {cols}')
+  series_cols = [k for k in cols if k != x_key]
+  series: Dict[str, list] = {}
+  for c in cells:
+    series.setdefault(' / '.join(_value(c, k) for k in series_cols) or 'all', []).append(c)
+  fig, ax = plt.subplots(figsize=(7.0, 4.8))
+  for i, (label, cs) in enumerate(series.items()):
+    cs = sorted(cs, key=lambda c: float(c[x_key]))
+    xs = [float(c[x_key]) * x_scale for c in cs]
+    ms = [None if c['top1']['mean'] is None else 100 * c['top1']['mean'] for c in cs]
+    sd = [0.0 if c['top1']['std'] is None else 100 * c['top1']['std'] for c in cs]
+    pts = [(x, m, e) for x, m, e in zip(xs, ms, sd) if m is not None]
+    if pts:
+      ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=[p[2] for p in pts],
+                  color=f'C{i % 10}', marker='o', capsize=3, label=label)
+    for x, c in zip(xs, cs):
+      ax.scatter([x * (1 + 0.03 * (i - len(series) / 2))] * len(c['top1_values']),
+                 [100 * v for v in c['top1_values']], color=f'C{i % 10}', s=8, alpha=0.5)
+  ax.set_xscale('log', base=2)
+  xticks = sorted({float(c[x_key]) * x_scale for c in cells})
+  ax.set_xticks(xticks, [f'{x:g}' for x in xticks])
+  ax.set_xlabel(x_label or x_key)
+  ax.set_ylabel('final eval top-1 (%)')
+  ax.legend(fontsize=8)
+  ax.grid(alpha=0.3)
+  ax.set_title(title or 'mean ± std over seeds (dots: single runs)')
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
 def load_rows(workdir: str, collect: bool = False) -> List[Dict[str, Any]]:
   """The rows of a sweep workdir's results.csv, written from its runs when needed.
 
@@ -332,7 +556,9 @@ def load_rows(workdir: str, collect: bool = False) -> List[Dict[str, Any]]:
 
 
 def write_report(workdir: str, out_prefix: Optional[str] = None, collect: bool = False,
-                 title: Optional[str] = None) -> Dict[str, str]:
+                 title: Optional[str] = None, baselines: Sequence[str] = (),
+                 line: Optional[str] = None, x_scale: float = 1.0,
+                 x_label: Optional[str] = None) -> Dict[str, str]:
   """Writes ``<prefix>.md`` (the table) and ``<prefix>.png`` for a sweep workdir.
 
   Args:
@@ -340,6 +566,11 @@ def write_report(workdir: str, out_prefix: Optional[str] = None, collect: bool =
     out_prefix: output path without extension; default ``workdir/report``.
     collect: re-collect results.csv from the runs first.
     title: figure title.
+    baselines: ``'COLUMN=VALUE'`` specs; each adds a table of every cell's
+      test top-1 minus its baseline cell's (:func:`comparison_markdown`),
+      and, when the runs have train top-1, the same for train top-1.
+    line: plot top-1 against this swept key (:func:`plot_lines`) instead of
+      bars; ``x_scale`` and ``x_label`` as there.
 
   Returns:
     {'markdown': path, 'png': path, 'table': the Markdown text}.
@@ -354,7 +585,15 @@ def write_report(workdir: str, out_prefix: Optional[str] = None, collect: bool =
   header = (f'{n_runs} runs in {len(cells)} cells ({_fmt_counts(counts)}); mean ± sample std '
             f'over the seeds of each cell; n = runs that finished with a finite loss '
             f'(completed or not learning).\n\n')
+  for spec in baselines:
+    table += (f'\nDifferences against `{spec}` (test top-1; SE = sqrt(s_a^2/n_a + s_b^2/n_b), '
+              "Welch's t-test, two-sided):\n\n" + comparison_markdown(cells, spec))
+    if any(c['train_top1']['n'] for c in cells):
+      table += f'\nThe same for train top-1:\n\n' + comparison_markdown(cells, spec, 'train_top1')
   with open(prefix + '.md', 'w') as f:
     f.write(header + table)
-  plot_cells(cells, prefix + '.png', title=title)
+  if line:
+    plot_lines(cells, prefix + '.png', line, x_scale=x_scale, x_label=x_label, title=title)
+  else:
+    plot_cells(cells, prefix + '.png', title=title)
   return {'markdown': prefix + '.md', 'png': prefix + '.png', 'table': header + table}

@@ -7,6 +7,7 @@ from nfnet_jax.commands import base
 EXAMPLES = (
     'nfnet-report workdirs/alpha_clipping',
     'nfnet-report SWEEP_WORKDIR --out docs/studies/normalizers --collect',
+    "nfnet-report docs/studies/results/regularization --baseline 'model=ResNet (batchnorm)'",
 )
 
 
@@ -25,6 +26,15 @@ def parser() -> base.ArgumentParser:
   p.add_argument('--collect', action='store_true',
                  help='rebuild results.csv from the runs first (e.g. while the sweep runs)')
   p.add_argument('--title', default=None, help='figure title')
+  p.add_argument('--baseline', action='append', default=[], metavar='COLUMN=VALUE',
+                 help="add a table of each cell's top-1 minus the cell with COLUMN=VALUE "
+                      "(standard error, Welch t-test p), e.g. 'model=ResNet (batchnorm, per "
+                      "device)'; repeatable")
+  p.add_argument('--line', default=None, metavar='KEY',
+                 help='plot top-1 against this swept key (one line per model) instead of bars')
+  p.add_argument('--x_scale', type=float, default=1.0,
+                 help="with --line: multiply the key's values (0.125: batch over 8 devices)")
+  p.add_argument('--x_label', default=None, help='with --line: the x axis label')
   return p
 
 
@@ -32,7 +42,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   args = parser().parse_args(argv)
   from nfnet_jax.analysis import report as report_lib  # pylint: disable=g-import-not-at-top
   try:
-    out = report_lib.write_report(args.workdir, args.out, collect=args.collect, title=args.title)
+    out = report_lib.write_report(args.workdir, args.out, collect=args.collect, title=args.title,
+                                  baselines=args.baseline, line=args.line, x_scale=args.x_scale,
+                                  x_label=args.x_label)
   except ValueError as e:
     print(f'nfnet-report: {e}', file=sys.stderr)
     return base.EXIT_USAGE

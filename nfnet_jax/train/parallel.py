@@ -129,6 +129,11 @@ def select_devices(num_devices: int = 0) -> list:
     if jax.process_count() > 1:
       raise ValueError('config.parallel.num_devices must be 0 (every device) '
                        f'on multi-host runs; got {num_devices}.')
+    if num_devices > len(devices):
+      raise ValueError(
+          f'config.parallel.num_devices={num_devices} but JAX sees {len(devices)} device(s); on a '
+          f'CPU start Python with XLA_FLAGS=--xla_force_host_platform_device_count={num_devices}, '
+          'or set config.parallel.num_devices=0 (every device)')
     devices = devices[:num_devices]
   return devices
 
