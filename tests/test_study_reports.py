@@ -20,11 +20,6 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The arguments each study page's report command passes (docs/studies/<name>.md).
 STUDY_REPORTS = {
     'clipping_batch': [],
-    'normalizers': ['--baseline', 'model=ResNet (batchnorm, per device)',
-                    '--line', 'train.batch_size', '--x_scale', '0.125',
-                    '--x_label', 'images per device (8 devices)'],
-    'regularization': ['--baseline', 'model=ResNet (batchnorm)',
-                       '--baseline', 'model.stochdepth_rate=0.0'],
 }
 
 
@@ -132,3 +127,17 @@ def test_committed_study_tables_rebuild_byte_for_byte(name, tmp_path):
   with open(out + '.md') as f, open(table) as g:
     assert f.read() == g.read()
   assert os.path.getsize(out + '.png') > 10_000
+
+
+def test_nf_regnet_vs_efficientnet_page_shows_the_scripts_table(tmp_path, capsys):
+  """The page's table is what the script builds from the committed data."""
+  script = load_repo_module('nfr_vs_effnet', 'scripts', 'nf_regnet_vs_efficientnet.py')
+  rows = script.load()
+  assert [r['variant'] for r in rows] == ['B0', 'B1', 'B2', 'B3', 'B4', 'B5']
+  # Our FLOPs (official rule) agree with the plot's read-off values within 4%.
+  assert all(abs(r['our_gflops'] / r['nf_regnet_gflops_read_off'] - 1) < 0.04 for r in rows)
+  assert script.main(['--out_png', str(tmp_path / 'f.png')]) == 0
+  table = capsys.readouterr().out.split('[figure]')[0]
+  with open(os.path.join(REPO, 'docs', 'studies', 'nf_regnet_vs_efficientnet.md')) as f:
+    assert table in f.read()
+  assert os.path.getsize(tmp_path / 'f.png') > 10_000

@@ -39,7 +39,7 @@ ARMS = ('bn', 'bn_sync', 'gn', 'ws_gn', 'nf')
 SEEDS = (0, 1, 2, 3, 4)
 # Passes over the 60,000 training images, the same for every cell (pilot and
 # budget: docs/studies/normalizers.md).
-EPOCHS = 0.2
+EPOCHS = 0.1
 BASE_LR = 0.2            # peak LR per 256 images, scaled linearly with the batch
 WIDTHS = (16, 32, 64, 128)
 STEM_WIDTH = 8
@@ -65,9 +65,10 @@ def get_config(arg=''):
 
 
 def get_sweep(arg=''):
-  """arm x images per device x seed; ``local``: BN and NF at 2 per device, seed 0."""
+  """seed x images per device x arm (seeds outermost: an unfinished study has whole
+  seeds of every cell); ``local``: BN and NF at 2 per device, seed 0."""
   if 'local' in _opts(arg):
     return [dict(common.ARMS[a], **common.batch_point(DEVICES * 2, EPOCHS, True), seed=0)
             for a in ('bn', 'nf')]
   return [dict(common.ARMS[a], **common.batch_point(DEVICES * n, EPOCHS), seed=s)
-          for a in ARMS for n in PER_DEVICE for s in SEEDS]
+          for s in SEEDS for n in PER_DEVICE for a in ARMS]

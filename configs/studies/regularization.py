@@ -28,15 +28,17 @@ _spec = importlib.util.spec_from_file_location(
 common = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(common)
 
-TRAIN_EXAMPLES = 2000
+TRAIN_EXAMPLES = 1000
 TRAIN_SPLIT = f'train[:{TRAIN_EXAMPLES}]'
 EPOCHS = 40
-BATCH = 128
+BATCH = 64
 BASE_LR = 0.2            # peak LR per 256 images
 DEPTHS = (1, 1, 1, 1)
-WIDTHS = (32, 64, 128, 256)
-STEM_WIDTH = 16
-ARMS = ('nf', 'bn')
+WIDTHS = (16, 32, 64, 128)
+STEM_WIDTH = 8
+EVAL_SPLIT = 'test[:5000]'
+# One device: 'bn' without the per-device / synced distinction (label 'ResNet (batchnorm)').
+ARMS = {'nf': common.ARMS['nf'], 'bn': dict(common.ARMS['bn'], **{'model.bn_cross_replica': None})}
 REGULARIZATION = ({'model.stochdepth_rate': 0.0, 'model.drop_rate': 0.0},
                   {'model.stochdepth_rate': 0.1, 'model.drop_rate': 0.25})
 SEEDS = (0, 1, 2, 3, 4)
@@ -55,6 +57,13 @@ def get_config(arg=''):
   c.data.train_split = TRAIN_SPLIT
   c.data.train_eval_split = TRAIN_SPLIT
   c.data.shuffle_buffer = TRAIN_EXAMPLES
+  c.data.eval_split = EVAL_SPLIT
+  # No augmentation: the miniature has to overfit its 1,000 images within
+  # the budget (with pad-crop + flip, 2,000 images and 40 epochs the
+  # unregularized NF-ResNet still fit its training images only to 87.4%
+  # against 81.5% on the test set: no overfitting to regularize).
+  c.data.train_crop = 'none'
+  c.data.random_flip = False
   if not local:
     c.model.depths = DEPTHS
     c.model.widths = WIDTHS
@@ -65,8 +74,8 @@ def get_config(arg=''):
 
 
 def get_sweep(arg=''):
-  """arm x regularization x seed; ``local``: the two regularized arms, seed 0."""
+  """seed x regularization x arm (seeds outermost); ``local``: the two regularized arms, seed 0."""
   if 'local' in _opts(arg):
-    return [dict(common.ARMS[a], **REGULARIZATION[1], seed=0) for a in ARMS]
-  return [dict(common.ARMS[a], **reg, seed=s)
-          for a in ARMS for reg in REGULARIZATION for s in SEEDS]
+    return [dict(ARMS[a], **REGULARIZATION[1], seed=0) for a in ARMS]
+  return [dict(ARMS[a], **reg, seed=s)
+          for s in SEEDS for reg in REGULARIZATION for a in ARMS]
