@@ -42,8 +42,12 @@ export TF_CPP_MIN_LOG_LEVEL=3
 #    the installed package (the checkout is not on the path: run outside it).
 cp -r "$repo/tests" "$work/tests"
 (cd "$work" && "$venv/bin/python" -m pytest -q -p no:cacheprovider \
-    tests/test_train_step.py -k "single_device_math or agree or eval_step" \
-    tests/test_models.py -k "F0 or nf_resnet")
+    tests/test_train_step.py::test_step_matches_single_device_math \
+    tests/test_train_step.py::test_pmap_and_shard_map_agree_and_one_device_agrees \
+    tests/test_train_step.py::test_eval_step_masked_sums \
+    "tests/test_models.py::test_nfnet_param_counts_match_table[F0]" \
+    tests/test_models.py::test_nfnet_official_names_and_shapes \
+    tests/test_models.py::test_tiny_forward_and_metrics)
 
 # 2. Kill and resume with the installed command.
 bin="$venv/bin"

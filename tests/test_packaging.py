@@ -58,6 +58,8 @@ def test_setup_states_ranges_that_admit_the_tested_pins_and_jax_0_11_and_0_12():
 def test_setup_env_and_ci_install_with_the_constraints():
   text = open(os.path.join(ROOT, 'scripts', 'setup_env.sh')).read()
   assert re.search(r'pip install .*-c constraints\.txt', text)
+  ci = open(os.path.join(ROOT, '.ci', 'run')).read()
+  assert 'bash scripts/run_tests.sh' in ci and 'bash scripts/ci_newest_jax.sh' in ci
 
 
 def test_no_private_jax_imports_in_the_package_and_scripts():
