@@ -1,152 +1,18 @@
 #!/usr/bin/env python
-"""Runs a hyper-parameter sweep: one training run per grid point.
+"""Runs a hyper-parameter sweep (see nfnet_jax/analysis/sweeps/cli.py, or --help).
 
   python scripts/sweep.py --config configs/fashion_mnist.py --workdir W \
-      --sweep model.alpha=0.1,0.2,0.4 --sweep optimizer.clipping=0.01,0.04,0.16,None \
-      [--repeats 3] [--launcher local|submitit|print] [--parallel 2] [--config.train.total_steps=500]
+      --sweep model.alpha=0.1,0.2,0.4 --sweep optimizer.clipping=0.01,None \
+      [--launcher local|inproc|submitit|print]
 
-On a SLURM cluster (pip install -e '.[cluster]'; a config module's SUBMITIT
-dict of submitit AutoExecutor parameters gives defaults for these flags):
-
-  python scripts/sweep.py --config configs/sweeps/alpha_clipping.py --workdir W \
-      --launcher submitit --partition gpu --gpus_per_node 8 --nodes 1 --timeout_min 240
-
-A config module may define get_sweep() (a list of override dicts) instead of
-or together with --sweep flags (the grid is their product). Flags of the form
---config.a.b=v are fixed overrides passed to every run. Each run trains in
-W/<run_name>/ via scripts/train.py; finished runs are reused, so re-running
-the same command resumes the sweep (and unfinished runs resume from their
-checkpoints). Writes W/results.csv, W/heatmap.png (the outcome of every run:
-completed, diverged, failed, not learning) and, for runs with AGC telemetry,
-W/<run_name>/agc_report.png.
-When seeds repeat each setting (--repeats N, --sweep seed=..., a `seed` key
-in get_sweep() or REPEATS = N in the config), it also writes W/report.md
-and W/report.png with mean +- std over the seeds (scripts/report.py W
-redraws them).
+A thin wrapper around nfnet_jax.analysis.sweeps.cli.
 """
-import argparse
-import copy
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from nfnet_jax.analysis import report as report_lib  # pylint: disable=g-import-not-at-top
-from nfnet_jax.analysis import sweep as sweep_lib  # pylint: disable=g-import-not-at-top
-from nfnet_jax.config import load as config_load  # pylint: disable=g-import-not-at-top
-
-
-def main(argv=None):
-  p = argparse.ArgumentParser(description=__doc__, allow_abbrev=False,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument('--config', required=True, help='config file (file.py or file.py:arg)')
-  p.add_argument('--workdir', required=True, help='sweep workdir; runs go in WORKDIR/<run_name>/')
-  p.add_argument('--sweep', action='append', default=[],
-                 help='key=v1,v2,... (repeatable; the grid is the product)')
-  p.add_argument('--repeats', type=int, default=None,
-                 help='run every grid point with seeds 0..N-1 (same as --sweep seed=0,...,N-1); '
-                      'the table and plot then show mean +- std over the seeds')
-  p.add_argument('--launcher', choices=sweep_lib.LAUNCHERS, default='local',
-                 help='local: subprocesses here; submitit: a SLURM job array (or submitit\'s '
-                      'local/debug executor, see --submitit_cluster); print: print the commands')
-  p.add_argument('--parallel', type=int, default=1, help='concurrent runs (--launcher local)')
-  p.add_argument('--print_commands', action='store_true', help='same as --launcher print')
-  p.add_argument('--timeout', type=float, default=None, help='per-run time limit (s)')
-  p.add_argument('--train_cmd', default=None,
-                 help='launcher prefix instead of "python scripts/train.py" (space separated)')
-  g = p.add_argument_group('submitit (--launcher submitit)')
-  g.add_argument('--submitit_cluster', choices=('slurm', 'local', 'debug'), default=None,
-                 help='submitit executor (default: slurm where sbatch exists, else local)')
-  g.add_argument('--partition', default=None, help='SLURM partition')
-  g.add_argument('--timeout_min', type=int, default=None, help='job time limit in minutes '
-                 '(default 1440); a job that reaches it is checkpointed and requeued')
-  g.add_argument('--nodes', type=int, default=None, help='nodes per run (multi-host JAX)')
-  g.add_argument('--gpus_per_node', type=int, default=None, help='GPUs per node')
-  g.add_argument('--tasks_per_node', type=int, default=None,
-                 help='processes per node (default 1: one JAX process sees all its GPUs)')
-  g.add_argument('--cpus_per_task', type=int, default=None, help='CPUs per task')
-  g.add_argument('--mem_gb', type=float, default=None, help='memory per node (GB)')
-  g.add_argument('--array_parallelism', type=int, default=None,
-                 help='at most this many runs of the array at once')
-  g.add_argument('--submitit', action='append', default=[], metavar='KEY=VALUE',
-                 help='any other submitit AutoExecutor parameter (repeatable), '
-                      'e.g. slurm_account=abc, slurm_qos=high, slurm_constraint=a100')
-  g.add_argument('--no_wait', action='store_true',
-                 help='submit and exit; re-run the same command later to collect')
-  args, extra = p.parse_known_args(argv)
-  bad = [a for a in extra if not a.startswith('--config.')]
-  if bad:
-    p.error(f'unknown arguments {bad}; fixed overrides must look like --config.a.b=v')
-  launcher = 'print' if args.print_commands else args.launcher
-
-  try:
-    base = sweep_lib.sweep_from_config(args.config)
-    axes = [sweep_lib.parse_sweep_flag(s) for s in args.sweep]
-    axes += sweep_lib.repeat_axis(args.repeats, args.config, axes, base)
-    if base is None and not axes:
-      raise ValueError(f'nothing to sweep: give --sweep key=v1,v2,... or define get_sweep() in '
-                       f'{args.config}')
-    grid = sweep_lib.expand_grid(axes, base)
-    if launcher == 'submitit':
-      sweep_lib.import_submitit()
-      params = sweep_lib.submitit_parameters(
-          {k: getattr(args, k) for k in sweep_lib.SUBMITIT_FLAGS}, args.submitit, args.config)
-  except ValueError as e:
-    p.error(str(e))
-  # Every run's config, checked here (one line and exit 2 for an unknown
-  # field) rather than in each run.
-  _, fixed = config_load.exit_on_error(config_load.split_overrides, extra)
-  base_config = config_load.exit_on_error(config_load.load_config, args.config)
-  if hasattr(base_config, 'keys'):  # (a stand-in config may be anything)
-    for point in grid:
-      config_load.exit_on_error(config_load.apply_overrides, copy.deepcopy(base_config),
-                                fixed + list(point.items()))
-  train_cmd = args.train_cmd.split() if args.train_cmd else None
-
-  if launcher == 'print':
-    for point in grid:
-      rdir = os.path.join(args.workdir, sweep_lib.run_name(point))
-      print(sweep_lib.shell_join(sweep_lib.build_command(args.config, rdir, point, extra,
-                                                         train_cmd)))
-    return 0
-
-  log = lambda s: print(s, flush=True)
-  if launcher == 'submitit':
-    print(f'[sweep] {len(grid)} runs in {args.workdir} (submitit)', flush=True)
-    try:
-      sweep_lib.run_sweep_submitit(args.config, args.workdir, grid, parameters=params,
-                                   cluster=args.submitit_cluster, extra_args=extra,
-                                   train_cmd=train_cmd, timeout=args.timeout,
-                                   wait=not args.no_wait, log=log)
-    except ValueError as e:
-      p.error(str(e))
-    if args.no_wait:
-      print('[sweep] submitted; re-run this command to collect the results')
-      return 0
-  else:
-    print(f'[sweep] {len(grid)} runs in {args.workdir} ({args.parallel} at a time)', flush=True)
-    sweep_lib.run_sweep(args.config, args.workdir, grid, parallel=args.parallel,
-                        extra_args=extra, train_cmd=train_cmd, timeout=args.timeout, log=log)
-  rows = sweep_lib.collect_results(args.workdir, grid)
-  csv_path = os.path.join(args.workdir, 'results.csv')
-  sweep_lib.write_results_csv(rows, csv_path)
-  png_path = os.path.join(args.workdir, 'heatmap.png')
-  sweep_lib.plot_heatmap(rows, png_path)
-  if any(k in report_lib.SEED_KEYS for k in sweep_lib.swept_keys(grid)):
-    # Repeats: aggregate the seeds of each setting (mean +- std, n).
-    print(report_lib.write_report(args.workdir, os.path.join(args.workdir, 'report'))['table'])
-    png_path += ' and ' + os.path.join(args.workdir, 'report.{md,png}')
-  else:
-    print(sweep_lib.results_markdown(rows))
-  print(f'[sweep] wrote {csv_path} and {png_path}')
-  reports = sweep_lib.write_agc_reports(args.workdir, grid)
-  if reports:
-    print(f'[sweep] AGC telemetry reports: {len(reports)} (agc_report.png in each run dir)')
-  failed = [r['run_name'] for r in rows if r['outcome'] == 'failed']
-  if failed:
-    print(f'[sweep] {len(failed)} run(s) failed: {failed} (see their train.log)')
-  return 0
-
+from nfnet_jax.analysis.sweeps.cli import main  # pylint: disable=g-import-not-at-top
 
 if __name__ == '__main__':
   sys.exit(main())

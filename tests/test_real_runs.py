@@ -26,7 +26,7 @@ import sys
 import numpy as np
 import pytest
 
-from nfnet_jax.analysis import sweep as sweep_lib
+from nfnet_jax.analysis import sweeps as sweep_lib
 from nfnet_jax.data import fashion_mnist
 from repo_files import load_repo_module
 

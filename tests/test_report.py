@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from nfnet_jax.analysis import report as report_lib
-from nfnet_jax.analysis import sweep as sweep_lib
+from nfnet_jax.analysis import sweeps as sweep_lib
 from repo_files import load_repo_module
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -1,4 +1,4 @@
-"""Tests for the sweep machinery (nfnet_jax/analysis/sweep.py, scripts/sweep.py).
+"""Tests for the sweep machinery (nfnet_jax/analysis/sweeps/, scripts/sweep.py).
 
 The tests drive the runner with a fake, instant training command that writes
 the files the real loop writes (summary.json, metrics.jsonl, its "training
@@ -13,10 +13,11 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 
-from nfnet_jax.analysis import sweep as sweep_lib
+from nfnet_jax.analysis import sweeps as sweep_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SWEEP_SCRIPT = os.path.join(REPO, 'scripts', 'sweep.py')
@@ -28,9 +29,10 @@ SWEEP_SCRIPT = os.path.join(REPO, 'scripts', 'sweep.py')
 # (rc 5, no summary: failed, retried on a re-run); alpha = 0.5 without
 # clipping exits with train.py's divergence status 3 (not retried); alpha =
 # 0.5 with clipping finishes with a NaN loss (diverged); alpha = 0.2 without
-# clipping finishes with a loss above its first one (not learning).
+# clipping finishes with a loss above its first one (not learning); alpha =
+# 0.1 with clipping 0.01 takes at least 0.3 s.
 FAKE_TRAIN = textwrap.dedent('''
-  import json, math, os, sys
+  import json, math, os, sys, time
   args = sys.argv[1:]
   wd = args[args.index('--workdir') + 1]
   ov = dict(a[len('--config.'):].split('=', 1) for a in args if a.startswith('--config.'))
@@ -38,6 +40,8 @@ FAKE_TRAIN = textwrap.dedent('''
     f.write(os.path.basename(wd) + '\\n')
   alpha = float(ov.get('model.alpha', 0.2))
   clip = ov.get('optimizer.clipping', 'None')
+  if alpha == 0.1 and clip == '0.01':
+    time.sleep(0.3)   # a wall time the sweep must measure
   if alpha == 0.3:
     print('Traceback (most recent call last):')
     print('ValueError: boom at alpha 0.3')
@@ -141,8 +145,9 @@ def test_build_command_formats_overrides(config_file):
   cmd = sweep_lib.build_command(config_file + ':tiny', '/w/r', {'model.alpha': 0.1,
                                                                'optimizer.clipping': None},
                                 extra_args=['--config.train.total_steps=5'])
-  assert cmd[0] == sys.executable and cmd[1].endswith(os.path.join('scripts', 'train.py'))
-  assert cmd[2:] == ['--config', config_file + ':tiny', '--workdir', '/w/r',
+  # The installed trainer as a module: no source checkout needed.
+  assert cmd[:3] == [sys.executable, '-m', 'nfnet_jax.train.cli']
+  assert cmd[3:] == ['--config', config_file + ':tiny', '--workdir', '/w/r',
                      '--config.model.alpha=0.1', '--config.optimizer.clipping=None',
                      '--config.train.total_steps=5']
 
@@ -155,7 +160,7 @@ def test_print_commands(config_file, tmp_path):
       capture_output=True, text=True, check=True, cwd=REPO).stdout
   lines = out.strip().splitlines()
   assert len(lines) == 4
-  assert all('scripts/train.py' in l and '--config.train.total_steps=7' in l for l in lines)
+  assert all('-m nfnet_jax.train.cli' in l and '--config.train.total_steps=7' in l for l in lines)
   assert "--config.model.alpha=0.1 --config.optimizer.clipping=None" in lines[1]
   assert os.path.join(str(tmp_path / 'w'), 'alpha=0.2,clipping=0.01') in lines[2]
   assert not (tmp_path / 'w').exists()  # printing launches nothing
@@ -173,7 +178,9 @@ def test_sweep_writes_one_row_per_point_and_resumes(config_file, fake_train, tmp
           '--parallel', '2', '--train_cmd', ' '.join(fake_train),
           '--config.train.total_steps=3']
   main = _sweep_main()
+  start = time.time()
   assert main(argv) == 0
+  elapsed = time.time() - start
   calls = (wd / 'calls.txt').read_text().split()
   assert len(calls) == 6
   rows = _read_csv(wd / 'results.csv')
@@ -189,7 +196,8 @@ def test_sweep_writes_one_row_per_point_and_resumes(config_file, fake_train, tmp
   # FINAL eval top-1 (not best_eval).
   assert float(ok['final_train_loss']) == pytest.approx(0.9)
   assert float(ok['eval_top1']) == pytest.approx(0.7)
-  assert float(ok['wall_time_s']) >= 0
+  # The launcher's own clock around the run: the fake's 0.3 s sleep, at most the sweep's.
+  assert 0.3 <= float(ok['wall_time_s']) <= elapsed + 0.05
   assert by[('0.1', 'None')]['outcome'] == 'completed'
   assert float(by[('0.1', 'None')]['eval_top1']) == pytest.approx(0.6)
   assert by[('0.5', '0.01')]['outcome'] == 'diverged'       # finished, but NaN loss

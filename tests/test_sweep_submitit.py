@@ -1,4 +1,4 @@
-"""The submitit launcher of scripts/sweep.py (nfnet_jax/analysis/sweep.py).
+"""The submitit launcher of scripts/sweep.py (nfnet_jax/analysis/sweeps/slurm.py).
 
 Sweeps go through submitit's local executor (each job a separate process,
 submitted, pickled and collected exactly as on SLURM) and its debug
@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from nfnet_jax.analysis import sweep as sweep_lib
+from nfnet_jax.analysis import sweeps as sweep_lib
 
 from test_sweep import CONFIG_TEXT, FAKE_TRAIN, REPO, SWEEP_SCRIPT, _read_csv, _sweep_main
 

@@ -102,22 +102,9 @@ def final_flat_state(workdir):
 
 
 @pytest.fixture(scope='module', autouse=True)
-def compilation_cache(tmp_path_factory):
-  """Identical programs (init, repeated runs of one config) compile once."""
-  from jax.experimental.compilation_cache import compilation_cache as cc  # pylint: disable=g-import-not-at-top
-  keys = ('jax_compilation_cache_dir',
-          'jax_persistent_cache_min_compile_time_secs',
-          'jax_persistent_cache_min_entry_size_bytes')
-  old = {k: getattr(jax.config, k) for k in keys}
-  jax.config.update('jax_compilation_cache_dir',
-                    str(tmp_path_factory.mktemp('jax_cache')))
-  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
-  jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)
-  cc.reset_cache()
-  yield
-  for k, v in old.items():
-    jax.config.update(k, v)
-  cc.reset_cache()
+def compilation_cache(compilation_cache):  # pylint: disable=redefined-outer-name
+  """Identical programs (init, repeated runs of one config) compile once (conftest's cache)."""
+  yield compilation_cache
 
 
 @pytest.fixture(scope='module')

@@ -1,13 +1,13 @@
 """Study reports: repeats (seeds) aggregated into mean +- std, a table and a figure.
 
-A sweep's ``results.csv`` (:mod:`nfnet_jax.analysis.sweep`) keeps one row per
+A sweep's ``results.csv`` (:mod:`nfnet_jax.analysis.sweeps`) keeps one row per
 run. When the grid repeats each setting over seeds (``--repeats N``,
 ``--sweep seed=0,1,2`` or a ``seed`` key in ``get_sweep()``), the runs that
 differ only in their seed form one *cell*. :func:`aggregate` turns the rows
 into cells: the mean and sample standard deviation (``ddof=1``, the spread
 the papers quote as "mean +- std of N runs") of the final eval top-1 and
 train loss over the cell's runs that finished with a finite loss
-(``completed`` and ``not learning``, see ``sweep.classify_run``: averaged
+(``completed`` and ``not learning``, see ``sweeps.classify_run``: averaged
 in, since that is what the setting gives in this budget), ``n`` of them, and
 how many runs of each outcome the cell holds. ``diverged`` runs are counted,
 never averaged in: they have no meaningful accuracy; nor are ``failed``,
@@ -24,11 +24,11 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from nfnet_jax.analysis import sweep as sweep_lib
+from nfnet_jax.analysis import sweeps as sweep_lib
+from nfnet_jax.analysis.sweeps.outcomes import OUTCOMES
 
 # Keys that only repeat a setting; the cell is every other swept key.
 SEED_KEYS = ('seed',)
-OUTCOMES = ('completed', 'not learning', 'diverged', 'failed', 'preempted', 'missing')
 # Swept keys that one 'model' column stands for.
 MODEL_KEYS = ('model.name', 'model.norm', 'model.alpha', 'model.bn_cross_replica')
 # Outcomes whose final metrics enter the mean.
@@ -84,7 +84,7 @@ def read_results_csv(path: str) -> List[Dict[str, Any]]:
 def run_outcome(row: Dict[str, Any]) -> str:
   """One of OUTCOMES for a results row.
 
-  Uses the ``outcome`` column of ``sweep.collect_results``. Results of
+  Uses the ``outcome`` column of ``sweeps.collect_results``. Results of
   earlier sweeps have ``status`` and a ``diverged`` flag instead: there a
   finished run flagged diverged (at most twice chance top-1) is 'not
   learning' when its train loss is finite.
@@ -546,7 +546,7 @@ def load_rows(workdir: str, collect: bool = False) -> List[Dict[str, Any]]:
     raise ValueError(f'sweep workdir {workdir!r} does not exist')
   csv_path = os.path.join(workdir, 'results.csv')
   if collect or not os.path.exists(csv_path):
-    spec = sweep_lib._read_json(os.path.join(workdir, 'sweep.json'))  # pylint: disable=protected-access
+    spec = sweep_lib.read_json(os.path.join(workdir, 'sweep.json'))
     if not spec or 'grid' not in spec:
       raise ValueError(f'{workdir} has neither results.csv nor sweep.json; is it a sweep workdir '
                        '(scripts/sweep.py --workdir)?')

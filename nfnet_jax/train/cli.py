@@ -20,7 +20,7 @@ from nfnet_jax.config import load as config_load
 EXIT_PREEMPTED = errors.EXIT_PREEMPTED
 EXIT_BAD_CONFIG = errors.EXIT_BAD_INPUT
 EXIT_SAVE_FAILED = errors.EXIT_BAD_INPUT   # disk full, ...: CheckpointSaveError
-# Read by nfnet_jax.analysis.sweep: a diverged run is an outcome, not a crash.
+# Read by nfnet_jax.analysis.sweeps: a diverged run is an outcome, not a crash.
 EXIT_DIVERGED = errors.EXIT_DIVERGED
 EXIT_LOST_HOST = errors.EXIT_LOST_HOST
 
