@@ -13,6 +13,8 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from nfnet_jax.analysis.sweeps.cli import main  # pylint: disable=g-import-not-at-top
+from nfnet_jax.commands import base  # pylint: disable=g-import-not-at-top
 
 if __name__ == '__main__':
+  base.quiet_console()   # the entry point's process-wide console settings
   sys.exit(main())

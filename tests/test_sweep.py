@@ -146,7 +146,7 @@ def test_build_command_formats_overrides(config_file):
                                                                'optimizer.clipping': None},
                                 extra_args=['--config.train.total_steps=5'])
   # The installed trainer as a module: no source checkout needed.
-  assert cmd[:3] == [sys.executable, '-m', 'nfnet_jax.train.cli']
+  assert cmd[:3] == [sys.executable, '-m', 'nfnet_jax.commands.train']
   assert cmd[3:] == ['--config', config_file + ':tiny', '--workdir', '/w/r',
                      '--config.model.alpha=0.1', '--config.optimizer.clipping=None',
                      '--config.train.total_steps=5']
@@ -160,7 +160,7 @@ def test_print_commands(config_file, tmp_path):
       capture_output=True, text=True, check=True, cwd=REPO).stdout
   lines = out.strip().splitlines()
   assert len(lines) == 4
-  assert all('-m nfnet_jax.train.cli' in l and '--config.train.total_steps=7' in l for l in lines)
+  assert all('-m nfnet_jax.commands.train' in l and '--config.train.total_steps=7' in l for l in lines)
   assert "--config.model.alpha=0.1 --config.optimizer.clipping=None" in lines[1]
   assert os.path.join(str(tmp_path / 'w'), 'alpha=0.2,clipping=0.01') in lines[2]
   assert not (tmp_path / 'w').exists()  # printing launches nothing

@@ -1,7 +1,7 @@
 """The ``inproc`` sweep launcher (nfnet_jax/analysis/sweeps/inproc.py).
 
 One real comparison: the same tiny grid through ``scripts/sweep.py
---launcher local`` (each run a ``python -m nfnet_jax.train.cli``
+--launcher local`` (each run a ``python -m nfnet_jax.commands.train``
 subprocess) and ``--launcher inproc`` (every run in the test's process)
 gives identical per-run results. The launcher's bookkeeping (a failing run
 recorded while the others go on, exit statuses, pre-emption, resumption) is
@@ -15,12 +15,12 @@ import numpy as np
 import pytest
 
 from nfnet_jax.analysis import sweeps as sweep_lib
-from nfnet_jax.analysis.sweeps import inproc
 from nfnet_jax.analysis.sweeps import runner
 from nfnet_jax.data import fashion_mnist
 from nfnet_jax.train import checkpoint as ckpt_lib
 from nfnet_jax.train.metrics import read_jsonl
-from nfnet_jax.train import cli as train_cli
+from nfnet_jax import errors
+from nfnet_jax.train import loop
 from nfnet_jax.train import steplog
 from repo_files import ROOT
 from repo_files import load_repo_module
@@ -106,7 +106,7 @@ def test_inproc_and_local_launchers_give_identical_runs(tmp_path, monkeypatch, c
     records = [json.loads((tmp_path / kind / name / sweep_lib.RUN_RECORD).read_text())
                for kind in ('local', 'inproc')]
     assert records[0]['returncode'] == records[1]['returncode']
-    assert records[0]['command'][1:3] == ['-m', 'nfnet_jax.train.cli']
+    assert records[0]['command'][1:3] == ['-m', 'nfnet_jax.commands.train']
   # The in-process run's console output is in its train.log too.
   assert '[train]' in (tmp_path / 'inproc' / local[0]['run_name'] / 'train.log').read_text()
 
@@ -142,7 +142,7 @@ def test_a_failing_run_is_recorded_and_the_others_go_on(tmp_path, monkeypatch):
                  '  return ml_collections.ConfigDict({"model": {"alpha": 0.2}, '
                  '"train": {"total_steps": 10}})\n')
   calls = []
-  monkeypatch.setattr(inproc.loop, 'train_and_evaluate', _fake_train(calls))
+  monkeypatch.setattr(loop, 'train_and_evaluate', _fake_train(calls))
   grid = [{'model.alpha': a} for a in (0.3, 0.1, 0.4, 0.45, 0.2, 0.5, 0.25)]
   wd = str(tmp_path / 'w')
   recs = sweep_lib.run_sweep_inproc(str(cfg), wd, grid,
@@ -151,9 +151,9 @@ def test_a_failing_run_is_recorded_and_the_others_go_on(tmp_path, monkeypatch):
   assert calls == [(sweep_lib.run_name({'model.alpha': a}), a, 7)
                    for a in (0.3, 0.1, 0.4, 0.45, 0.2, 0.5)]
   rc = {n: r['returncode'] for n, r in recs.items()}
-  assert rc == {'alpha=0.3': 1, 'alpha=0.1': 0, 'alpha=0.4': train_cli.EXIT_DIVERGED,
-                'alpha=0.45': train_cli.EXIT_SAVE_FAILED, 'alpha=0.2': 0,
-                'alpha=0.5': train_cli.EXIT_PREEMPTED}
+  assert rc == {'alpha=0.3': 1, 'alpha=0.1': 0, 'alpha=0.4': errors.EXIT_DIVERGED,
+                'alpha=0.45': errors.EXIT_BAD_INPUT, 'alpha=0.2': 0,
+                'alpha=0.5': errors.EXIT_PREEMPTED}
   rows = {r['run_name']: r for r in sweep_lib.collect_results(wd, grid)}
   assert rows['alpha=0.3']['outcome'] == 'failed'
   assert rows['alpha=0.3']['detail'] == 'RuntimeError: boom at alpha 0.3'
@@ -172,7 +172,7 @@ def test_a_failing_run_is_recorded_and_the_others_go_on(tmp_path, monkeypatch):
   sweep_lib.run_sweep_inproc(str(cfg), wd, grid, log=print)
   assert [c[0] for c in calls] == ['alpha=0.3', 'alpha=0.45', 'alpha=0.5']
   calls.clear()
-  monkeypatch.setattr(inproc.loop, 'train_and_evaluate', _fake_train(calls, preempt=()))
+  monkeypatch.setattr(loop, 'train_and_evaluate', _fake_train(calls, preempt=()))
   sweep_lib.run_sweep_inproc(str(cfg), wd, grid, log=print)
   assert [c[0] for c in calls] == ['alpha=0.3', 'alpha=0.45', 'alpha=0.5', 'alpha=0.25']
   assert sweep_lib.collect_results(wd, grid)[-1]['outcome'] == 'completed'
@@ -181,4 +181,4 @@ def test_a_failing_run_is_recorded_and_the_others_go_on(tmp_path, monkeypatch):
 def test_inproc_takes_only_config_overrides(tmp_path):
   with pytest.raises(ValueError, match='only --config'):
     sweep_lib.run_sweep_inproc('cfg.py', str(tmp_path), [{}], extra_args=['--foo'])
-  assert runner.default_train_cmd()[1:] == ['-m', 'nfnet_jax.train.cli']
+  assert runner.default_train_cmd()[1:] == ['-m', 'nfnet_jax.commands.train']

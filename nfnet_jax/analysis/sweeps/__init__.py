@@ -6,7 +6,7 @@ key=v1,v2,...`` flags and/or a config module's ``get_sweep()``
 (:mod:`.grid`, :mod:`.hooks`). Every run trains in its own sub-workdir
 ``W/<run_name>/``. Launchers (`LAUNCHERS`):
 
-* ``local`` (:mod:`.local`): each run a ``python -m nfnet_jax.train.cli``
+* ``local`` (:mod:`.local`): each run a ``python -m nfnet_jax.commands.train``
   subprocess, ``parallel`` at a time, so a crashing run cannot take the
   sweep down;
 * ``inproc`` (:mod:`.inproc`): every run in this process through the same

@@ -5,7 +5,7 @@
       [--repeats 3] [--launcher local|inproc|submitit|print] [--parallel 2] \\
       [--config.train.total_steps=500]
 
-Launchers: local (each run a `python -m nfnet_jax.train.cli` subprocess,
+Launchers: local (each run a `python -m nfnet_jax.commands.train` subprocess,
 --parallel at a time), inproc (every run in this process, one after another:
 no interpreter start or imports per run, and the compilation cache shared;
 a failing run is recorded and the others go on), submitit (a SLURM job
@@ -34,8 +34,6 @@ import argparse
 import copy
 import os
 import sys
-
-from absl import logging as absl_logging
 
 from nfnet_jax.analysis import report as report_lib
 from nfnet_jax.analysis.sweeps import LAUNCHERS
@@ -67,7 +65,7 @@ def _parser() -> argparse.ArgumentParser:
   p.add_argument('--print_commands', action='store_true', help='same as --launcher print')
   p.add_argument('--timeout', type=float, default=None, help='per-run time limit (s)')
   p.add_argument('--train_cmd', default=None,
-                 help='launcher prefix instead of "python -m nfnet_jax.train.cli" '
+                 help='launcher prefix instead of "python -m nfnet_jax.commands.train" '
                       '(space separated)')
   g = p.add_argument_group('submitit (--launcher submitit)')
   g.add_argument('--submitit_cluster', choices=('slurm', 'local', 'debug'), default=None,
@@ -172,8 +170,6 @@ def main(argv=None) -> int:
       return 0
   elif launcher == 'inproc':
     print(f'[sweep] {len(grid)} runs in {args.workdir} (in this process)', flush=True)
-    # As the trainer's command line does: orbax and TF log every file at INFO.
-    absl_logging.set_verbosity(absl_logging.WARNING)
     inproc.run_sweep_inproc(args.config, args.workdir, grid, extra_args=extra, log=log)
   else:
     print(f'[sweep] {len(grid)} runs in {args.workdir} ({args.parallel} at a time)', flush=True)

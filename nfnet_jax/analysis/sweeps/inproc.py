@@ -1,49 +1,30 @@
 """The ``inproc`` launcher: every run of the sweep in this Python process.
 
-Each run calls the trainer's own ``train_and_evaluate`` on the config its
-command line would build (same config file, same ``--config.k=v`` texts,
-same parser), so it saves the interpreter start, the imports and, through
-JAX's persistent compilation cache (one per process, set by the first run:
-``config.train.compilation_cache_dir``) and JAX's in-memory caches, most of
-the compilation of every run after the first. The run's console output is
-copied to its ``train.log`` and the run record gets the exit status the
-command line would have exited with (`exit_status`), so results, outcomes
-and resumption are those of the ``local`` launcher. A run that raises is
-recorded and the sweep goes on; a pre-empted run (SIGTERM: checkpoint
-written) stops the sweep, as it stops the process of a ``local`` run.
+Each run calls what the trainer's command line calls
+(``nfnet_jax.train.cli.run``: the same config file, ``--config.k=v`` texts
+and parser, the same ``train_and_evaluate``, the same exit statuses), so it
+saves the interpreter start and the imports of every run, and shares one
+persistent compilation cache (set up by the first run from
+``config.train.compilation_cache_dir``, or by the caller). The run's console
+output is copied to its ``train.log`` and the run record gets the exit
+status the command line exits with, so results, outcomes and resumption are
+those of the ``local`` launcher. A run that fails is recorded and the sweep
+goes on; a pre-empted run (SIGTERM: checkpoint written) stops the sweep, as
+it stops the process of a ``local`` run.
 """
 import contextlib
 import os
 import sys
 import time
 import traceback
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, Sequence
 
 from nfnet_jax.analysis.sweeps import outcomes
 from nfnet_jax.analysis.sweeps import runner
 from nfnet_jax.analysis.sweeps.grid import Overrides
 from nfnet_jax.analysis.sweeps.grid import override_flags
 from nfnet_jax.config import load as config_load
-from nfnet_jax.train import checkpoint as ckpt_lib
 from nfnet_jax.train import cli as train_cli
-from nfnet_jax.train import loop
-from nfnet_jax.train import steplog
-
-
-def exit_status(exc: BaseException) -> Tuple[int, Optional[str]]:
-  """(exit status, the error line printed) of ``nfnet-train`` for an exception.
-
-  The same mapping as ``nfnet_jax.train.cli``: a checkpoint that cannot be
-  written, a bad config, a diverged run, anything else (None: the traceback
-  is the message).
-  """
-  if isinstance(exc, ckpt_lib.CheckpointSaveError):
-    return train_cli.EXIT_SAVE_FAILED, f'error: {exc}'
-  if isinstance(exc, ValueError) and 'config.' in str(exc):
-    return train_cli.EXIT_BAD_CONFIG, f'error: {exc}'
-  if isinstance(exc, (steplog.TrainingDiverged, FloatingPointError)):
-    return train_cli.EXIT_DIVERGED, f'error: training diverged: {exc}'
-  return 1, None
 
 
 class _Tee:
@@ -77,31 +58,36 @@ def _output_to(log_path: str):
 
 
 def train_one(config: str, run: runner.Run, extra_args: Sequence[str] = ()) -> Dict[str, Any]:
-  """Trains one grid point in this process; returns (and writes) its run record."""
+  """Trains one grid point in this process; returns (and writes) its run record.
+
+  Calls what ``nfnet-train`` calls (``nfnet_jax.train.cli.run``: config
+  loading, the loop, each failure's one line and exit status); its
+  ``SystemExit`` becomes the record's return code, any other exception (a
+  bug) return code 1 with its traceback in the log.
+  """
   flags = override_flags(run.point) + list(extra_args)
   os.makedirs(run.workdir, exist_ok=True)
-  log_path = os.path.join(run.workdir, 'train.log')
   start = time.time()
-  rc, error = 0, None
-  with _output_to(log_path) as log:
+  with _output_to(os.path.join(run.workdir, 'train.log')) as log:
     log.write('$ (in process) ' + runner.shell_join(
         ['--config', config, '--workdir', run.workdir] + flags) + '\n')
+    log.flush()
+    start_of_run = log.tell()
     try:
       _, overrides = config_load.split_overrides(flags)
-      cfg = config_load.load_config(config, overrides)
-      cfg.lock()   # as the command line does: the loop reads, never adds
-      summary = loop.train_and_evaluate(cfg, run.workdir)
-      if summary.get('status') == 'preempted':
-        rc = train_cli.EXIT_PREEMPTED
-    except Exception as e:  # pylint: disable=broad-except
-      rc, line = exit_status(e)
-      text = line + '\n' if line else ''.join(traceback.format_exception(e))
-      sys.stderr.write(text)
-      error = outcomes.last_error_line(text)
+      train_cli.run(config, run.workdir, overrides)
+      rc = 0
+    except SystemExit as e:
+      rc = e.code if isinstance(e.code, int) else 1
+    except Exception:  # pylint: disable=broad-except
+      rc = 1
+      traceback.print_exc()
   record = {'returncode': rc, 'wall_time_s': time.time() - start,
             'command': ['in-process', '--config', config, '--workdir', run.workdir] + flags}
-  if error is not None:
-    record['error'] = error
+  if rc != 0:
+    with open(os.path.join(run.workdir, 'train.log'), 'rb') as f:
+      f.seek(start_of_run)
+      record['error'] = outcomes.last_error_line(f.read().decode(errors='replace'))
   outcomes.write_record(run.workdir, record)
   return record
 

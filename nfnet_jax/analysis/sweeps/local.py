@@ -23,7 +23,7 @@ def run_sweep(config: str, workdir: str, grid: Sequence[Overrides], *, parallel:
     grid: override dicts.
     parallel: number of concurrent runs (>= 1).
     extra_args: flags appended to every run's command.
-    train_cmd: launcher argv prefix (default: ``python -m nfnet_jax.train.cli``).
+    train_cmd: launcher argv prefix (default: ``python -m nfnet_jax.commands.train``).
     timeout: per-run time limit in seconds (None: no limit).
     log: progress printer.
 

@@ -2,9 +2,8 @@
 
 A launcher writes a *run record* (`RUN_RECORD`, next to the run's
 ``summary.json``): ``{'returncode', 'wall_time_s', 'command', 'error'}``,
-``returncode`` being the trainer's exit status (``nfnet_jax.train.cli``; the
-in-process launcher records the status the command line would have
-exited with). :func:`classify_run` turns a run's files into one of
+``returncode`` being the trainer's exit status (`nfnet_jax.errors`; the
+in-process launcher records the status the command line exits with). :func:`classify_run` turns a run's files into one of
 `OUTCOMES`; :mod:`nfnet_jax.analysis.report` counts and averages by it.
 """
 import json
@@ -12,8 +11,8 @@ import math
 import os
 from typing import Any, Dict, List, Optional, Tuple
 
+from nfnet_jax import errors
 from nfnet_jax.analysis.sweeps import runfiles
-from nfnet_jax.train import cli as train_cli
 
 # Every outcome, best first (a heatmap cell holding several runs shows the
 # best one): finished runs, then runs that ended without a result, then
@@ -25,10 +24,10 @@ FINISHED_FINITE = ('completed', 'not learning')
 # File a launcher writes in each run's workdir: return code and wall time.
 RUN_RECORD = 'sweep_run.json'
 
-# The trainer's exit statuses (``nfnet-train``); a diverged run stopped
-# deterministically and is an outcome, not a crash.
-EXIT_DIVERGED = train_cli.EXIT_DIVERGED
-EXIT_PREEMPTED = train_cli.EXIT_PREEMPTED
+# The trainer's exit statuses (``nfnet-train``, `nfnet_jax.errors`); a
+# diverged run stopped deterministically and is an outcome, not a crash.
+EXIT_DIVERGED = errors.EXIT_DIVERGED
+EXIT_PREEMPTED = errors.EXIT_PREEMPTED
 
 
 def read_record(run_workdir: str) -> Dict[str, Any]:

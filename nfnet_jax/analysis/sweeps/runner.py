@@ -1,7 +1,7 @@
 """What every launcher shares: the pending runs, a run's command, a subprocess run.
 
 A run trains through the installed trainer, ``python -m
-nfnet_jax.train.cli`` (no source checkout needed), in its own workdir
+nfnet_jax.commands.train`` (``nfnet-train``) (no source checkout needed), in its own workdir
 ``W/<run_name>/``; its output goes to ``train.log`` there and the launcher
 writes the run record (`outcomes.RUN_RECORD`).
 """
@@ -19,13 +19,13 @@ from nfnet_jax.analysis.sweeps.grid import Overrides
 from nfnet_jax.analysis.sweeps.grid import override_flags
 from nfnet_jax.analysis.sweeps.grid import run_name
 
-# The trainer's command line, as a module of the installed package.
-TRAIN_MODULE = 'nfnet_jax.train.cli'
+# The trainer's command line (nfnet-train), as a module of the installed package.
+TRAIN_MODULE = 'nfnet_jax.commands.train'
 Log = Callable[[str], None]
 
 
 def default_train_cmd() -> List[str]:
-  """``[python, -m, nfnet_jax.train.cli]`` with this interpreter."""
+  """``[python, -m, nfnet_jax.commands.train]`` with this interpreter."""
   return [sys.executable, '-m', TRAIN_MODULE]
 
 
