@@ -20,6 +20,10 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The arguments each study page's report command passes (docs/studies/<name>.md).
 STUDY_REPORTS = {
     'clipping_batch': [],
+    'regularization': ['--baseline', 'model=ResNet (batchnorm)',
+                       '--baseline', 'model.stochdepth_rate=0.0', '--title',
+                       'Fashion-MNIST train[:1000], 40 epochs: test (bars) and train (diamonds) '
+                       'top-1, 5 seeds'],
 }
 
 
@@ -141,3 +145,30 @@ def test_nf_regnet_vs_efficientnet_page_shows_the_scripts_table(tmp_path, capsys
   with open(os.path.join(REPO, 'docs', 'studies', 'nf_regnet_vs_efficientnet.md')) as f:
     assert table in f.read()
   assert os.path.getsize(tmp_path / 'f.png') > 10_000
+
+
+def test_sweep_writes_train_top1_only_when_runs_have_it(tmp_path):
+  """results.csv gets train_top1 (from summary.json's final_train_eval) after eval_top1."""
+  import json  # pylint: disable=g-import-not-at-top
+  from nfnet_jax.analysis import sweeps  # pylint: disable=g-import-not-at-top
+  grid = [{'seed': 0}, {'seed': 1}]
+  for point, train in zip(grid, (0.97, None)):
+    d = tmp_path / sweeps.run_name(point)
+    d.mkdir()
+    summary = {'status': 'completed', 'step': 10, 'total_steps': 10,
+               'final_eval': {'top1': 0.8}, 'final_train_loss': 0.5, 'wall_time_s': 3.0,
+               'final_train_eval': None if train is None else {'top1': train}}
+    (d / 'summary.json').write_text(json.dumps(summary))
+  rows = sweeps.collect_results(str(tmp_path), grid)
+  assert rows[0]['train_top1'] == 0.97 and 'train_top1' not in rows[1]
+  sweeps.write_results_csv(rows, str(tmp_path / 'results.csv'))
+  with open(tmp_path / 'results.csv', newline='') as f:
+    got = list(csv.DictReader(f))
+  head = list(got[0])
+  assert head.index('train_top1') == head.index('eval_top1') + 1
+  assert [r['train_top1'] for r in got] == ['0.97', '']
+  back = report_lib.read_results_csv(str(tmp_path / 'results.csv'))
+  assert back[0]['train_top1'] == 0.97 and back[1]['train_top1'] is None
+  sweeps.write_results_csv(rows[1:], str(tmp_path / 'plain.csv'))
+  with open(tmp_path / 'plain.csv', newline='') as f:
+    assert 'train_top1' not in f.readline()

@@ -455,6 +455,9 @@ def plot_cells(cells: Sequence[Dict[str, Any]], path: str, title: Optional[str] 
       shades.append(v)
   fig, ax = plt.subplots(figsize=(max(5.0, 1.5 * len(cells) + 2.0), 4.8))
   finite = [100 * v for c in cells for v in c['top1_values']]
+  # Train top-1 (data.train_eval_split), when the runs have it: open diamonds.
+  train = [[100 * v for v in c.get('_train_values', [])] for c in cells]
+  finite += [v for t in train for v in t]
   floor = max(0.0, min(finite) - 10.0) if finite else 0.0
   top = max(finite) + 4.0 if finite else 100.0
   for i, c in enumerate(cells):
@@ -466,6 +469,10 @@ def plot_cells(cells: Sequence[Dict[str, Any]], path: str, title: Optional[str] 
       ax.scatter([i] * len(c['top1_values']), [100 * v for v in c['top1_values']],
                  color='k', s=12, zorder=3)
       ax.text(i, floor + 0.5, f"n={m['n']}", ha='center', va='bottom', fontsize=8)
+    if train[i]:
+      ax.scatter([i + 0.25] * len(train[i]), train[i], marker='D', facecolors='none',
+                 edgecolors='C3', s=22, zorder=3,
+                 label='train top-1 (train_eval_split)' if i == 0 else None)
     bad = {o: n for o, n in c['counts'].items() if o != 'completed' and n}
     if bad:
       ax.text(i, top - 1.0, '\n'.join(f'{n} {o}' for o, n in bad.items()), ha='center',
@@ -474,6 +481,9 @@ def plot_cells(cells: Sequence[Dict[str, Any]], path: str, title: Optional[str] 
   ax.set_xlim(-0.6, len(cells) - 0.4)
   ax.set_ylim(floor, top)
   ax.set_ylabel('final eval top-1 (%)')
+  if any(train):
+    ax.set_ylabel('final top-1 (%): bars test, diamonds train')
+    ax.legend(fontsize=8, loc='center right')
   ax.set_title(title or 'mean ± std over seeds (dots: single runs)')
   fig.tight_layout()
   fig.savefig(path, dpi=110)

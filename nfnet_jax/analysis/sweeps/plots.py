@@ -17,7 +17,7 @@ from nfnet_jax.analysis.sweeps.grid import format_value
 from nfnet_jax.analysis.sweeps.grid import run_name
 from nfnet_jax.analysis.sweeps.outcomes import FINISHED_FINITE
 from nfnet_jax.analysis.sweeps.outcomes import OUTCOMES
-from nfnet_jax.analysis.sweeps.results import RESULT_COLUMNS
+from nfnet_jax.analysis.sweeps.results import ALL_RESULT_COLUMNS
 
 
 def _sort_key(v: Any):
@@ -100,7 +100,7 @@ def plot_heatmap(rows: Sequence[Dict[str, Any]], path: str, title: Optional[str]
   more than two keys are swept, each cell shows its best run (best outcome,
   then best top-1). With a single swept key the map has one row.
   """
-  keys = [k for k in rows[0] if k not in RESULT_COLUMNS]
+  keys = [k for k in rows[0] if k not in ALL_RESULT_COLUMNS]
   ykey, xkey = heatmap_axes(keys)
   yvals, xvals, top, outcome = heatmap_cells(rows, ykey, xkey)
   fig = Figure(figsize=(1.5 * len(xvals) + 2.5, 0.9 * len(yvals) + 1.8))

@@ -13,7 +13,11 @@ from nfnet_jax.analysis.sweeps.grid import swept_keys
 # Columns of results.csv after the swept keys.
 RESULT_COLUMNS = ('run_name', 'outcome', 'initial_train_loss', 'final_train_loss',
                   'eval_top1', 'wall_time_s', 'detail')
-_LOSS_COLUMNS = ('initial_train_loss', 'final_train_loss', 'eval_top1')
+# Written only when a run has it: train top-1 on data.train_eval_split
+# (summary.json's final_train_eval), right after eval_top1.
+OPTIONAL_COLUMNS = ('train_top1',)
+ALL_RESULT_COLUMNS = RESULT_COLUMNS + OPTIONAL_COLUMNS
+_LOSS_COLUMNS = ('initial_train_loss', 'final_train_loss', 'eval_top1', 'train_top1')
 
 
 def run_row(run_workdir: str) -> Dict[str, Any]:
@@ -23,11 +27,15 @@ def run_row(run_workdir: str) -> Dict[str, Any]:
   metrics = runfiles.read_jsonl(os.path.join(run_workdir, 'metrics.jsonl'))
   outcome, detail = outcomes.classify_run(summary, record, metrics)
   losses = runfiles.train_losses(metrics)
-  return dict(outcome=outcome,
-              initial_train_loss=losses[0] if len(losses) >= 2 else None,
-              final_train_loss=runfiles.final_train_loss(summary, metrics),
-              eval_top1=runfiles.final_top1(summary, metrics),
-              wall_time_s=runfiles.wall_time_s(summary, record), detail=detail)
+  row = dict(outcome=outcome,
+             initial_train_loss=losses[0] if len(losses) >= 2 else None,
+             final_train_loss=runfiles.final_train_loss(summary, metrics),
+             eval_top1=runfiles.final_top1(summary, metrics),
+             wall_time_s=runfiles.wall_time_s(summary, record), detail=detail)
+  train_eval = (summary or {}).get('final_train_eval') or {}
+  if train_eval.get('top1') is not None:
+    row['train_top1'] = float(train_eval['top1'])
+  return row
 
 
 def collect_results(workdir: str, grid: Sequence[Overrides]) -> List[Dict[str, Any]]:
@@ -52,16 +60,20 @@ def collect_results(workdir: str, grid: Sequence[Overrides]) -> List[Dict[str, A
 
 
 def write_results_csv(rows: Sequence[Dict[str, Any]], path: str) -> None:
-  """Writes the rows (swept keys first, then RESULT_COLUMNS) as CSV."""
+  """Writes the rows (swept keys first, then RESULT_COLUMNS and any OPTIONAL_COLUMNS) as CSV."""
   if not rows:
     raise ValueError('no results to write')
-  keys = [k for k in rows[0] if k not in RESULT_COLUMNS]
+  keys = [k for k in rows[0] if k not in ALL_RESULT_COLUMNS]
+  columns = list(RESULT_COLUMNS)
+  for k in OPTIONAL_COLUMNS:
+    if any(r.get(k) is not None for r in rows):
+      columns.insert(columns.index('eval_top1') + 1, k)
   with open(path, 'w', newline='') as f:
     w = csv.writer(f)
-    w.writerow(keys + list(RESULT_COLUMNS))
+    w.writerow(keys + columns)
     for r in rows:
       out = []
-      for k in keys + list(RESULT_COLUMNS):
+      for k in keys + columns:
         v = r.get(k)
         if v is None:
           out.append('None' if k in keys else '')
@@ -76,7 +88,7 @@ def write_results_csv(rows: Sequence[Dict[str, Any]], path: str) -> None:
 
 def results_markdown(rows: Sequence[Dict[str, Any]]) -> str:
   """The results as a Markdown table (for docs)."""
-  keys = [k for k in rows[0] if k not in RESULT_COLUMNS]
+  keys = [k for k in rows[0] if k not in ALL_RESULT_COLUMNS]
   head = keys + ['outcome', 'final train loss', 'eval top-1 (%)', 'wall time (s)', 'detail']
   lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
   for r in rows:
