@@ -23,7 +23,7 @@ from nfnet_jax import errors
 from nfnet_jax.train import lost_host
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TOTAL = 120
+TOTAL = 30
 CKPT_EVERY = 10
 LOST_TIMEOUT = 4.0
 
