@@ -76,6 +76,7 @@ setup(
             "nfnet-model-table=nfnet_jax.commands.entry:model_table",
             "nfnet-benchmark=nfnet_jax.commands.entry:benchmark",
             "nfnet-spp=nfnet_jax.commands.entry:spp",
+            "nfnet-predict=nfnet_jax.commands.entry:predict",
         ],
     },
 )

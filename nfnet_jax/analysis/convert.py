@@ -96,3 +96,45 @@ def write_weights(spec: str, params: dict, model_config: Optional[Dict[str, Any]
                                                if model_config else '')
   raise ValueError(f'{spec!r}: cannot write a training checkpoint; write official:PATH.npz '
                    '(fine-tune from it with --config.finetune.checkpoint=PATH.npz)')
+
+
+def read_preprocessing(spec: str, model_config: Optional[Dict[str, Any]] = None,
+                       num_classes: Optional[int] = None) -> Optional[Dict[str, Any]]:
+  """The eval preprocessing record of a weight source (nfnet_jax.data.inference).
+
+  A checkpoint's is the one saved with it (or, for checkpoints written before
+  records were saved, the one its saved config implies); an official file's
+  is the official NFNet eval at the variant's test resolution; a timm file's
+  comes from timm's ``pretrained_cfg`` for NAME (the ImageNet default without
+  timm). None when nothing says.
+  """
+  from nfnet_jax.data import inference  # pylint: disable=g-import-not-at-top
+  kind, name, path = _split(spec)
+  if kind == 'ckpt':
+    from nfnet_jax.train import checkpoint as ckpt_lib  # pylint: disable=g-import-not-at-top
+    meta, _ = ckpt_lib.read_meta(path)
+    if meta.get('preprocessing'):
+      return json.loads(meta['preprocessing'])
+    if meta.get('config'):
+      import ml_collections  # pylint: disable=g-import-not-at-top
+      data = ml_collections.ConfigDict(json.loads(meta['config'])).data
+      try:
+        return inference.from_data_config(data)
+      except Exception:  # pylint: disable=broad-except
+        return None
+    return None
+  size = None
+  if model_config and model_config.get('name') == 'NFNet':
+    from nfnet_jax.models import nfnet  # pylint: disable=g-import-not-at-top
+    size = nfnet.NFNET_VARIANTS.get(model_config.get('variant'), {}).get('test_imsize')
+  if kind == 'timm' and name:
+    try:
+      from nfnet_jax.interop import timm as timm_lib  # pylint: disable=g-import-not-at-top
+      timm_lib.avoid_triton_after_tensorflow()
+      import timm  # pylint: disable=g-import-not-at-top
+      cfg = timm.models.get_pretrained_cfg(name)
+      if cfg is not None:
+        return inference.from_timm_cfg(cfg.to_dict(), num_classes)
+    except ImportError:
+      pass
+  return inference.imagenet(size or 224, num_classes or 1000)

@@ -20,6 +20,7 @@ COMMANDS = {
     'nfnet-model-table': 'model_table',
     'nfnet-benchmark': 'benchmark',
     'nfnet-spp': 'spp',
+    'nfnet-predict': 'predict',
 }
 
 
@@ -49,3 +50,4 @@ show_recipe = _entry('show_recipe')
 model_table = _entry('model_table')
 benchmark = _entry('benchmark')
 spp = _entry('spp')
+predict = _entry('predict')

@@ -75,10 +75,24 @@ def main(argv=None) -> int:
     return base.EXIT_USAGE
   os.makedirs(args.out, exist_ok=True)
   pretrained.save_official(folded, os.path.join(args.out, 'params_folded.npz'))
+  # How an image becomes the input: the source's eval preprocessing at the
+  # exported size (nfnet_jax.data.inference; nfnet-predict reads it).
+  from nfnet_jax.data import inference  # pylint: disable=g-import-not-at-top
+  try:
+    prep = convert.read_preprocessing(args.source, config, num_classes)
+    if prep is not None:
+      prep = inference.record(
+          (args.image_size, args.image_size, args.channels),
+          **{k: prep[k] for k in ('source_channels', 'resize', 'crop_padding', 'interpolation',
+                                  'mean', 'std', 'num_classes', 'dataset')},
+          class_names=prep.get('class_names'))
+  except (ValueError, KeyError, OSError) as e:
+    print(f'nfnet-export: note: no preprocessing recorded ({e})', file=sys.stderr)
+    prep = None
   with open(os.path.join(args.out, 'model.json'), 'w') as f:
     json.dump({'model': fconfig, 'num_classes': num_classes,
                'input_shape': [None, args.image_size, args.image_size, args.channels],
-               'source': args.source}, f, indent=1)
+               'preprocessing': prep, 'source': args.source}, f, indent=1)
   if 'stablehlo' in formats:
     path = os.path.join(args.out, 'model.stablehlo')
     export.export_stablehlo(folded, fconfig, num_classes, args.image_size, path,

@@ -83,6 +83,8 @@ def load_config_module(spec: str):
   sys.path.insert(0, os.path.dirname(os.path.abspath(path)))
   try:
     module_spec.loader.exec_module(module)
+  except SyntaxError as e:
+    raise ConfigError(f'--config file {path}:{e.lineno}: {e.msg}') from None
   finally:
     sys.path.pop(0)
   return module
@@ -200,6 +202,13 @@ def apply_override(config, dotted: str, value: Any) -> None:
   text = value if isinstance(value, str) else None
   parsed = parse_value(value) if text is not None else value
   new = _coerce(node[name], parsed, text)
+  current = node[name]
+  if isinstance(new, bool) and current is not None and not isinstance(
+      current, bool):
+    # ConfigDict takes True for a number field (bool is an int to Python).
+    raise ConfigError(
+        f'config.{dotted}={new!r} (bool) does not fit this field of type '
+        f'{type(current).__name__} (now {current!r})')
   unlocked = node.unlocked() if hasattr(node, 'unlocked') else (
       contextlib.nullcontext())
   try:

@@ -189,7 +189,12 @@ def validate_config(config, *, check_devices: bool = True,
   # (label_smoothing, ema_decay and sam_rho are checked there too: checking
   # them again here reported one bad field twice.)
   if optim_lib is not None:
-    err.run(lambda: optim_lib.validate_optimizer_config(config.optimizer))
+    total = _get(config, 'train.total_steps')
+    # With the run length: a warm-up longer than the run is caught here,
+    # not when the optimizer is built.
+    err.run(lambda: optim_lib.validate_optimizer_config(
+        config.optimizer,
+        total_steps=total if is_int(total) and total >= 1 else None))
 
   # ---- train
   batch = _check_int(err, config, 'train.batch_size', 1)

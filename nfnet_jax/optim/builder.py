@@ -31,6 +31,7 @@ import jax.numpy as jnp
 import optax
 
 from nfnet_jax import config as config_lib
+from nfnet_jax.config.load import ConfigError
 from nfnet_jax.config.validate import is_int
 from nfnet_jax.config.validate import is_number
 from nfnet_jax.optim import agc as agc_lib
@@ -177,8 +178,11 @@ def validate_optimizer_config(opt_config, total_steps: Optional[int] = None
     bad('label_smoothing', ls, 'expected a number in [0, 1) (0.1 in the '
         'paper)')
 
+  if len(errors) == 1:
+    raise ConfigError(errors[0])
   if errors:
-    raise ValueError('Invalid optimizer config:\n  ' + '\n  '.join(errors))
+    raise ConfigError(
+        'Invalid optimizer config:\n  ' + '\n  '.join(errors))
 
 
 def warmup_cosine_schedule(peak_value: float, warmup_steps: float,

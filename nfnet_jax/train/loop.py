@@ -75,6 +75,16 @@ def _config_json(config) -> Optional[str]:
     return None
 
 
+def _preprocessing_json(config) -> Optional[str]:
+  """The eval preprocessing record (nfnet_jax.data.inference) saved with a checkpoint."""
+  import json  # pylint: disable=g-import-not-at-top
+  from nfnet_jax.data import inference  # pylint: disable=g-import-not-at-top
+  try:
+    return json.dumps(inference.from_data_config(config.data))
+  except Exception:  # pylint: disable=broad-except
+    return None   # never let the record stop a checkpoint
+
+
 def setup_devices(config) -> parallel_lib.Parallel:
   """Validates the config, joins ``jax.distributed`` if asked, picks devices.
 
@@ -133,7 +143,8 @@ def save_checkpoint(checkpointer, par, state, step, log: steplog.StepLog,
                     wall_time_s: float, config) -> bool:
   """Writes checkpoint ``step`` with the metadata a resume needs."""
   meta = dict(log.meta(), cumulative_wall_time_s=wall_time_s,
-              config=_config_json(config))
+              config=_config_json(config),
+              preprocessing=_preprocessing_json(config))
   ok = checkpointer.save(step, par.get_replicated(state), meta)
   if ok:
     how = ' (writing in the background)' if checkpointer.async_save else ''
