@@ -20,6 +20,10 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The arguments each study page's report command passes (docs/studies/<name>.md).
 STUDY_REPORTS = {
     'clipping_batch': [],
+    'normalizers': ['--baseline', 'model=ResNet (batchnorm, per device)',
+                    '--line', 'train.batch_size', '--x_scale', '0.125',
+                    '--x_label', 'images per device (8 devices)', '--title',
+                    'Fashion-MNIST, 8 devices, 0.1 epoch per cell: test top-1, 5 seeds'],
     'regularization': ['--baseline', 'model=ResNet (batchnorm)',
                        '--baseline', 'model.stochdepth_rate=0.0', '--title',
                        'Fashion-MNIST train[:1000], 40 epochs: test (bars) and train (diamonds) '
