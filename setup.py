@@ -77,6 +77,7 @@ setup(
             "nfnet-benchmark=nfnet_jax.commands.entry:benchmark",
             "nfnet-spp=nfnet_jax.commands.entry:spp",
             "nfnet-predict=nfnet_jax.commands.entry:predict",
+            "nfnet-sweep=nfnet_jax.commands.entry:sweep",
         ],
     },
 )
