@@ -36,7 +36,8 @@ def _load_pickle(path: str):
     raise
   except Exception as e:  # truncated/corrupt pickles raise many error types
     raise ValueError(f'{path} is not a readable official checkpoint (expected a dill/pickle '
-                     f'of {{module: {{param: array}}}}): {type(e).__name__}: {e}') from e
+                     f'of {{module: {{param: array}}}}): {type(e).__name__}: '
+                     f'{" ".join(str(e).split())}') from e
 
 
 def _to_params(raw: Any, path: str) -> dict:

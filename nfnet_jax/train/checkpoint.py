@@ -95,6 +95,8 @@ def describe_read_error(err: BaseException) -> str:
   the first clause and the file named, if any, are kept.
   """
   text = ' '.join(str(err).split())
+  # Tensorstore appends its JSON spec and source locations: noise here.
+  text = re.split(r'\s*\[(?:tensorstore_spec|source locations)=', text)[0]
   m = re.search(r'local file "([^"]+)"[^"]*$', text)
   head = re.split(r': Error (?:opening|reading)', text, maxsplit=1)[0]
   head = head[:120] + ('...' if len(head) > 120 else '')
@@ -102,7 +104,7 @@ def describe_read_error(err: BaseException) -> str:
   tail = ''
   m2 = re.search(r'(Requested byte range[^;:]*|Unexpected end of data'
                  r'|checksum mismatch|No such file or directory)', text)
-  if m2:
+  if m2 and m2.group(1) not in head:
     tail = f': {m2.group(1)}'
   return f'{type(err).__name__}: {head}{where}{tail}'
 
