@@ -2,7 +2,7 @@
 
 The real trainer runs through the README's manual multi-host launch
 (``JAX_COORDINATOR_ADDRESS`` / ``JAX_NUM_PROCESSES`` / ``JAX_PROCESS_ID``).
-Process 1 is killed once a checkpoint exists; the survivor must stop within
+Process 1 is killed while the second checkpoint is written; the survivor must stop within
 ``config.train.lost_host_timeout_s`` (plus a margin) with exit status 75 and
 one line naming process 1, the last complete checkpoint and the relaunch
 command. Relaunching both processes resumes and ends with the same params as
@@ -173,6 +173,17 @@ def test_killed_process_is_named_and_relaunch_resumes_exactly(tmp_path):
         os.path.join(logs, 'run0.log')).read():
       assert run[1][0].poll() is None, open(os.path.join(logs, 'run1.log')).read()
       time.sleep(0.05)
+    # Kill process 1 while the next checkpoint is being written (the
+    # processes meet in the coordination service's barriers then). Killed
+    # in the middle of a gloo collective instead, the survivor can be
+    # aborted by gloo itself ("terminate called after throwing an instance
+    # of 'gloo::EnforceNotMet'") before any Python code runs: see
+    # docs/fault_tolerance.md.
+    ckpts = os.path.join(work, 'checkpoints')
+    nxt = str(2 * CKPT_EVERY)
+    while time.time() < deadline and not any(
+        n.startswith(nxt) for n in os.listdir(ckpts)):
+      time.sleep(0.005)
     run[1][0].send_signal(signal.SIGKILL)
     t_kill = time.time()
     run[1][0].wait()   # reaped, as a shell or srun would
