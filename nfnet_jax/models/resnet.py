@@ -44,6 +44,7 @@ from nfnet_jax import nn as nfnn
 # Re-exported: the plain-WS conv of the WS+GroupNorm baseline lives in nn/.
 from nfnet_jax.nn.ws_conv import PLAIN_WS_EPS as WS_EPS  # pylint: disable=unused-import
 from nfnet_jax.nn.ws_conv import StdConv2D
+from nfnet_jax.utils import is_number
 
 # Blocks per stage, as for NF-ResNets (REFERENCE.md).
 VARIANTS: Dict[str, Sequence[int]] = {
@@ -428,10 +429,6 @@ class ResNet(hk.Module):
     return outputs
 
 
-def _is_number(v) -> bool:
-  return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
-
-
 def validate_config(model_kwargs: Mapping[str, Any],
                     num_classes: Optional[int] = None) -> None:
   """Checks ResNet constructor kwargs without tracing anything.
@@ -476,11 +473,11 @@ def validate_config(model_kwargs: Mapping[str, Any],
   if act not in ACTIVATION_NAMES:
     bad('activation', act, list(ACTIVATION_NAMES))
   width = kw.get('width')
-  if width is not None and (not _is_number(width) or width <= 0):
+  if width is not None and (not is_number(width) or width <= 0):
     bad('width', width, 'a positive number')
   for field in ('drop_rate', 'stochdepth_rate'):
     v = kw.get(field)
-    if v is not None and (not _is_number(v) or not 0.0 <= v < 1.0):
+    if v is not None and (not is_number(v) or not 0.0 <= v < 1.0):
       bad(field, v, 'a number in [0, 1)')
   for field in ('zero_init_last', 'skipinit', 'fixup', 'bn_cross_replica'):
     v = kw.get(field)
