@@ -38,7 +38,6 @@ from typing import Any, Callable, Dict, List, NamedTuple, Optional
 from nfnet_jax import config as config_lib
 from nfnet_jax.utils import get_dotted
 
-SOURCE_REPO = 'google-deepmind/deepmind-research nfnets/'
 # An official value the experiment file does not define for this variant.
 NOT_DEFINED = 'not defined'
 N_TRAIN = config_lib.IMAGENET_TRAIN_EXAMPLES

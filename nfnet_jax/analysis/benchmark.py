@@ -74,11 +74,6 @@ def rss_mib() -> float:
     return float('nan')
 
 
-def max_rss_mib() -> float:
-  """Peak resident set size of this process so far in MiB."""
-  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
 def load_average() -> Optional[float]:
   try:
     return os.getloadavg()[0]

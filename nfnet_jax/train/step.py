@@ -71,15 +71,6 @@ def cast_floating(tree: PyTree, dtype) -> PyTree:
       else x, tree)
 
 
-def tree_all_finite(tree: PyTree) -> jnp.ndarray:
-  """A bool scalar: every floating leaf of ``tree`` is finite."""
-  leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)
-            if jnp.issubdtype(x.dtype, jnp.inexact)]
-  if not leaves:
-    return jnp.asarray(True)
-  return jnp.all(jnp.stack(leaves))
-
-
 def _pmean_floating(tree: PyTree) -> PyTree:
   return jax.tree.map(
       lambda x: jax.lax.pmean(x, AXIS)

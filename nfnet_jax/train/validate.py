@@ -20,6 +20,7 @@ from nfnet_jax.interop import timm as timm_lib
 from nfnet_jax.train.telemetry import parse_profile_steps
 from nfnet_jax.utils import get_dotted
 from nfnet_jax.utils import is_int
+from nfnet_jax.utils import is_number
 
 NONFINITE = ('skip', 'raise')
 
