@@ -22,7 +22,9 @@ import os
 from typing import Any, Dict, Optional, Tuple
 
 from nfnet_jax import pretrained
+from nfnet_jax.data import inference
 from nfnet_jax.interop import timm as timm_lib
+from nfnet_jax.models import nfnet
 from nfnet_jax.train import checkpoint as ckpt_lib
 
 
@@ -107,10 +109,8 @@ def read_preprocessing(spec: str, model_config: Optional[Dict[str, Any]] = None,
   comes from timm's ``pretrained_cfg`` for NAME (the ImageNet default without
   timm). None when nothing says.
   """
-  from nfnet_jax.data import inference  # pylint: disable=g-import-not-at-top
   kind, name, path = _split(spec)
   if kind == 'ckpt':
-    from nfnet_jax.train import checkpoint as ckpt_lib  # pylint: disable=g-import-not-at-top
     meta, _ = ckpt_lib.read_meta(path)
     if meta.get('preprocessing'):
       return json.loads(meta['preprocessing'])
@@ -124,11 +124,9 @@ def read_preprocessing(spec: str, model_config: Optional[Dict[str, Any]] = None,
     return None
   size = None
   if model_config and model_config.get('name') == 'NFNet':
-    from nfnet_jax.models import nfnet  # pylint: disable=g-import-not-at-top
     size = nfnet.NFNET_VARIANTS.get(model_config.get('variant'), {}).get('test_imsize')
   if kind == 'timm' and name:
     try:
-      from nfnet_jax.interop import timm as timm_lib  # pylint: disable=g-import-not-at-top
       timm_lib.avoid_triton_after_tensorflow()
       import timm  # pylint: disable=g-import-not-at-top
       cfg = timm.models.get_pretrained_cfg(name)
