@@ -48,6 +48,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from nfnet_jax import errors
+from nfnet_jax.config import load as config_load
 
 PyTree = Any
 
@@ -697,7 +698,6 @@ def config_for_checkpoint(path: str, config=None, spec: Optional[str] = None,
           'checkpoint (an official file, or a checkpoint written without one)')
     return config
   if config is None:
-    from nfnet_jax.config import load as config_load  # pylint: disable=g-import-not-at-top
     config_load.apply_overrides(saved, overrides)
     return saved
   bad = [d for d in config_differences(saved, config)
