@@ -54,7 +54,10 @@ setup(
     extras_require={
         # The suite runs the timm interop tests (so CI installs TIMM) and the
         # cluster sweeps' tests with submitit's local executor.
-        "test": ["pytest", "pytest-xdist", "submitit>=1.5.4"] + TIMM,
+        # nbclient/nbformat/ipykernel: tests/test_tutorial.py re-executes
+        # docs/tutorial.ipynb.
+        "test": ["pytest", "pytest-xdist", "submitit>=1.5.4", "nbclient", "nbformat",
+                 "ipykernel"] + TIMM,
         # Weights to/from timm (nfnet_jax.interop.timm, scripts/convert.py).
         "timm": TIMM,
         # Sweeps as SLURM job arrays (scripts/sweep.py --launcher submitit).
@@ -77,6 +80,7 @@ setup(
             "nfnet-benchmark=nfnet_jax.commands.entry:benchmark",
             "nfnet-spp=nfnet_jax.commands.entry:spp",
             "nfnet-predict=nfnet_jax.commands.entry:predict",
+            "nfnet-sweep=nfnet_jax.commands.entry:sweep",
         ],
     },
 )

@@ -334,29 +334,47 @@ def model_regularization(model_name, variant):
   return get('drop_rate'), get('stochdepth_rate')
 
 
-def time_alternating(fns, rounds, warmup):
-  """Calls each fn once per round, in turn; returns {name: [ms]}."""
+def time_alternating(fns, rounds, warmup, cpu_out=None):
+  """Calls each fn once per round, in turn; returns {name: [wall ms]}.
+
+  `cpu_out` (a dict), if given, receives {name: [ms of this process's CPU
+  time]} per call: the work a step costs, which other processes' load on
+  this shared machine inflates far less than its wall time.
+  """
   for _ in range(warmup):
     for f in fns.values():
       f()
   out = {k: [] for k in fns}
+  cpu = {k: [] for k in fns}
   for _ in range(rounds):
     for k, f in fns.items():
-      t0 = time.perf_counter()
+      t0, c0 = time.perf_counter(), time.process_time()
       f()
       out[k].append((time.perf_counter() - t0) * 1e3)
+      cpu[k].append((time.process_time() - c0) * 1e3)
+  if cpu_out is not None:
+    cpu_out.update(cpu)
   return out
 
 
-def report(key, model, mode, batch, res, impls, fns, slow, ms, info, load0, load1, a):
-  """Prints each side's median ms and img/s and the ratios; returns the JSON records."""
+def report(key, model, mode, batch, res, impls, fns, slow, ms, info, load0, load1, a,
+           cpu=None):
+  """Prints each side's median ms and img/s and the ratios; returns the JSON records.
+
+  With `cpu` ({name: [CPU ms]}), also each side's median CPU time per step
+  and the ratio of images per CPU-second.
+  """
   del fns
+  cpu = cpu or {}
   med = {k: statistics.median(v) for k, v in ms.items()}
+  cmed = {k: statistics.median(v) for k, v in cpu.items()}
   for k, v in ms.items():
     ips = batch / (med[k] * 1e-3)
     extra = ''
     if k in info and 'compile_s' in info[k]:
       extra = f"  compile {info[k]['compile_s']:.1f} s"
+    if k in cmed:
+      extra = f'  CPU {cmed[k]:8.1f} ms/step' + extra
     print(f'  {k:18s} median {med[k]:8.1f} ms  (min {min(v):8.1f}, max {max(v):8.1f}, '
           f'n={len(v)})  {ips:7.2f} img/s{extra}')
   records = []
@@ -365,10 +383,15 @@ def report(key, model, mode, batch, res, impls, fns, slow, ms, info, load0, load
     ref = 'timm_during_xla' if k in slow else 'timm'
     ratio = med[ref] / med[k]
     print(f'  ratio {k}/timm (img/s): {ratio:.3f}')
+    cpu_ratio = cmed[ref] / cmed[k] if k in cmed and ref in cmed else None
+    if cpu_ratio is not None:
+      print(f'  ratio {k}/timm (img per CPU-s): {cpu_ratio:.3f}')
     records.append({
         'shape': key, 'model': model, 'mode': mode, 'batch': batch,
         'resolution': res, 'impl': impl, 'ours_ms': med[k], 'timm_ms': med[ref],
         'ratio_img_s': ratio, 'ours_ms_all': ms[k], 'timm_ms_all': ms[ref],
+        'ratio_img_per_cpu_s': cpu_ratio, 'ours_cpu_ms_all': cpu.get(k),
+        'timm_cpu_ms_all': cpu.get(ref),
         'load_before': load0, 'load_after': load1, 'ema': a.ema,
         'channels_last': a.channels_last, **{f'ours_{n}': v for n, v in info[k].items()},
         'timm_params': info['timm']['params']})
@@ -407,11 +430,12 @@ def main():
     if key in CONFIG_SHAPES:
       load0 = uptime()
       fns, info, label, batch, res = config_fns(torch, timm, key, a.ema)
-      ms = time_alternating(fns, a.rounds, a.warmup)
+      cpu = {}
+      ms = time_alternating(fns, a.rounds, a.warmup, cpu)
       load1 = uptime()
       print(f'\n== {key}: {label}  [{load0} -> {load1}]')
       records += report(key, label, 'train', batch, res, ['auto'], fns, {}, ms, info,
-                        load0, load1, a)
+                        load0, load1, a, cpu)
       continue
     timm_name, model, variant, mode, batch, res = SHAPES[key]
     drop, dpr = model_regularization(model, variant)

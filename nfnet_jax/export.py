@@ -21,6 +21,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from nfnet_jax import nn as nfnn
+from nfnet_jax.models import create_model
+from nfnet_jax.models import get_model_class
+from nfnet_jax.models.nfnet import ws_conv_options
+
 PyTree = Any
 
 
@@ -30,7 +35,6 @@ def _as_dict(model_config) -> dict:
 
 def can_fold(model_config) -> bool:
   """Whether the configured model has scaled-WS convs and a `ws_folded` option."""
-  from nfnet_jax.models import get_model_class  # pylint: disable=g-import-not-at-top
   cls = get_model_class(_as_dict(model_config).get('name', 'NFNet'))
   return 'ws_folded' in inspect.signature(cls.__init__).parameters
 
@@ -54,8 +58,6 @@ def fold_ws(params: PyTree, model_config) -> Tuple[dict, dict]:
   Raises:
     ValueError: the model has no foldable WS convs, or is folded already.
   """
-  from nfnet_jax import nn as nfnn  # pylint: disable=g-import-not-at-top
-  from nfnet_jax.models.nfnet import ws_conv_options  # pylint: disable=g-import-not-at-top
   cfg = _as_dict(model_config)
   if not can_fold(cfg):
     raise ValueError(f"config.model.name={cfg.get('name')!r} has no scaled-WS convs to fold")
@@ -76,7 +78,6 @@ def fold_ws(params: PyTree, model_config) -> Tuple[dict, dict]:
 def inference_fn(params: PyTree, model_config, num_classes: int,
                  model_state: Optional[PyTree] = None):
   """`images [N, H, W, C] float32 -> logits [N, num_classes]` with params baked in."""
-  from nfnet_jax.models import create_model  # pylint: disable=g-import-not-at-top
   model = create_model(model_config, num_classes)
   state = model_state if model_state is not None else {}
 
@@ -137,7 +138,6 @@ def export_saved_model(params: PyTree, model_config, num_classes: int, image_siz
   """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from jax.experimental import jax2tf  # pylint: disable=g-import-not-at-top
-  from nfnet_jax.models import create_model  # pylint: disable=g-import-not-at-top
   model = create_model(model_config, num_classes)
   state = model_state if model_state is not None else {}
 

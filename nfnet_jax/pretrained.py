@@ -17,6 +17,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from nfnet_jax.models import create_model
+from nfnet_jax.models.nfnet import NFNET_VARIANTS
+
 try:
   import dill
 except ImportError:  # dill reads plain pickles too; fall back when missing
@@ -36,7 +39,8 @@ def _load_pickle(path: str):
     raise
   except Exception as e:  # truncated/corrupt pickles raise many error types
     raise ValueError(f'{path} is not a readable official checkpoint (expected a dill/pickle '
-                     f'of {{module: {{param: array}}}}): {type(e).__name__}: {e}') from e
+                     f'of {{module: {{param: array}}}}): {type(e).__name__}: '
+                     f'{" ".join(str(e).split())}') from e
 
 
 def _to_params(raw: Any, path: str) -> dict:
@@ -84,7 +88,6 @@ def read_official(path: str) -> dict:
 
 def expected_param_shapes(model_config, num_classes: int) -> dict:
   """{module: {param: shape}} of a freshly initialised model, via eval_shape."""
-  from nfnet_jax.models import create_model  # avoid an import cycle at load time
   model = create_model(model_config, num_classes)
   images = jax.ShapeDtypeStruct((1, _SHAPE_PROBE_RES, _SHAPE_PROBE_RES, 3), jnp.float32)
   init = functools.partial(model.init, is_training=False)
@@ -94,7 +97,6 @@ def expected_param_shapes(model_config, num_classes: int) -> dict:
 
 def infer_nfnet_config(params: Mapping[str, Mapping[str, Any]]) -> Optional[dict]:
   """Guesses the NFNet variant of an official params mapping, or None."""
-  from nfnet_jax.models.nfnet import NFNET_VARIANTS
   if 'NFNet/~/stem_conv3' not in params:
     return None
   # Blocks by their conv0 (the light family has no per-block skip_gain).

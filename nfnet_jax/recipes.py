@@ -36,8 +36,8 @@ import re
 from typing import Any, Callable, Dict, List, NamedTuple, Optional
 
 from nfnet_jax import config as config_lib
+from nfnet_jax.utils import get_dotted
 
-SOURCE_REPO = 'google-deepmind/deepmind-research nfnets/'
 # An official value the experiment file does not define for this variant.
 NOT_DEFINED = 'not defined'
 N_TRAIN = config_lib.IMAGENET_TRAIN_EXAMPLES
@@ -103,7 +103,7 @@ class Row(NamedTuple):
   has_official: bool
 
 
-_get = config_lib.get_dotted
+_get = get_dotted
 
 
 def _official_experiment(source: str, batch: int, epochs: int,

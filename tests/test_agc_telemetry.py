@@ -123,7 +123,7 @@ def test_bad_arguments():
 
 def test_telemetry_and_profile_fields_are_validated():
   from nfnet_jax.train import telemetry
-  from nfnet_jax.config.validate import validate_config
+  from nfnet_jax.train.validate import validate_config
   spec = importlib.util.spec_from_file_location(
       'fm_cfg2', os.path.join(ROOT, 'configs', 'fashion_mnist.py'))
   module = importlib.util.module_from_spec(spec)

@@ -31,7 +31,7 @@ import nfnet_jax.models
 from nfnet_jax import config as config_lib
 from nfnet_jax.data import fashion_mnist
 from nfnet_jax.data import imagenet
-from nfnet_jax.config.validate import validate_config
+from nfnet_jax.train.validate import validate_config
 from nfnet_jax.train import loop
 from nfnet_jax.train import state as state_lib
 

@@ -7,7 +7,7 @@ import pytest
 
 from nfnet_jax import config as base_lib
 from nfnet_jax.config import load as config_load
-from nfnet_jax.config.validate import validate_config
+from nfnet_jax.train.validate import validate_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FASHION_DIR = '/usr/share/datasets/fashion-mnist'

@@ -161,3 +161,57 @@ def test_bad_arguments_raise():
     gc.grouped_conv(x, jnp.zeros((3, 3, 2, 4)), groups=4)
   with pytest.raises(ValueError, match='groups=3'):
     gc.grouped_conv(x, jnp.zeros((3, 3, 2, 4)), groups=3)  # O=4 not divisible by 3
+
+
+# The CPU path's im2col matmul (convs with tiny outputs) and space-to-depth
+# (strided convs of few input channels): shapes that take each route, with
+# SAME / VALID / explicit padding, odd sizes and non-square kernels.
+_DENSE_ROUTES = [
+    # (n, h, w, c, o, kh, kw, stride, padding, route)
+    (4, 3, 3, 16, 8, 3, 3, 2, 'SAME', 'im2col'),
+    (4, 2, 2, 16, 8, 3, 3, 1, 'SAME', 'im2col'),
+    (3, 4, 4, 8, 8, 3, 3, 2, [(1, 1), (1, 1)], 'im2col'),
+    (2, 5, 3, 8, 8, 3, 2, 2, 'VALID', 'im2col'),
+    (4, 48, 48, 1, 16, 7, 7, 2, 'SAME', 's2d'),
+    (3, 17, 15, 3, 8, 3, 3, 2, 'SAME', 's2d'),
+    (2, 32, 32, 1, 8, 7, 7, 2, [(3, 3), (3, 3)], 's2d'),
+    (2, 9, 9, 2, 4, 4, 4, 2, 'VALID', 's2d'),
+    (2, 10, 11, 3, 4, 3, 3, 3, 'SAME', 's2d'),
+    (2, 12, 12, 8, 8, 3, 3, 2, 'SAME', 'conv'),
+]
+
+
+@pytest.mark.parametrize('n,h,w,c,o,kh,kw,stride,padding,route', _DENSE_ROUTES)
+def test_dense_cpu_routes_match_the_conv(n, h, w, c, o, kh, kw, stride, padding, route,
+                                         monkeypatch):
+  rng = np.random.default_rng(h * 100 + c)
+  x = jnp.asarray(rng.standard_normal((n, h, w, c)), jnp.float32)
+  k = jnp.asarray(rng.standard_normal((kh, kw, c, o)), jnp.float32)
+  taken = []
+  for name in ('_conv_as_im2col_matmul', '_strided_conv_s2d'):
+    orig = getattr(gc, name)
+    monkeypatch.setattr(gc, name, lambda *a, _o=orig, _n=name: taken.append(_n) or _o(*a))
+  ours = lambda a, b: gc.grouped_conv(a, b, stride, padding, 1, 'split')
+  ref = lambda a, b: _reference(a, b, stride, padding, 1)
+  y, y_ref = ours(x, k), ref(x, k)
+  assert y.shape == y_ref.shape
+  assert _rel_err(y, y_ref) < RTOL
+  g = jnp.asarray(rng.standard_normal(y_ref.shape), jnp.float32)
+  for d, d_ref in zip(jax.vjp(ours, x, k)[1](g), jax.vjp(ref, x, k)[1](g)):
+    assert _rel_err(d, d_ref) < RTOL
+  expected = {'im2col': ['_conv_as_im2col_matmul'], 's2d': ['_strided_conv_s2d'],
+              'conv': []}[route]
+  assert sorted(set(taken)) == expected
+  if padding == 'SAME' and route != 'conv' and stride <= 2:
+    np.testing.assert_allclose(y, _numpy_grouped_conv_same(np.asarray(x, np.float64),
+                                                           np.asarray(k, np.float64),
+                                                           stride, 1),
+                               rtol=RTOL, atol=RTOL * float(jnp.max(jnp.abs(y_ref))))
+
+
+def test_explicit_padding_is_tf_same():
+  # TF SAME: out = ceil(n / s), the odd pixel of padding at the end.
+  assert gc.explicit_padding('SAME', (48, 48), (7, 7), (2, 2)) == [(2, 3), (2, 3)]
+  assert gc.explicit_padding('SAME', (3, 4), (3, 3), (2, 2)) == [(1, 1), (0, 1)]
+  assert gc.explicit_padding('VALID', (5, 5), (3, 3), (1, 1)) == [(0, 0), (0, 0)]
+  assert gc.explicit_padding([(1, 2), (0, 0)], (5, 5), (3, 3), (1, 1)) == [(1, 2), (0, 0)]

@@ -1,10 +1,12 @@
-"""Dependencies point down: nn -> models -> optim/data -> train -> analysis -> commands.
+"""Dependencies point one way: errors/utils -> config -> nn -> models -> optim/data/... -> train -> analysis -> commands.
 
-Every ``nfnet_jax`` import of every module (function-level imports too) is
-read with ``ast``; a module may import its own layer and the layers below.
-``config`` is the floor everyone reads; it may reach the model, data and
-optimizer validators (lazily, inside ``validate_config``) but never
-``train`` or ``analysis``.
+Every ``nfnet_jax`` import of every module of the package (function-level
+imports too, ``recipes.py`` and the other top-level modules included) is read
+with ``ast``. A module may import its own part and the layers below;
+``config`` (schema, loading, overrides) imports nothing of the package but
+the leaves ``errors`` and ``utils``; validation that spans the parts lives
+above them (``train/validate.py``). The graph of parts has no cycle, and
+imports inside functions are few and counted.
 """
 import ast
 import os
@@ -12,28 +14,53 @@ import os
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGE = os.path.join(ROOT, 'nfnet_jax')
 
-LAYER = {'config': 0, 'nn': 1, 'models': 2, 'optim': 3, 'data': 3,
-         'pretrained': 3, 'interop': 3, 'export': 3, 'train': 4, 'analysis': 5,
-         'commands': 6}
-# interop: the validator checks finetune.timm_name against the covered names.
-CONFIG_MAY_IMPORT = {'config', 'models', 'optim', 'data', 'interop'}
+LAYER = {'errors': 0, 'utils': 0, 'config': 1, 'nn': 2, 'models': 3,
+         'optim': 4, 'data': 4, 'pretrained': 4, 'interop': 4, 'export': 4,
+         'train': 5, 'analysis': 6, 'recipes': 6, 'testing': 6,
+         'console': 7, 'commands': 7}
+CONFIG_MAY_IMPORT = {'config', 'errors', 'utils'}
+# Imports of package modules inside functions (to keep a command's --help
+# fast or to reach a heavy part lazily). The issue's goal is 10; this is
+# where the count stands: lower it with each move, never raise it.
+FUNCTION_LEVEL_PACKAGE_IMPORTS = 44
+
+
+def _parts(node):
+  """The nfnet_jax parts (top-level module/subpackage names) an import node names."""
+  names = []
+  if isinstance(node, ast.Import):
+    names = [a.name for a in node.names]
+  elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+    names = [node.module] + [f'{node.module}.{a.name}' for a in node.names]
+  out = set()
+  for n in names:
+    parts = n.split('.')
+    if parts[0] == 'nfnet_jax' and len(parts) > 1 and parts[1] in LAYER:
+      out.add(parts[1])
+  return out
 
 
 def _imports(path):
-  """The nfnet_jax sub-packages/modules a file imports."""
+  """The nfnet_jax parts a file imports (anywhere in it)."""
   with open(path) as f:
     tree = ast.parse(f.read(), path)
   out = set()
   for node in ast.walk(tree):
-    names = []
-    if isinstance(node, ast.Import):
-      names = [a.name for a in node.names]
-    elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-      names = [node.module] + [f'{node.module}.{a.name}' for a in node.names]
-    for n in names:
-      parts = n.split('.')
-      if parts[0] == 'nfnet_jax' and len(parts) > 1 and parts[1] in LAYER:
-        out.add(parts[1])
+    out |= _parts(node)
+  return out
+
+
+def _function_level_imports(path):
+  """(line, parts) of every nfnet_jax import inside a function of ``path``."""
+  with open(path) as f:
+    tree = ast.parse(f.read(), path)
+  out = set()
+  for fn in ast.walk(tree):
+    if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+      for node in ast.walk(fn):
+        parts = _parts(node)
+        if parts:
+          out.add((node.lineno, tuple(sorted(parts))))
   return out
 
 
@@ -46,19 +73,68 @@ def _modules():
         yield top, path
 
 
+def test_every_part_has_a_layer():
+  tops = {top for top, _ in _modules()} - {'__init__'}
+  assert tops <= set(LAYER), sorted(tops - set(LAYER))
+  assert {'config', 'recipes', 'train', 'analysis', 'utils'} <= tops  # the checker sees them
+
+
 def test_no_module_imports_a_higher_layer():
   bad = []
   for top, path in _modules():
     if top not in LAYER:
       continue
     for dep in _imports(path):
-      if top == 'config':
-        ok = dep in CONFIG_MAY_IMPORT
-      else:
-        ok = LAYER[dep] <= LAYER[top]
+      ok = dep in CONFIG_MAY_IMPORT if top == 'config' else LAYER[dep] <= LAYER[top]
       if not ok:
         bad.append(f'{os.path.relpath(path, ROOT)} imports nfnet_jax.{dep}')
   assert not bad, bad
+
+
+def test_config_and_the_leaves_import_nothing_above_them():
+  seen = {}
+  for top, path in _modules():
+    if top in ('config', 'errors', 'utils'):
+      seen[os.path.relpath(path, ROOT)] = _imports(path) - {top}
+  assert len(seen) >= 5
+  assert all(deps <= {'errors', 'utils'} for deps in seen.values()), seen
+  assert all(not deps for p, deps in seen.items() if not p.startswith('nfnet_jax/config')), seen
+
+
+def test_parts_form_no_cycle():
+  graph = {}
+  for top, path in _modules():
+    graph.setdefault(top, set()).update(_imports(path) - {top})
+  state = {}
+
+  def visit(node, stack):
+    state[node] = 'open'
+    for dep in sorted(graph.get(node, ())):
+      if state.get(dep) == 'open':
+        raise AssertionError(f'import cycle: {" -> ".join(stack + [node, dep])}')
+      if dep not in state:
+        visit(dep, stack + [node])
+    state[node] = 'done'
+
+  for node in sorted(graph):
+    if node not in state:
+      visit(node, [])
+
+
+def test_function_level_package_imports_are_counted():
+  found = []
+  for _, path in _modules():
+    found += [f'{os.path.relpath(path, ROOT)}:{line} {parts}'
+              for line, parts in sorted(_function_level_imports(path))]
+  assert len(found) <= FUNCTION_LEVEL_PACKAGE_IMPORTS, '\n'.join(found)
+
+
+def test_the_checker_sees_an_upward_import(tmp_path):
+  path = tmp_path / 'm.py'
+  path.write_text('def f():\n  from nfnet_jax.train import loop\n'
+                  'import nfnet_jax.config.load\n')
+  assert _imports(str(path)) == {'train', 'config'}
+  assert _function_level_imports(str(path)) == {(2, ('train',))}
 
 
 def test_train_does_not_import_analysis():

@@ -45,9 +45,6 @@ def test_official_step_and_warmup_numbers(name, arg, batch, epochs):
   assert c.optimizer.warmup_steps == pytest.approx(5 * N / batch, rel=1e-9)
 
 
-@pytest.mark.skipif(not os.path.exists(os.path.join(ROOT, 'configs',
-                                                    'nf_regnet.py')),
-                    reason='configs/nf_regnet.py not here yet (issue 13)')
 def test_nf_regnet_official_numbers():
   # experiment_nf_regnets.py: batch 1024, 360 epochs, LR 0.4 unscaled,
   # float32; shown by show_recipe against the same official values.

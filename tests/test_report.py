@@ -226,7 +226,7 @@ def test_study_grids_validate(name):
   """Every point of the full study grid is a valid config (nothing trained)."""
   from nfnet_jax import models  # pylint: disable=g-import-not-at-top
   from nfnet_jax.config import load as config_load  # pylint: disable=g-import-not-at-top
-  from nfnet_jax.config import validate_config  # pylint: disable=g-import-not-at-top
+  from nfnet_jax.train.validate import validate_config  # pylint: disable=g-import-not-at-top
   study = _load_study(name)
   path = os.path.join(REPO, 'configs', 'studies', f'{name}.py')
   grid = study.get_sweep()

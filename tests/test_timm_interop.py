@@ -289,7 +289,7 @@ def test_finetune_from_timm_file(tmp_path):
   import haiku as hk  # pylint: disable=g-import-not-at-top
   import ml_collections  # pylint: disable=g-import-not-at-top
   from nfnet_jax.train import state as state_lib  # pylint: disable=g-import-not-at-top
-  from nfnet_jax.config import validate_config  # pylint: disable=g-import-not-at-top
+  from nfnet_jax.train.validate import validate_config  # pylint: disable=g-import-not-at-top
   path = str(tmp_path / 'w.safetensors')
   __import__('safetensors.torch', fromlist=['_']).save_file(_tiny_resnet_state_dict(), path)
   model_cfg = timm_lib.timm_model_config('nf_resnet26', _RESNET_TINY[1])

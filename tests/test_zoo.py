@@ -382,7 +382,7 @@ def test_light_configs(variant):
 @pytest.mark.parametrize('name,arg', [('nf_regnet', 'B0,local'), ('nfnet_light', 'nfnet_l0,local'),
                                       ('resnet', '50,fixup,local')])
 def test_local_zoo_configs_validate(name, arg):
-  from nfnet_jax.config import validate_config
+  from nfnet_jax.train.validate import validate_config
   validate_config(_load_config(name).get_config(arg))
 
 

@@ -10,13 +10,13 @@ Reads the ``'agc'`` rows the training loop writes with AGC telemetry on
   last logged step, against lambda (dashed line). Units above the line are
   clipped.
 """
-import json
 import os
 from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
 from nfnet_jax.optim import agc as agc_lib
+from nfnet_jax.train.metrics import read_jsonl
 
 CLIPPED = 'agc/clipped/'
 MEDIAN = 'agc/ratio_median/'
@@ -25,18 +25,8 @@ MAX = 'agc/ratio_max/'
 
 def read_agc_rows(workdir: str) -> List[Dict[str, Any]]:
   """The ``'agc'`` rows of ``<workdir>/metrics.jsonl``, in step order."""
-  path = os.path.join(workdir, 'metrics.jsonl')
-  rows = []
-  if not os.path.exists(path):
-    return rows
-  with open(path) as f:
-    for line in f:
-      try:
-        r = json.loads(line)
-      except ValueError:
-        continue  # a line cut by a kill
-      if r.get('split') == 'agc':
-        rows.append(r)
+  rows = [r for r in read_jsonl(os.path.join(workdir, 'metrics.jsonl'))
+          if r.get('split') == 'agc']
   return sorted(rows, key=lambda r: r['step'])
 
 

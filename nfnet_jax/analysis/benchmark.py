@@ -25,7 +25,11 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from nfnet_jax import models
+from nfnet_jax import optim
 from nfnet_jax.config import schema as config_schema
+from nfnet_jax.data import imagenet
+from nfnet_jax.data import pipeline
 from nfnet_jax.train import parallel as parallel_lib
 from nfnet_jax.train import state as state_lib
 from nfnet_jax.train import step as step_lib
@@ -68,11 +72,6 @@ def rss_mib() -> float:
     return pages * os.sysconf('SC_PAGE_SIZE') / 2**20
   except OSError:
     return float('nan')
-
-
-def max_rss_mib() -> float:
-  """Peak resident set size of this process so far in MiB."""
-  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def load_average() -> Optional[float]:
@@ -258,7 +257,6 @@ def config_for_model(model: str, variant: Optional[str] = None):
 def build_model(cfg, num_classes: int, resolution: int, batch: int, seed: int = 0,
                 channels: int = 3):
   """Creates the model of `cfg.model` and initialises params for the input shape."""
-  from nfnet_jax import models  # pylint: disable=g-import-not-at-top
   net = models.create_model(cfg.model, num_classes)
   images = jnp.zeros((batch, resolution, resolution, channels), jnp.float32)
   params, model_state = jax.jit(lambda k, x: net.init(k, x, is_training=True))(
@@ -320,7 +318,6 @@ def compile_train_step(cfg, net, params, model_state, images, labels, *,
   Returns:
     A :class:`TrainStepper` (its ``compiled`` is a :class:`Compiled`).
   """
-  from nfnet_jax import optim  # pylint: disable=g-import-not-at-top
   c = _step_config(cfg, agc, ema)
   par = one_device(c)
   tx, schedule = optim.build_optimizer(c.optimizer, images.shape[0],
@@ -443,7 +440,6 @@ SYNTHETIC_DIR = os.path.join(os.path.expanduser('~'), '.cache', 'nfnet_jax',
 def prepare_synthetic_imagenet(root: str = SYNTHETIC_DIR, num_classes=4,
                                per_class=128, num_val=64) -> str:
   """Prepares (once) a synthetic imagenet2012; returns its tfds data_dir."""
-  from nfnet_jax.data import imagenet  # pylint: disable=g-import-not-at-top
   data_dir = os.path.join(root, 'tfds')
   done = os.path.join(root, f'done_{num_classes}_{per_class}_{num_val}')
   if os.path.exists(done):
@@ -487,7 +483,6 @@ def benchmark_pipeline(config, num_batches: int, *, warmup_batches: int = 3,
     config.data.name = 'imagenet2012'
     config.data.data_dir = prepare_synthetic_imagenet(
         synthetic_dir or SYNTHETIC_DIR)
-  from nfnet_jax.data import pipeline  # pylint: disable=g-import-not-at-top
   it = pipeline.train_iterator(config, layout=layout, process_index=0,
                                process_count=1, local_device_count=1)
   try:

@@ -21,6 +21,12 @@ import json
 import os
 from typing import Any, Dict, Optional, Tuple
 
+from nfnet_jax import pretrained
+from nfnet_jax.data import inference
+from nfnet_jax.interop import timm as timm_lib
+from nfnet_jax.models import nfnet
+from nfnet_jax.train import checkpoint as ckpt_lib
+
 
 def _split(spec: str) -> Tuple[str, Optional[str], str]:
   """(kind, timm name or None, path) of a spec string."""
@@ -57,13 +63,10 @@ def read_weights(spec: str, use_ema: bool = True) -> Tuple[Optional[Dict[str, An
   if kind == 'timm':
     if name is None:
       raise ValueError(f'{spec!r}: reading a timm file needs its model name: timm:NAME={path}')
-    from nfnet_jax.interop import timm as timm_lib  # pylint: disable=g-import-not-at-top
     return timm_lib.load_timm(path, name)
   if kind == 'official':
-    from nfnet_jax import pretrained  # pylint: disable=g-import-not-at-top
     params = pretrained.read_official(path)
     return pretrained.infer_nfnet_config(params), params
-  from nfnet_jax.train import checkpoint as ckpt_lib  # pylint: disable=g-import-not-at-top
   trees, meta = ckpt_lib.load_train_checkpoint(path)
   params = trees['ema_params'] if use_ema and trees.get('ema_params') else trees['params']
   config = None
@@ -81,7 +84,6 @@ def write_weights(spec: str, params: dict, model_config: Optional[Dict[str, Any]
   """
   kind, name, path = _split(spec)
   if kind == 'timm':
-    from nfnet_jax.interop import timm as timm_lib  # pylint: disable=g-import-not-at-top
     if model_config is None:
       if name is None:
         raise ValueError(f'{spec!r}: the source has no model config; name the timm model: '
@@ -90,7 +92,6 @@ def write_weights(spec: str, params: dict, model_config: Optional[Dict[str, Any]
     name = timm_lib.save_timm(params, model_config, path, name=name)
     return f'timm {name} state dict {path}'
   if kind == 'official':
-    from nfnet_jax import pretrained  # pylint: disable=g-import-not-at-top
     pretrained.save_official(params, path)
     return f'official-format params {path}' + (f' (model config {model_config})'
                                                if model_config else '')
@@ -108,10 +109,8 @@ def read_preprocessing(spec: str, model_config: Optional[Dict[str, Any]] = None,
   comes from timm's ``pretrained_cfg`` for NAME (the ImageNet default without
   timm). None when nothing says.
   """
-  from nfnet_jax.data import inference  # pylint: disable=g-import-not-at-top
   kind, name, path = _split(spec)
   if kind == 'ckpt':
-    from nfnet_jax.train import checkpoint as ckpt_lib  # pylint: disable=g-import-not-at-top
     meta, _ = ckpt_lib.read_meta(path)
     if meta.get('preprocessing'):
       return json.loads(meta['preprocessing'])
@@ -125,11 +124,9 @@ def read_preprocessing(spec: str, model_config: Optional[Dict[str, Any]] = None,
     return None
   size = None
   if model_config and model_config.get('name') == 'NFNet':
-    from nfnet_jax.models import nfnet  # pylint: disable=g-import-not-at-top
     size = nfnet.NFNET_VARIANTS.get(model_config.get('variant'), {}).get('test_imsize')
   if kind == 'timm' and name:
     try:
-      from nfnet_jax.interop import timm as timm_lib  # pylint: disable=g-import-not-at-top
       timm_lib.avoid_triton_after_tensorflow()
       import timm  # pylint: disable=g-import-not-at-top
       cfg = timm.models.get_pretrained_cfg(name)

@@ -23,7 +23,14 @@ from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from nfnet_jax import data as data_lib
+from nfnet_jax import export
+from nfnet_jax import models
+from nfnet_jax import pretrained
 from nfnet_jax.train import checkpoint as ckpt_lib
+from nfnet_jax.train import evaluator as evaluator_lib
+from nfnet_jax.train import parallel as parallel_lib
+from nfnet_jax.train import step as step_lib
 
 PyTree = Any
 
@@ -43,7 +50,6 @@ def load_for_eval(path: str, *, use_ema: bool = True, expected_params=None
     (params, model_state, info) with info describing the source.
   """
   if os.path.isfile(path):
-    from nfnet_jax import pretrained  # pylint: disable=g-import-not-at-top
     params = pretrained.load_official(path, expected_params=expected_params)
     # Official files hold params only: NF models have no state.
     return params, {}, {'source': 'official', 'path': os.path.abspath(path)}
@@ -74,12 +80,6 @@ def evaluate(config, checkpoint: str, resolutions: Optional[Sequence[int]] = Non
     loss, num_examples, seconds}``.
   """
   import jax  # pylint: disable=g-import-not-at-top
-  from nfnet_jax import data as data_lib  # pylint: disable=g-import-not-at-top
-  from nfnet_jax import export  # pylint: disable=g-import-not-at-top
-  from nfnet_jax import models  # pylint: disable=g-import-not-at-top
-  from nfnet_jax.train import evaluator as evaluator_lib  # pylint: disable=g-import-not-at-top
-  from nfnet_jax.train import parallel as parallel_lib  # pylint: disable=g-import-not-at-top
-  from nfnet_jax.train import step as step_lib  # pylint: disable=g-import-not-at-top
   info = data_lib.dataset_info(config.data)
   resolutions = list(resolutions or [config.data.eval_image_size])
   for r in resolutions:

@@ -24,7 +24,13 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 
+from nfnet_jax import data as data_lib
+from nfnet_jax import models
+from nfnet_jax import pretrained
 from nfnet_jax.config import load as config_load
+from nfnet_jax.models.nfnet import NFNET_VARIANTS
+from nfnet_jax.optim import agc
+from nfnet_jax.train import checkpoint
 
 CSV_COLUMNS = ('model', 'block', 'avg_sq_mean', 'avg_var', 'res_avg_var')
 STAT_KEYS = ('avg_sq_mean', 'avg_var', 'res_avg_var', 'expected_var', 'is_transition')
@@ -128,7 +134,6 @@ def resolve_spec(spec: str) -> Dict[str, Any]:
 
 def accepted_keys(model_name: str) -> Optional[set]:
   """Constructor keywords of a registered model class (None if it takes **kwargs)."""
-  from nfnet_jax import models  # pylint: disable=g-import-not-at-top
   cls = models.get_model_class(model_name)
   params = inspect.signature(cls.__init__).parameters
   if any(p.kind == p.VAR_KEYWORD for p in params.values()):
@@ -186,7 +191,6 @@ def uses_conv2_gain(model_cfg: Mapping[str, Any]) -> bool:
     return False
   if model_cfg.get('skipinit_mode') is not None:
     return model_cfg['skipinit_mode'] == 'conv2_gain'
-  from nfnet_jax.models.nfnet import NFNET_VARIANTS  # pylint: disable=g-import-not-at-top
   variant = NFNET_VARIANTS.get(model_cfg.get('variant') or 'F0', {})
   return variant.get('skipinit_mode') == 'conv2_gain'
 
@@ -238,7 +242,6 @@ def smooth_gaussian_batch(batch_size: int, resolution: int, cell: int, seed: int
 
 def data_batch(config, batch_size: int, resolution: int):
   """The first ``batch_size`` evaluation images of ``config``'s data set, at ``resolution``."""
-  from nfnet_jax import data as data_lib  # pylint: disable=g-import-not-at-top
   images = []
   for batch in data_lib.eval_iterator(config, layout='host', image_size=resolution):
     keep = np.asarray(batch['mask']) > 0
@@ -276,7 +279,6 @@ def compute_spp(model_cfg: Mapping[str, Any], images, *, skip_gain: Optional[flo
     expected_var, is_transition.
   """
   import jax  # pylint: disable=g-import-not-at-top
-  from nfnet_jax import models  # pylint: disable=g-import-not-at-top
   model = models.create_model(dict(model_cfg), num_classes)
   rng = jax.random.PRNGKey(seed)
   # BatchNorm models use batch statistics (is_training=True), as in the paper;
@@ -300,7 +302,6 @@ def compute_spp(model_cfg: Mapping[str, Any], images, *, skip_gain: Optional[flo
 
 
 def _first_kernel(params: Mapping[str, Mapping[str, Any]]):
-  from nfnet_jax.optim import agc  # pylint: disable=g-import-not-at-top
   for module in sorted(params, key=agc.depth_key):
     w = params[module].get('w')
     if w is not None and np.ndim(w) == 4:
@@ -339,18 +340,15 @@ def load_trained(path: str, model_cfg: Optional[Mapping[str, Any]] = None,
   import json as json_lib  # pylint: disable=g-import-not-at-top
   image_size = None
   if os.path.isfile(path):
-    from nfnet_jax import pretrained  # pylint: disable=g-import-not-at-top
     params = pretrained.read_official(path)
     if model_cfg is None:
       model_cfg = pretrained.infer_nfnet_config(params)
       if model_cfg is None:
         raise ValueError(f'--checkpoint {path}: not an official NFNet variant; give the model '
                          'with --model_config FILE.py[:arg]')
-      from nfnet_jax.models.nfnet import NFNET_VARIANTS  # pylint: disable=g-import-not-at-top
       image_size = NFNET_VARIANTS[model_cfg['variant']]['train_imsize']
     state, label = {}, os.path.basename(path)
   else:
-    from nfnet_jax.train import checkpoint  # pylint: disable=g-import-not-at-top
     try:
       trees, meta = checkpoint.load_train_checkpoint(path)
     except FileNotFoundError as e:
@@ -406,7 +404,6 @@ def model_alpha(model_cfg: Mapping[str, Any]) -> Optional[float]:
   if model_cfg.get('alpha') is not None:
     return float(model_cfg['alpha'])
   try:
-    from nfnet_jax import models  # pylint: disable=g-import-not-at-top
     p = inspect.signature(models.get_model_class(model_cfg['name']).__init__).parameters
     if 'alpha' in p and p['alpha'].default is not inspect.Parameter.empty:
       return float(p['alpha'].default)

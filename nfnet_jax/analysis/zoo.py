@@ -21,6 +21,9 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 
+from nfnet_jax import models
+from nfnet_jax.models import nf_regnet, nf_resnet, nfnet, resnet
+
 # NFNet paper (arXiv 2102.06171, Table 2 / REFERENCE.md): params (M), FLOPs
 # (G, multiply-adds at the test resolution), ImageNet top-1 (%).
 NFNET_PAPER = {
@@ -46,7 +49,6 @@ DEFAULT_RESOLUTION = 224
 
 def zoo_entries() -> List[Dict[str, Any]]:
   """Every registered model and variant: {'name', 'variant', 'config', 'resolution'}."""
-  from nfnet_jax.models import nf_regnet, nf_resnet, nfnet, resnet  # pylint: disable=g-import-not-at-top
   out = []
   for v, t in nfnet.NFNET_VARIANTS.items():
     out.append(dict(name='NFNet', variant=v, config={'name': 'NFNet', 'variant': v},
@@ -69,7 +71,6 @@ def zoo_entries() -> List[Dict[str, Any]]:
 def _abstract(model_config: Mapping[str, Any], resolution: int, num_classes: int):
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  from nfnet_jax import models  # pylint: disable=g-import-not-at-top
   config = dict(model_config)
   if config['name'] != 'ResNet':
     config.setdefault('conv_impl', 'xla')  # native grouped convs: one op per conv
@@ -118,7 +119,6 @@ def _conv_macs(in_ch: float, conv, h: float, w: float) -> float:
 def _built_module(model_config: Mapping[str, Any], num_classes: int):
   """The model's Haiku module object, constructed (not called) inside a transform."""
   import haiku as hk  # pylint: disable=g-import-not-at-top
-  from nfnet_jax import models  # pylint: disable=g-import-not-at-top
   config = dict(model_config)
   cls = models.get_model_class(config.pop('name'))
   box = {}

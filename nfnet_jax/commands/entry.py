@@ -21,6 +21,7 @@ COMMANDS = {
     'nfnet-benchmark': 'benchmark',
     'nfnet-spp': 'spp',
     'nfnet-predict': 'predict',
+    'nfnet-sweep': 'sweep',
 }
 
 
@@ -51,3 +52,4 @@ model_table = _entry('model_table')
 benchmark = _entry('benchmark')
 spp = _entry('spp')
 predict = _entry('predict')
+sweep = _entry('sweep')

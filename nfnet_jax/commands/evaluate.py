@@ -20,8 +20,10 @@ def parser() -> base.ArgumentParser:
       'Results are printed and written as JSON to --out (default '
       '<workdir>/eval_results.json for our workdirs, ./eval_results.json else).',
       EXAMPLES, config_overrides=True)
-  p.add_argument('--config', required=True, metavar='FILE.py[:ARG]',
-                 help='experiment config file (its data and model)')
+  p.add_argument('--config', default=None, metavar='FILE.py[:ARG]',
+                 help='experiment config file (its data and model); default for '
+                      'our workdirs: the config saved with the checkpoint (a '
+                      '--config that contradicts it is refused)')
   p.add_argument('--checkpoint', required=True,
                  help='workdir, checkpoints/<step> dir or official F*_haiku.npz')
   p.add_argument('--resolutions', type=base.int_list, default=None, metavar='R1,R2',
@@ -38,9 +40,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   p = parser()
   args, overrides = p.parse_with_overrides(argv)
   from nfnet_jax.config import load as config_load  # pylint: disable=g-import-not-at-top
-  config = config_load.exit_on_error(config_load.load_config, args.config, overrides)
+  from nfnet_jax import errors  # pylint: disable=g-import-not-at-top
+  from nfnet_jax.train import checkpoint as ckpt_lib  # pylint: disable=g-import-not-at-top
+  config = None
+  if args.config is not None:
+    config = config_load.exit_on_error(config_load.load_config, args.config, overrides)
   if not os.path.exists(args.checkpoint):
     p.error(f'--checkpoint {args.checkpoint!r} does not exist')
+  config = errors.exit_on_error(ckpt_lib.config_for_checkpoint, args.checkpoint,
+                                config, args.config, overrides)
   if args.max_batches is not None and args.max_batches < 1:
     p.error(f'--max_batches must be >= 1, got {args.max_batches}')
   from nfnet_jax.analysis import evaluate as eval_lib  # pylint: disable=g-import-not-at-top

@@ -1,4 +1,8 @@
-"""Configs: the schema (every field), the loader/override parser, validation.
+"""Configs: the schema (every field) and the loader/override parser.
+
+The bottom layer: imports nothing of the package but `nfnet_jax.errors`
+and `nfnet_jax.utils`. Validation spans the parts, so it lives above them
+(`nfnet_jax.train.validate.validate_config`).
 
 ``from nfnet_jax import config as config_lib; config_lib.base_config()`` keeps
 working: the schema's public names are re-exported here.
@@ -11,8 +15,9 @@ from nfnet_jax.config.schema import base_config
 from nfnet_jax.config.schema import CLASSIFIER_MODULE
 from nfnet_jax.config.schema import CLASSIFIER_WEIGHT
 from nfnet_jax.config.schema import COMPUTE_DTYPES
+from nfnet_jax.config.schema import DATASET_DEFAULTS
 from nfnet_jax.config.schema import DISTRIBUTED
-from nfnet_jax.config.schema import get_dotted
+from nfnet_jax.config.schema import apply_dataset_defaults
 from nfnet_jax.config.schema import IMAGENET_TRAIN_EXAMPLES
 from nfnet_jax.config.schema import official_train_steps
 from nfnet_jax.config.schema import official_warmup_steps
@@ -22,4 +27,3 @@ from nfnet_jax.config.schema import use_fashion_mnist
 from nfnet_jax.config.load import ConfigError
 from nfnet_jax.config.load import load_config
 from nfnet_jax.config.load import parse_value
-from nfnet_jax.config.validate import validate_config

@@ -9,6 +9,8 @@ from typing import Any, Callable, Sequence
 
 import ml_collections
 
+from nfnet_jax.utils import get_dotted
+
 IMAGENET_TRAIN_EXAMPLES = 1_281_167
 
 # Allowed values of fields that several layers check (the validator, the
@@ -191,16 +193,6 @@ def base_config() -> ml_collections.ConfigDict:
   return c
 
 
-def get_dotted(node, dotted: str, default=None):
-  """``node['a']['b']`` for ``'a.b'`` (ConfigDict or dict), ``default`` where a part is missing."""
-  for part in dotted.split('.'):
-    try:
-      node = node[part]
-    except (KeyError, TypeError, AttributeError):
-      return default
-  return node
-
-
 def apply_official_schedule(c: ml_collections.ConfigDict, batch: int, epochs: int) -> None:
   """DeepMind's ImageNet run length: ``epochs`` epochs at ``batch``, 5 of warm-up.
 
@@ -246,12 +238,31 @@ def parse_config_arg(arg: str, config_file: str, default: Any, modifiers: Sequen
   return variant, mods
 
 
+# Sensible small-image settings for Fashion-MNIST (the base config holds the
+# paper's ImageNet values). Config files apply them with
+# `apply_dataset_defaults`; explicit overrides afterwards still win.
+DATASET_DEFAULTS = {
+    'fashion_mnist': dict(
+        train_split='train', eval_split='test', image_size=28,
+        eval_image_size=28, eval_crop_padding=0, eval_resize='squash',
+        train_crop='pad_crop', pad_crop_padding=4, random_flip=True,
+        randaugment_layers=0, randaugment_magnitude=0, mixup_alpha=0.0,
+        cutmix=False, grayscale_to_rgb=False),
+}
+
+
+def apply_dataset_defaults(data_config):
+  """Sets DATASET_DEFAULTS[data_config.name] fields in place (if any)."""
+  for k, v in DATASET_DEFAULTS.get(get_dotted(data_config, 'name'), {}).items():
+    data_config[k] = v
+  return data_config
+
+
 def use_fashion_mnist(data: ml_collections.ConfigDict, image_size: int) -> None:
   """Points ``config.data`` at Debian's Fashion-MNIST idx files, resized to ``image_size``."""
-  from nfnet_jax.data import datasets  # pylint: disable=g-import-not-at-top
   data.name = 'fashion_mnist'
   data.data_dir = '/usr/share/datasets/fashion-mnist'
-  datasets.apply_dataset_defaults(data)
+  apply_dataset_defaults(data)
   data.image_size = image_size
   data.eval_image_size = image_size
 

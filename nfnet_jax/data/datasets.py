@@ -29,8 +29,13 @@ from typing import Any, Optional, Tuple
 import numpy as np
 
 from nfnet_jax import errors
+# The per-dataset defaults are part of the config schema (re-exported here).
+from nfnet_jax.config.schema import DATASET_DEFAULTS  # pylint: disable=unused-import
+from nfnet_jax.config.schema import apply_dataset_defaults  # pylint: disable=unused-import
 from nfnet_jax.data import fashion_mnist
 from nfnet_jax.data import image_folder
+from nfnet_jax.utils import get_dotted
+from nfnet_jax.utils import is_number
 
 IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
 IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
@@ -43,18 +48,6 @@ KNOWN_STATS = {
     'mnist': ((33.32,), (78.57,)),
     'cifar10': ((125.31, 122.95, 113.87), (62.99, 62.09, 66.70)),
     'cifar100': ((129.30, 124.07, 112.43), (68.17, 65.39, 70.42)),
-}
-
-# Sensible small-image settings for Fashion-MNIST (the base config holds the
-# paper's ImageNet values). Config files apply them with
-# `apply_dataset_defaults`; explicit overrides afterwards still win.
-DATASET_DEFAULTS = {
-    'fashion_mnist': dict(
-        train_split='train', eval_split='test', image_size=28,
-        eval_image_size=28, eval_crop_padding=0, eval_resize='squash',
-        train_crop='pad_crop', pad_crop_padding=4, random_flip=True,
-        randaugment_layers=0, randaugment_magnitude=0, mixup_alpha=0.0,
-        cutmix=False, grayscale_to_rgb=False),
 }
 
 TRAIN_CROPS = ('inception', 'pad_crop', 'none')
@@ -89,19 +82,7 @@ class DatasetInfo:
   source_channels: int = 3
 
 
-def _get(cfg, name, default=None):
-  """Reads a field from a ConfigDict or dict, with a default if absent."""
-  if isinstance(cfg, dict):
-    return cfg.get(name, default)
-  return cfg.get(name, default) if hasattr(cfg, 'get') else getattr(
-      cfg, name, default)
-
-
-def apply_dataset_defaults(data_config):
-  """Sets DATASET_DEFAULTS[data_config.name] fields in place (if any)."""
-  for k, v in DATASET_DEFAULTS.get(_get(data_config, 'name'), {}).items():
-    data_config[k] = v
-  return data_config
+_get = get_dotted
 
 
 def _fashion_dir(data_config) -> str:
@@ -463,8 +444,7 @@ def _check_number(data_config, field, lo, hi=None, integer=False,
   v = _get(data_config, field)
   if v is None and allow_none:
     return
-  ok = isinstance(v, (int, float, np.integer, np.floating)) and not \
-      isinstance(v, bool)
+  ok = is_number(v)
   if ok and integer:
     ok = float(v) == int(v)
   if ok:

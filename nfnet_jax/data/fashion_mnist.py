@@ -20,7 +20,6 @@ FILES = {
     'test': ('t10k-images-idx3-ubyte', 't10k-labels-idx1-ubyte'),
 }
 NUM_CLASSES = 10
-IMAGE_SHAPE = (28, 28, 1)
 # Per-channel statistics of the 60,000 training images, in [0, 255] units
 # (0.2860 and 0.3530 on the [0, 1] scale).
 MEAN = (72.94,)

@@ -87,8 +87,6 @@ MAX_LEVEL = 10.0
 # distort_image_with_randaugment's hparams: pixels at level 10.
 TRANSLATE_CONST = 100.0
 CUTOUT_CONST = 40
-# Ops whose argument gets a random sign in 'official' mode.
-SIGNED_OPS = ('Rotate', 'ShearX', 'ShearY', 'TranslateX', 'TranslateY')
 
 
 def official_level_to_arg(name: str, magnitude: float):

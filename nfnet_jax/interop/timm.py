@@ -40,6 +40,11 @@ from typing import Any, Dict, Mapping, NamedTuple, Optional, Tuple
 
 import numpy as np
 
+from nfnet_jax import nn as nfnn
+from nfnet_jax import pretrained
+from nfnet_jax.models import get_model_class
+from nfnet_jax.models.nfnet import NFNET_VARIANTS
+
 INSTALL_HINT = 'pip install -e .[timm]'
 
 # timm's numerics (NfCfg.std_conv_eps = 1e-5, eps added to the variance;
@@ -79,7 +84,6 @@ def _registry() -> Dict[str, TimmArch]:
     archs[f'nfnet_f{k}'] = TimmArch(
         dict(name='NFNet', variant=f'F{k}', conv_padding='symmetric', **TIMM_NUMERICS),
         True, False)
-  from nfnet_jax.models.nfnet import NFNET_VARIANTS  # pylint: disable=g-import-not-at-top
   for name in ('nfnet_l0', 'eca_nfnet_l0', 'eca_nfnet_l1', 'eca_nfnet_l2', 'eca_nfnet_l3'):
     if name in NFNET_VARIANTS:  # timm's light NFNets (SiLU, SE or ECA)
       archs[name] = TimmArch(
@@ -178,7 +182,6 @@ def _import(module: str):
 
 def _effective(model_config: Mapping) -> Tuple[str, dict]:
   """(registry name, every constructor field with defaults filled in)."""
-  from nfnet_jax.models import get_model_class  # pylint: disable=g-import-not-at-top
   cfg = dict(model_config.to_dict() if hasattr(model_config, 'to_dict') else model_config)
   name = cfg.pop('name', 'NFNet')
   cls = get_model_class(name)
@@ -242,7 +245,6 @@ def timm_name_for(model_config: Mapping) -> str:
 
 def _block_positions(name: str, kw: Mapping) -> list:
   """'stages.<s>.<i>' of each block in the flat Haiku order."""
-  from nfnet_jax.models import get_model_class  # pylint: disable=g-import-not-at-top
   depths = kw.get('depths') or get_model_class(name).VARIANTS[kw['variant']]['depth']
   return [f'stages.{s}.{i}' for s, d in enumerate(depths) for i in range(d)]
 
@@ -353,13 +355,11 @@ def expected_state_dict_shapes(name: str, num_classes: int = 1000,
 
 
 def _gamma(model_config: Mapping) -> float:
-  from nfnet_jax import nn as nfnn  # pylint: disable=g-import-not-at-top
   _, kw = _effective(model_config)
   return float(nfnn.ACTIVATIONS[kw['activation']][1])
 
 
 def _expected_shapes(model_config: Mapping, num_classes: int) -> dict:
-  from nfnet_jax import pretrained  # pylint: disable=g-import-not-at-top
   return pretrained.expected_param_shapes(model_config, num_classes)
 
 
@@ -477,7 +477,6 @@ def load_timm(source, name: str, overrides: Optional[Mapping[str, Any]] = None
 def check_state_dict(sd: Mapping[str, np.ndarray], expected: Mapping[str, tuple],
                      what: str) -> None:
   """Raises one ValueError listing missing, unexpected and mis-shaped keys."""
-  from nfnet_jax import pretrained  # pylint: disable=g-import-not-at-top
   problems = pretrained.flat_shapes_report(
       {k: tuple(np.shape(v)) for k, v in sd.items()}, expected)
   if problems:
@@ -500,7 +499,6 @@ def to_timm_state_dict(params: Mapping, model_config: Mapping,
     ValueError: no timm model has this architecture, or params that do not
       fit the model (one message listing the differences).
   """
-  from nfnet_jax import pretrained  # pylint: disable=g-import-not-at-top
   ignore = NUMERICS_ONLY + (SIZE_FIELDS if name else ())
   name = name or timm_name_for(model_config)
   arch = _arch(name)

@@ -29,18 +29,8 @@ def get_model_class(name: str) -> type:
   return getattr(importlib.import_module(module_path), cls_name)
 
 
-def _import_all() -> dict:
-  out = {}
-  for name in _REGISTRY:
-    try:
-      out[name] = get_model_class(name)
-    except ImportError:  # a model file not written yet must not break the others
-      pass
-  return out
-
-
-# name -> class for every model whose module imports.
-MODELS = _import_all()
+# name -> class of every registered model (an import error is a bug: it propagates).
+MODELS = {name: get_model_class(name) for name in _REGISTRY}
 
 
 def _as_kwargs(model_config) -> dict:

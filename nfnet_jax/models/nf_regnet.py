@@ -26,9 +26,10 @@ import jax.numpy as jnp
 
 from nfnet_jax import nn as nfnn
 from nfnet_jax.models._common import nf_blocks_and_head, nf_residual
-from nfnet_jax.models.nfnet import (NUMERICS_FIELDS, _bad, _init_fn, _is_number, _is_pos_int,
-                                    check_group_width, nf_shortcut, nf_validator,
-                                    ws_conv_options)
+from nfnet_jax.models.nfnet import (NUMERICS_FIELDS, _bad, _init_fn, check_group_width,
+                                    nf_shortcut, nf_validator, ws_conv_options)
+from nfnet_jax.utils import is_number
+from nfnet_jax.utils import is_pos_int
 
 # variant: stage widths, depths, train / test resolution, dropout (official table).
 _B_SERIES = {
@@ -233,11 +234,11 @@ _NF_REGNET_FIELDS = ('variant', 'width', 'expansion', 'group_size', 'se_ratio', 
 
 def _check_nf_regnet(model: str, kw: dict) -> None:
   """The NF-RegNet-only fields of `validate_config`."""
-  if 'expansion' in kw and (not _is_number(kw['expansion']) or kw['expansion'] <= 0):
+  if 'expansion' in kw and (not is_number(kw['expansion']) or kw['expansion'] <= 0):
     _bad(model, 'expansion', kw['expansion'], 'a number > 0')
-  if 'group_size' in kw and not _is_pos_int(kw['group_size']):
+  if 'group_size' in kw and not is_pos_int(kw['group_size']):
     _bad(model, 'group_size', kw['group_size'], 'a positive int')
-  if 'channel_divisor' in kw and not _is_pos_int(kw['channel_divisor']):
+  if 'channel_divisor' in kw and not is_pos_int(kw['channel_divisor']):
     _bad(model, 'channel_divisor', kw['channel_divisor'], 'None or a positive int')
   table = NF_REGNET_VARIANTS[kw.get('variant', 'B0')]
   mult = kw.get('width', 0.75)

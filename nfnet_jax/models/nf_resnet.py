@@ -15,8 +15,6 @@ implementation (module name 'NF_ResNet', `initial_conv`, `nf_res_block[_k]`,
 from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 import haiku as hk
-import jax
-import jax.numpy as jnp
 
 from nfnet_jax import nn as nfnn
 from nfnet_jax.models._common import nf_blocks_and_head, nf_residual
@@ -185,12 +183,12 @@ class NFResNet(hk.Module):
   def __call__(self, x, is_training: bool = True, return_metrics: bool = False) -> dict:
     """Returns {'logits': [N, num_classes] float32} (+ 'spp' with return_metrics)."""
     out = self.initial_conv(x)
+    # nfnn.max_pool: hk.max_pool's numerics, a gradient XLA:CPU computes ~3x faster.
     if self.stem == 'imagenet' and self.conv_padding == 'symmetric':
       # PyTorch's MaxPool2d(3, 2, padding=1): one -inf pixel on every side.
-      out = jax.lax.reduce_window(out, -jnp.inf, jax.lax.max, (1, 3, 3, 1), (1, 2, 2, 1),
-                                  ((0, 0), (1, 1), (1, 1), (0, 0)))
+      out = nfnn.max_pool(out, 3, 2, ((1, 1), (1, 1)))
     elif self.stem == 'imagenet':
-      out = hk.max_pool(out, window_shape=(1, 3, 3, 1), strides=(1, 2, 2, 1), padding='SAME')
+      out = nfnn.max_pool(out, 3, 2, 'SAME')
     return nf_blocks_and_head(out, self.blocks, self.schedule, self.activation, self.fc,
                               self.drop_rate, is_training, return_metrics)
 

@@ -27,6 +27,8 @@ import numpy as np
 from nfnet_jax import nn as nfnn
 from nfnet_jax.models._common import nf_blocks_and_head, nf_residual
 from nfnet_jax.nn.grouped_conv import IMPLS
+from nfnet_jax.utils import is_number
+from nfnet_jax.utils import is_pos_int
 
 _BASE_WIDTHS = (256, 512, 1536, 1536)
 _PLUS_WIDTHS = (384, 768, 2048, 2048)
@@ -323,14 +325,6 @@ class NFNet(hk.Module):
 # ---------------------------------------------------------------------------
 # Config validation (no tracing), shared with nf_resnet.py.
 
-def _is_number(v) -> bool:
-  return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
-
-
-def _is_pos_int(v) -> bool:
-  return isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v > 0
-
-
 def _bad(model: str, field: str, value, allowed: str):
   raise ValueError(f'config.model.{field}={value!r} is not valid for {model}; '
                    f'allowed: {allowed}')
@@ -348,7 +342,7 @@ def check_nf_common(model: str, model_kwargs: Mapping[str, Any], known: Sequence
   for field in kw:
     if field not in known:
       _bad(model, field, kw[field], f'one of the fields {sorted(known)}')
-  if num_classes is not None and not _is_pos_int(num_classes):
+  if num_classes is not None and not is_pos_int(num_classes):
     raise ValueError(f'num_classes={num_classes!r} must be a positive int')
   if 'variant' in kw and kw['variant'] not in variants:
     _bad(model, 'variant', kw['variant'], str(sorted(variants)))
@@ -359,19 +353,19 @@ def check_nf_common(model: str, model_kwargs: Mapping[str, Any], known: Sequence
       extra = (' (glu halves the channel count, so it cannot be a block activation)'
                if act == 'glu' else '')
       _bad(model, 'activation', act, f'{usable}{extra}')
-  if 'alpha' in kw and (not _is_number(kw['alpha']) or kw['alpha'] <= 0):
+  if 'alpha' in kw and (not is_number(kw['alpha']) or kw['alpha'] <= 0):
     _bad(model, 'alpha', kw['alpha'], 'a number > 0')
   for field in ('stochdepth_rate', 'drop_rate'):
-    if field in kw and (not _is_number(kw[field]) or not 0.0 <= kw[field] < 1.0):
+    if field in kw and (not is_number(kw[field]) or not 0.0 <= kw[field] < 1.0):
       _bad(model, field, kw[field], 'a number in [0, 1)')
-  if 'se_ratio' in kw and (not _is_number(kw['se_ratio']) or kw['se_ratio'] < 0):
+  if 'se_ratio' in kw and (not is_number(kw['se_ratio']) or kw['se_ratio'] < 0):
     _bad(model, 'se_ratio', kw['se_ratio'], 'a number >= 0 (0 disables squeeze-excite)')
   for field in ('width', 'bottleneck_ratio'):
-    if field in kw and (not _is_number(kw[field]) or kw[field] <= 0):
+    if field in kw and (not is_number(kw[field]) or kw[field] <= 0):
       _bad(model, field, kw[field], 'a number > 0')
   if 'conv_impl' in kw and kw['conv_impl'] not in IMPLS:
     _bad(model, 'conv_impl', kw['conv_impl'], str(list(IMPLS)))
-  if 'skipinit_gain' in kw and not (_is_number(kw['skipinit_gain'])
+  if 'skipinit_gain' in kw and not (is_number(kw['skipinit_gain'])
                                     or callable(kw['skipinit_gain'])):
     _bad(model, 'skipinit_gain', kw['skipinit_gain'], 'a number or an initializer')
   if 'fc_init' in kw and not callable(kw['fc_init']):
@@ -380,7 +374,7 @@ def check_nf_common(model: str, model_kwargs: Mapping[str, Any], known: Sequence
     _bad(model, 'gelu_form', kw['gelu_form'], str(list(nfnn.GELU_FORMS)))
   if 'ws_eps_form' in kw and kw['ws_eps_form'] not in nfnn.EPS_FORMS:
     _bad(model, 'ws_eps_form', kw['ws_eps_form'], str(list(nfnn.EPS_FORMS)))
-  if 'ws_eps' in kw and (not _is_number(kw['ws_eps']) or kw['ws_eps'] <= 0):
+  if 'ws_eps' in kw and (not is_number(kw['ws_eps']) or kw['ws_eps'] <= 0):
     _bad(model, 'ws_eps', kw['ws_eps'], 'None or a number > 0')
   if 'conv_padding' in kw and kw['conv_padding'] not in CONV_PADDINGS:
     _bad(model, 'conv_padding', kw['conv_padding'], str(list(CONV_PADDINGS)))
@@ -389,7 +383,7 @@ def check_nf_common(model: str, model_kwargs: Mapping[str, Any], known: Sequence
   for field in ('depths', 'widths', 'stem_widths'):
     v = kw.get(field)
     if v is not None and (isinstance(v, (str, bytes)) or not hasattr(v, '__len__')
-                          or len(v) != 4 or not all(_is_pos_int(d) for d in v)):
+                          or len(v) != 4 or not all(is_pos_int(d) for d in v)):
       _bad(model, field, v, 'None or a list of 4 positive ints')
   return kw
 
@@ -442,12 +436,12 @@ def _check_nfnet(model: str, kw: dict) -> None:
   table = NFNET_VARIANTS[kw.get('variant', 'F0')]
   if 'use_two_convs' in kw and not isinstance(kw['use_two_convs'], (bool, np.bool_)):
     _bad(model, 'use_two_convs', kw['use_two_convs'], 'True or False')
-  if 'final_conv_mult' in kw and (not _is_number(kw['final_conv_mult'])
+  if 'final_conv_mult' in kw and (not is_number(kw['final_conv_mult'])
                                   or kw['final_conv_mult'] <= 0):
     _bad(model, 'final_conv_mult', kw['final_conv_mult'], 'None or a number > 0')
-  if 'final_conv_ch' in kw and not _is_pos_int(kw['final_conv_ch']):
+  if 'final_conv_ch' in kw and not is_pos_int(kw['final_conv_ch']):
     _bad(model, 'final_conv_ch', kw['final_conv_ch'], 'None or a positive int')
-  if 'group_width' in kw and not _is_pos_int(kw['group_width']):
+  if 'group_width' in kw and not is_pos_int(kw['group_width']):
     _bad(model, 'group_width', kw['group_width'], 'a positive int')
   if 'attention' in kw and kw['attention'] not in ATTENTIONS:
     _bad(model, 'attention', kw['attention'], f'None (the variant\'s) or one of {ATTENTIONS}')

@@ -44,6 +44,7 @@ from nfnet_jax import nn as nfnn
 # Re-exported: the plain-WS conv of the WS+GroupNorm baseline lives in nn/.
 from nfnet_jax.nn.ws_conv import PLAIN_WS_EPS as WS_EPS  # pylint: disable=unused-import
 from nfnet_jax.nn.ws_conv import StdConv2D
+from nfnet_jax.utils import is_number
 
 # Blocks per stage, as for NF-ResNets (REFERENCE.md).
 VARIANTS: Dict[str, Sequence[int]] = {
@@ -400,8 +401,7 @@ class ResNet(hk.Module):
     out = self.initial_conv(images)
     if self.fixup:  # post-activation stem
       out = self.activation(out + _scalar('bias1', out.dtype))
-    out = hk.max_pool(out, window_shape=(1, 3, 3, 1), strides=(1, 2, 2, 1),
-                      padding='SAME')
+    out = nfnn.max_pool(out, 3, 2, 'SAME')  # hk.max_pool's numerics, faster gradient
     stats = []
     for block, transition in zip(self.blocks, self.is_transition):
       out, res = block(out, is_training)
@@ -426,10 +426,6 @@ class ResNet(hk.Module):
     if return_metrics:
       outputs['spp'] = nfnn.stack_block_stats(stats)
     return outputs
-
-
-def _is_number(v) -> bool:
-  return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
 
 
 def validate_config(model_kwargs: Mapping[str, Any],
@@ -476,11 +472,11 @@ def validate_config(model_kwargs: Mapping[str, Any],
   if act not in ACTIVATION_NAMES:
     bad('activation', act, list(ACTIVATION_NAMES))
   width = kw.get('width')
-  if width is not None and (not _is_number(width) or width <= 0):
+  if width is not None and (not is_number(width) or width <= 0):
     bad('width', width, 'a positive number')
   for field in ('drop_rate', 'stochdepth_rate'):
     v = kw.get(field)
-    if v is not None and (not _is_number(v) or not 0.0 <= v < 1.0):
+    if v is not None and (not is_number(v) or not 0.0 <= v < 1.0):
       bad(field, v, 'a number in [0, 1)')
   for field in ('zero_init_last', 'skipinit', 'fixup', 'bn_cross_replica'):
     v = kw.get(field)

@@ -24,6 +24,7 @@ kernel gradient as a convolution whose window is the whole feature map, after
 transposing both operands, while the matmul's gradients are plain GEMMs with
 transposed operands; fwd+bwd is ~2x faster on NFNet's 1x1 shapes.
 """
+import functools
 from typing import Optional, Sequence, Union
 
 import jax
@@ -38,6 +39,19 @@ IMPLS = ('auto', 'xla', 'split')
 MAX_SPLIT_GROUPS = 64
 
 _DIMENSION_NUMBERS = ('NHWC', 'HWIO', 'NHWC')
+
+# The CPU path ('split') runs a dense conv whose output has at most this many
+# pixels per image as one matmul of the im2col patches: XLA:CPU's gradients
+# of such convs are 3-8x slower than the matmul's (measured fwd + both
+# gradients, CPU ms: 128 channels 3x3/2 on 4x4 maps at batch 256: 80 -> 11;
+# 3x3 maps: 45 -> 10; 2x2 maps at batch 64, stride 1: 11.6 -> 2.6), while at
+# 3x3 outputs and above the conv wins (6x6 -> 3x3, 64 channels: 6.5 vs 9.1).
+MAX_IM2COL_OUTPUT_PIXELS = 4
+# ... and a strided conv of at most this many input channels (the stems
+# reading grey or RGB images) as a stride-1 conv of the space-to-depth input
+# (s*s*C channels): XLA:CPU's forward of a 1-channel 7x7/2 conv is ~2.7x
+# slower (batch 256 at 48 px: 25 -> 9 CPU ms); its gradients stay XLA's.
+MAX_S2D_INPUT_CHANNELS = 4
 
 # What 'auto' resolves to per backend, and the measurement behind it.
 #   cpu: 'split', measured: F0's grouped 3x3 fwd+bwd 8-25x faster than
@@ -116,6 +130,14 @@ def grouped_conv(x: jnp.ndarray,
   impl = resolve_impl(impl, groups)
   if impl == 'split' and groups == 1 and w.shape[:2] == (1, 1) and isinstance(padding, str):
     return _conv1x1_as_matmul(x, w, strides)
+  if impl == 'split' and groups == 1:
+    pads = explicit_padding(padding, x.shape[1:3], w.shape[:2], strides)
+    out_hw = [(n + lo + hi - k) // s + 1
+              for n, (lo, hi), k, s in zip(x.shape[1:3], pads, w.shape[:2], strides)]
+    if out_hw[0] * out_hw[1] <= MAX_IM2COL_OUTPUT_PIXELS:
+      return _conv_as_im2col_matmul(x, w, strides, pads, out_hw)
+    if c <= MAX_S2D_INPUT_CHANNELS and strides[0] == strides[1] > 1:
+      return _strided_conv_s2d(x, w, strides[0], tuple(pads))
   if groups == 1 or impl == 'xla':
     return lax.conv_general_dilated(
         x, w, strides, padding, dimension_numbers=_DIMENSION_NUMBERS,
@@ -128,6 +150,76 @@ def grouped_conv(x: jnp.ndarray,
       for g in range(groups)
   ]
   return jnp.concatenate(outs, axis=-1)
+
+
+def explicit_padding(padding, spatial, kernel, strides) -> list:
+  """'SAME' / 'VALID' (TF semantics) or explicit pairs -> [(lo, hi), (lo, hi)]."""
+  if not isinstance(padding, str):
+    return [tuple(p) for p in padding]
+  if padding == 'VALID':
+    return [(0, 0), (0, 0)]
+  out = []
+  for n, k, s in zip(spatial, kernel, strides):
+    total = max((-(-n // s) - 1) * s + k - n, 0)
+    out.append((total // 2, total - total // 2))
+  return out
+
+
+def _conv_as_im2col_matmul(x, w, strides, pads, out_hw) -> jnp.ndarray:
+  """A dense conv as [N*H'*W', kh*kw*C] patches @ [kh*kw*C, O] (HWIO order)."""
+  kh, kw, c, o = w.shape
+  (sh, sw), (oh, ow) = strides, out_hw
+  xp = jnp.pad(x, ((0, 0), tuple(pads[0]), tuple(pads[1]), (0, 0)))
+  n = x.shape[0]
+  cols = [lax.slice(xp, (0, i, j, 0), (n, i + (oh - 1) * sh + 1, j + (ow - 1) * sw + 1, c),
+                    (1, sh, sw, 1)) for i in range(kh) for j in range(kw)]
+  patches = jnp.concatenate(cols, axis=-1) if len(cols) > 1 else cols[0]
+  y = lax.dot_general(patches.reshape(n * oh * ow, kh * kw * c), w.reshape(kh * kw * c, o),
+                      (((1,), (0,)), ((), ())))
+  return y.reshape(n, oh, ow, o)
+
+
+def _xla_conv(x, w, stride, pads):
+  return lax.conv_general_dilated(x, w, (stride, stride), pads,
+                                  dimension_numbers=_DIMENSION_NUMBERS)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _strided_conv_s2d(x, w, stride, pads):
+  """A stride-s conv with few input channels; forward through space-to-depth.
+
+  The padded input is cut into its s x s phases, stacked as s*s*C channels,
+  and convolved (stride 1, VALID) with the kernel zero-padded to a multiple
+  of s and rearranged the same way: the same sums as the strided conv. The
+  gradients are those of the strided conv itself (XLA's are fast for it).
+  """
+  n, h, wd, c = x.shape
+  kh, kw, _, o = w.shape
+  s = stride
+  (plo_h, phi_h), (plo_w, phi_w) = pads
+  oh, ow = (h + plo_h + phi_h - kh) // s + 1, (wd + plo_w + phi_w - kw) // s + 1
+  kh2, kw2 = -(-kh // s), -(-kw // s)
+  th, tw = s * (oh + kh2 - 1), s * (ow + kw2 - 1)  # padded size the phases need
+  xp = jnp.pad(x, ((0, 0), (plo_h, max(th - h - plo_h, 0)), (plo_w, max(tw - wd - plo_w, 0)),
+                   (0, 0)))[:, :th, :tw, :]
+  xs = xp.reshape(n, th // s, s, tw // s, s, c).transpose(0, 1, 3, 2, 4, 5)
+  xs = xs.reshape(n, th // s, tw // s, s * s * c)
+  wp = jnp.pad(w, ((0, s * kh2 - kh), (0, s * kw2 - kw), (0, 0), (0, 0)))
+  ws = wp.reshape(kh2, s, kw2, s, c, o).transpose(0, 2, 1, 3, 4, 5).reshape(kh2, kw2, s * s * c, o)
+  return lax.conv_general_dilated(xs, ws, (1, 1), 'VALID', dimension_numbers=_DIMENSION_NUMBERS)
+
+
+def _strided_conv_s2d_fwd(x, w, stride, pads):
+  return _strided_conv_s2d(x, w, stride, pads), (x, w)
+
+
+def _strided_conv_s2d_bwd(stride, pads, res, g):
+  x, w = res
+  _, vjp = jax.vjp(lambda a, b: _xla_conv(a, b, stride, list(pads)), x, w)
+  return vjp(g)
+
+
+_strided_conv_s2d.defvjp(_strided_conv_s2d_fwd, _strided_conv_s2d_bwd)
 
 
 def _conv1x1_as_matmul(x: jnp.ndarray, w: jnp.ndarray, strides) -> jnp.ndarray:

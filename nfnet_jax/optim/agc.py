@@ -21,6 +21,7 @@ import optax
 
 from nfnet_jax.config import schema as config_schema
 from nfnet_jax.optim import masks
+from nfnet_jax.utils import is_number
 
 # The final classifier weight of any nfnet_jax / official model
 # ('NFNet/~/linear/w'); the squeeze-excite linears do not match and ARE
@@ -97,7 +98,7 @@ def _clip_leaf(grad, param, clipping, eps):
 
 
 def _check_number(name, value, allow_zero):
-  if isinstance(value, bool) or not isinstance(value, (int, float)):
+  if not is_number(value):   # e.g. a 0-d array: its float, else the error
     try:
       value = float(value)
     except (TypeError, ValueError):

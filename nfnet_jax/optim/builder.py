@@ -32,10 +32,12 @@ import optax
 
 from nfnet_jax import config as config_lib
 from nfnet_jax.config.load import ConfigError
-from nfnet_jax.config.validate import is_int
-from nfnet_jax.config.validate import is_number
 from nfnet_jax.optim import agc as agc_lib
 from nfnet_jax.optim import masks
+from nfnet_jax.utils import MISSING
+from nfnet_jax.utils import get_dotted
+from nfnet_jax.utils import is_int
+from nfnet_jax.utils import is_number
 
 OPTIMIZERS = ('sgd', 'adam', 'adamw')
 SCHEDULES = ('cosine', 'constant')
@@ -49,13 +51,10 @@ def _defaults():
 
 def _field(opt_config, name: str, defaults=None):
   """Reads a field from a ConfigDict or dict, falling back to the default."""
-  if isinstance(opt_config, dict):
-    if name in opt_config:
-      return opt_config[name]
-  elif name in opt_config:
-    return opt_config[name]
-  defaults = _defaults() if defaults is None else defaults
-  return defaults[name]
+  value = get_dotted(opt_config, name, MISSING)
+  if value is MISSING:
+    value = (_defaults() if defaults is None else defaults)[name]
+  return value
 
 
 def validate_optimizer_config(opt_config, total_steps: Optional[int] = None

@@ -48,6 +48,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from nfnet_jax import errors
+from nfnet_jax.config import load as config_load
 
 PyTree = Any
 
@@ -95,6 +96,8 @@ def describe_read_error(err: BaseException) -> str:
   the first clause and the file named, if any, are kept.
   """
   text = ' '.join(str(err).split())
+  # Tensorstore appends its JSON spec and source locations: noise here.
+  text = re.split(r'\s*\[(?:tensorstore_spec|source locations)=', text)[0]
   m = re.search(r'local file "([^"]+)"[^"]*$', text)
   head = re.split(r': Error (?:opening|reading)', text, maxsplit=1)[0]
   head = head[:120] + ('...' if len(head) > 120 else '')
@@ -102,7 +105,7 @@ def describe_read_error(err: BaseException) -> str:
   tail = ''
   m2 = re.search(r'(Requested byte range[^;:]*|Unexpected end of data'
                  r'|checksum mismatch|No such file or directory)', text)
-  if m2:
+  if m2 and m2.group(1) not in head:
     tail = f': {m2.group(1)}'
   return f'{type(err).__name__}: {head}{where}{tail}'
 
@@ -654,3 +657,58 @@ def contradicting_fields(saved, config) -> list[tuple[str, Any, Any]]:
   """
   return [d for d in config_differences(saved, config)
           if not d[0].startswith(RUN_ONLY_FIELDS)]
+
+
+# Fields a --config must agree on with the config a checkpoint was trained
+# with: what builds the network and what its classifier was trained on
+# (data_dir, splits, batch sizes, dtypes may differ for a reader).
+_MUST_AGREE = ('model.', 'data.name')
+
+
+def config_for_checkpoint(path: str, config=None, spec: Optional[str] = None,
+                          overrides=()):
+  """The config to read a workdir's checkpoint with (evaluate, export, ...).
+
+  Args:
+    path: the ``--checkpoint``: a workdir, its ``checkpoints/`` or a step dir
+      (anything else, e.g. an official ``.npz``, has no saved config).
+    config: the ``--config`` given, or None.
+    spec: how the user named it (for the message).
+    overrides: ``--config.a.b=v`` pairs, applied to the saved config when
+      it is used.
+
+  Returns:
+    ``config`` when given and consistent (or when ``path`` saved none), else
+    the saved config with ``overrides`` applied.
+
+  Raises:
+    errors.BadInputError: ``config`` contradicts the saved one (one line
+      naming the first differing fields), or neither exists.
+  """
+  saved = None
+  if os.path.isdir(path):
+    try:
+      saved, _ = saved_config(path)
+    except errors.NotFoundError:
+      saved = None
+  if saved is None:
+    if config is None:
+      raise errors.BadInputError(
+          f'--config is required: {path} holds no config saved with a '
+          'checkpoint (an official file, or a checkpoint written without one)')
+    return config
+  if config is None:
+    config_load.apply_overrides(saved, overrides)
+    return saved
+  bad = [d for d in config_differences(saved, config)
+         if d[0].startswith(_MUST_AGREE) and d[1] is not None]
+  if bad:
+    shown = ', '.join(f'config.{k}={b!r} (trained with {a!r})'
+                      for k, a, b in bad[:3])
+    more = f' and {len(bad) - 3} more' if len(bad) > 3 else ''
+    raise errors.BadInputError(
+        f'--config {spec or ""} contradicts the config {path} was trained '
+        f'with: {shown}{more}',
+        hint='leave out --config to use the saved one (override single '
+             'fields with --config.a.b=value)')
+  return config

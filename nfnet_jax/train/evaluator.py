@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from nfnet_jax import data as data_lib
 from nfnet_jax.train import parallel as parallel_lib
 
 SUM_KEYS = ('loss', 'top1', 'top5', 'count')
@@ -97,7 +98,6 @@ class Evaluator:
       self.best = result
 
   def __call__(self, state, step: int, final: bool = False) -> dict:
-    from nfnet_jax import data as data_lib  # pylint: disable=g-import-not-at-top
     t0 = time.time()
     size = self.config.data.eval_image_size
     it = data_lib.eval_iterator(self.config, layout='host', image_size=size,
@@ -122,7 +122,6 @@ class Evaluator:
 
   def _eval_train_split(self, state, step: int, params, size) -> dict:
     """Top-1 on ``data.train_eval_split`` (eval preprocessing: no augmentation)."""
-    from nfnet_jax import data as data_lib  # pylint: disable=g-import-not-at-top
     t0 = time.time()
     split = self.config.data.train_eval_split
     it = data_lib.eval_iterator(self.config, layout='host', image_size=size,

@@ -25,7 +25,7 @@ from typing import Any, Optional
 import jax
 
 from nfnet_jax import errors
-from nfnet_jax.config.validate import validate_config
+from nfnet_jax.train.validate import validate_config
 from nfnet_jax.train import checkpoint as ckpt_lib
 from nfnet_jax.train import evaluator as evaluator_lib
 from nfnet_jax.train import lost_host

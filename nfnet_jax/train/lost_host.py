@@ -5,10 +5,13 @@ the others block in their next collective; JAX's coordination service aborts
 them only after its heartbeat timeout (100 s) with a C++ check failure.
 Instead, each process runs a :class:`PeerWatch`: a daemon thread writes
 ``<workdir>/hosts/process_<k>.json`` (host, pid, a counter) every
-``timeout_s / 5`` seconds and reads the others' files. A peer whose counter
-has not changed for ``timeout_s`` (``config.train.lost_host_timeout_s``,
-measured on the reader's own monotonic clock, so clock skew between hosts
-does not matter) is lost: the watcher prints one line naming it, the last
+``min(timeout_s / 5, 5)`` seconds and reads the others' files. A peer is
+lost when its process is gone (a peer on this host: checked by pid, within
+one beat) or when its counter has not changed for ``timeout_s``
+(``config.train.lost_host_timeout_s``; 3x that for a live process on this
+host), measured on the reader's own monotonic clock, so clock skew between
+hosts does not matter, and not counting time this process itself was
+starved of the interpreter (a long import). The watcher prints one line naming it, the last
 complete checkpoint and the command that relaunches the job, and ends the
 process with ``errors.EXIT_LOST_HOST`` (75), whatever the main thread is
 blocked in. The workdir must be shared by the hosts (as the checkpoints
@@ -64,6 +67,21 @@ def relaunch_command(num_processes: int, argv=None, env=None) -> str:
   return f'{cmd} (on each of the {num_processes} processes)'
 
 
+def _pid_alive(pid: int) -> bool:
+  """Whether process ``pid`` of this host runs (a zombie does not)."""
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:
+    return True
+  try:
+    with open(f'/proc/{pid}/stat') as f:
+      return f.read().rsplit(')', 1)[1].split()[0] != 'Z'
+  except (OSError, IndexError):
+    return True
+
+
 class PeerWatch:
   """Heartbeats of the processes of one job, through the shared workdir.
 
@@ -89,11 +107,14 @@ class PeerWatch:
     self.on_lost = on_lost
     self._exit = exit
     self._argv = argv
-    self.interval_s = max(0.2, self.timeout_s / 5)
+    self.interval_s = max(0.2, min(self.timeout_s / 5, 5.0))
     self._beat = 0
     self._seen = {}   # peer -> (counter, monotonic time it last changed)
     self._info = {}   # peer -> its last file contents
     self._start = time.monotonic()
+    self._last_look = self._start
+    self._host = socket.gethostname()
+    self._gone = {}   # peers on this host whose process is gone
     self._start_wall = time.time()
     self._stop = threading.Event()
     self.lost_line: Optional[str] = None
@@ -118,6 +139,11 @@ class PeerWatch:
 
   def _silent_peers(self) -> list[int]:
     now = time.monotonic()
+    if now - self._last_look > 3 * self.interval_s:
+      # This process was starved (a long import or compile held the
+      # interpreter): what the peers did meanwhile was not watched.
+      self._seen = {k: (v[0], now) for k, v in self._seen.items()}
+    self._last_look = now
     out = []
     for k in range(self.count):
       if k == self.index:
@@ -132,10 +158,18 @@ class PeerWatch:
         self._info[k] = info
         if info.get('done') and info.get('time', 0) >= self._start_wall - 5:
           continue   # it finished this run normally
+      if info and info.get('host') == self._host and not _pid_alive(
+          int(info.get('pid', -1))):
+        self._gone[k] = True   # on this host: the process is gone, for sure
+        out.append(k)
+        continue
       prev = self._seen.get(k)
       if prev is None or prev[0] != beat:
         self._seen[k] = (beat, now)
-      elif now - prev[1] > self.timeout_s:
+      elif now - prev[1] > self.timeout_s * (
+          3 if info and info.get('host') == self._host else 1):
+        # A live process of this host that stopped beating is given longer
+        # (a starved interpreter is likelier than a hung one).
         out.append(k)
     return out
 
@@ -148,8 +182,11 @@ class PeerWatch:
     last = (f'the last complete checkpoint is {self.checkpoint_dir}/{steps[-1]}'
             if steps else 'no checkpoint was completed (a relaunch starts '
             'from step 0)')
-    return (f'error: lost {names}: no heartbeat for {self.timeout_s:g} s '
-            f'(config.train.lost_host_timeout_s); process {self.index} stops. '
+    same = all(self._info.get(k, {}).get('host') == self._host for k in lost)
+    why = ('its process is gone' if all(k in self._gone for k in lost) else
+           f'no heartbeat for {self.timeout_s * (3 if same else 1):g} s '
+           '(config.train.lost_host_timeout_s' + (' x 3 on one host)' if same else ')'))
+    return (f'error: lost {names}: {why}; process {self.index} stops, '
             f'{last}; relaunch: {relaunch_command(self.count, self._argv)}')
 
   def _report_and_exit(self, lost: list[int]):

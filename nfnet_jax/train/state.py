@@ -15,7 +15,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from nfnet_jax import errors
+from nfnet_jax import pretrained
 from nfnet_jax.config import schema
+from nfnet_jax.interop import timm as timm_lib
 from nfnet_jax.train import checkpoint as ckpt_lib
 from nfnet_jax.train import step as step_lib
 
@@ -76,7 +78,6 @@ def _read_timm_finetune(config, log) -> dict:
   config.model must build the timm model's network (sizes may differ, the
   shapes are checked then); numerics options may differ (noted in the log).
   """
-  from nfnet_jax.interop import timm as timm_lib  # pylint: disable=g-import-not-at-top
   path, name = config.finetune.checkpoint, config.finetune.timm_name
   diffs = timm_lib.architecture_differences(
       config.model, name, ignore=timm_lib.NUMERICS_ONLY + timm_lib.SIZE_FIELDS)
@@ -115,7 +116,6 @@ def load_finetune_params(config, params: dict, log=print) -> dict:
     trees, _ = ckpt_lib.load_train_checkpoint(path)
     loaded = trees['params']
   else:
-    from nfnet_jax import pretrained  # pylint: disable=g-import-not-at-top
     # Only the file format is checked here; names and shapes are checked
     # below against the params built from config (any model, any input
     # channels, the classifier exempt). load_official(path) instead infers

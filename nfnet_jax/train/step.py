@@ -23,6 +23,7 @@ import optax
 
 from nfnet_jax.config import schema as config_schema
 from nfnet_jax.optim import agc as agc_lib
+from nfnet_jax.optim import builder as builder_lib
 from nfnet_jax.optim import ema as ema_lib
 from nfnet_jax.optim import losses as losses_lib
 
@@ -69,15 +70,6 @@ def cast_floating(tree: PyTree, dtype) -> PyTree:
   return jax.tree.map(
       lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating)
       else x, tree)
-
-
-def tree_all_finite(tree: PyTree) -> jnp.ndarray:
-  """A bool scalar: every floating leaf of ``tree`` is finite."""
-  leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)
-            if jnp.issubdtype(x.dtype, jnp.inexact)]
-  if not leaves:
-    return jnp.asarray(True)
-  return jnp.all(jnp.stack(leaves))
 
 
 def _pmean_floating(tree: PyTree) -> PyTree:
@@ -171,10 +163,7 @@ def make_train_step(
     if sam_rho is not None:
       # SAM: the gradient at the worst-case neighbour params + rho * g/|g|,
       # with the global-mean gradient g; the update uses the new gradient.
-      gnorm = optax.tree.norm(grads)
-      eps = jax.tree.map(
-          lambda g: g * (sam_rho / jnp.maximum(gnorm, 1e-12)), grads)
-      perturbed = jax.tree.map(jnp.add, state.params, eps)
+      perturbed = builder_lib.sam_perturbation(grads, state.params, sam_rho)
       (_, (new_model_state, _)), grads = local_grads(
           perturbed, state.model_state, images, labels, rng)
       grads = jax.lax.pmean(grads, AXIS)

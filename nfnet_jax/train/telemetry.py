@@ -18,12 +18,37 @@ from typing import Dict, Optional, Tuple
 
 import jax
 
-from nfnet_jax.config import validate as config_validate
 from nfnet_jax.optim import agc as agc_lib
 
 
-# The one parser of config.train.profile_steps (validated with the config).
-parse_profile_steps = config_validate.parse_profile_steps
+# The one parser of config.train.profile_steps (train/validate.py checks it).
+def parse_profile_steps(value) -> Optional[tuple]:
+  """``config.train.profile_steps`` -> ``(first, last)`` step, or None.
+
+  Args:
+    value: ``''``/None (off), ``'a,b'``, ``'a'`` (one step) or a pair.
+
+  Returns:
+    ``(a, b)`` with ``0 <= a <= b``: the trace covers steps a..b (0-based,
+    inclusive), or None.
+
+  Raises:
+    ValueError: anything else.
+  """
+  if value is None or value == '' or value == ():
+    return None
+  parts = value.split(',') if isinstance(value, str) else (
+      list(value) if isinstance(value, (tuple, list)) else [value])
+  try:
+    nums = [int(str(p).strip()) for p in parts]
+  except ValueError:
+    nums = []
+  if len(nums) == 1:
+    nums = nums * 2
+  if len(nums) != 2 or not 0 <= nums[0] <= nums[1]:
+    raise ValueError("expected 'a,b' with 0 <= a <= b (trace steps a..b), or '' for no "
+                     'profiling')
+  return nums[0], nums[1]
 
 
 class StepProfiler:

@@ -3,7 +3,7 @@
 ``<workdir>/train.lock`` (JSON) names the job that writes the workdir: host,
 pid (and the pid's start time, so a recycled pid is not mistaken for the
 holder), SLURM job id, start time and a heartbeat that a daemon thread
-refreshes every ``stale_after_s / 4`` seconds. A second job that finds it
+refreshes every ``min(stale_after_s / 4, 30)`` seconds. A second job that finds it
 gets :class:`errors.WorkdirLockedError` (exit status 2) naming the holder,
 unless the lock is stale, which is taken over with one line saying why:
 
@@ -204,7 +204,7 @@ def acquire(workdir: str, stale_after_s: float = DEFAULT_STALE_AFTER_S,
   finally:
     if os.path.exists(mine):
       os.remove(mine)
-  return WorkdirLock(path, info, max(0.5, stale_after_s / 4), log)
+  return WorkdirLock(path, info, min(30.0, max(0.5, stale_after_s / 4)), log)
 
 
 def acquire_for_job(workdir: str, stale_after_s: float = DEFAULT_STALE_AFTER_S,

@@ -50,6 +50,12 @@ from nfnet_jax.config import load as config_load
 def _parser() -> argparse.ArgumentParser:
   p = argparse.ArgumentParser(description=__doc__, allow_abbrev=False,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
+  add_arguments(p)
+  return p
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+  """The sweep's flags (nfnet-sweep's parser, nfnet_jax/commands/sweep.py)."""
   p.add_argument('--config', required=True, help='config file (file.py or file.py:arg)')
   p.add_argument('--workdir', required=True, help='sweep workdir; runs go in WORKDIR/<run_name>/')
   p.add_argument('--sweep', action='append', default=[],
@@ -86,7 +92,6 @@ def _parser() -> argparse.ArgumentParser:
                       'e.g. slurm_account=abc, slurm_qos=high, slurm_constraint=a100')
   g.add_argument('--no_wait', action='store_true',
                  help='submit and exit; re-run the same command later to collect')
-  return p
 
 
 def build_grid(config: str, sweep_flags, repeats):
@@ -130,9 +135,9 @@ def write_outputs(workdir: str, grid) -> list:
   return rows
 
 
-def main(argv=None) -> int:
-  """Console entry point (``scripts/sweep.py``)."""
-  p = _parser()
+def main(argv=None, parser: argparse.ArgumentParser = None) -> int:
+  """Runs the sweep a command line asks for (``nfnet-sweep`` passes its parser)."""
+  p = parser or _parser()
   args, extra = p.parse_known_args(argv)
   bad = [a for a in extra if not a.startswith('--config.')]
   if bad:

@@ -36,6 +36,9 @@ def run_sweep(config: str, workdir: str, grid: Sequence[Overrides], *, parallel:
   todo = runner.pending_runs(config, workdir, grid, extra_args, log, 'local')
 
   def _go(run):
+    if runner.wait_while_held(run, log) and outcomes.is_finished(run.workdir):
+      log(f'[sweep] {run.name}: finished under the earlier launcher')
+      return run.name, outcomes.read_record(run.workdir)
     log(f'[sweep] {run.name}: start')
     cmd = runner.build_command(config, run.workdir, run.point, extra_args, train_cmd)
     rec = runner.run_subprocess(cmd, run.workdir, timeout)

@@ -18,6 +18,7 @@ from nfnet_jax.analysis.sweeps import outcomes
 from nfnet_jax.analysis.sweeps.grid import Overrides
 from nfnet_jax.analysis.sweeps.grid import override_flags
 from nfnet_jax.analysis.sweeps.grid import run_name
+from nfnet_jax.train import workdir_lock
 
 # The trainer's command line (nfnet-train), as a module of the installed package.
 TRAIN_MODULE = 'nfnet_jax.commands.train'
@@ -85,6 +86,30 @@ def pending_runs(config: str, workdir: str, grid: Sequence[Overrides],
     json.dump({'config': config, 'grid': list(grid), 'extra_args': list(extra_args),
                'launcher': launcher}, f, indent=1, default=str)
   return todo
+
+
+def wait_while_held(run: Run, log: Log = print, poll_s: float = 1.0) -> bool:
+  """Waits while another live process holds the run's workdir lock.
+
+  A sweep driver killed mid-grid leaves its current run training (an
+  orphan that holds ``train.lock``, `nfnet_jax.train.workdir_lock`); the
+  rerun waits for it instead of starting the run a second time.
+
+  Returns:
+    Whether there was such a holder.
+  """
+  path = os.path.join(run.workdir, workdir_lock.LOCK_NAME)
+  waited = False
+  while True:
+    holder = workdir_lock.read(path)
+    if holder is None or workdir_lock.stale_reason(
+        holder, workdir_lock.DEFAULT_STALE_AFTER_S) is not None:
+      return waited
+    if not waited:
+      log(f'[sweep] {run.name}: already running ({workdir_lock.describe(holder)}); '
+          'waiting for it instead of starting it again')
+      waited = True
+    time.sleep(poll_s)
 
 
 def _log_tail(path: str, size: int = 20_000) -> str:

@@ -1,32 +1,32 @@
 """Config validation: every field is checked before anything is traced.
 
-:func:`validate_config` runs the model, optimizer and data validators and the
+Validation that spans the parts lives here, above them: :func:`validate_config`
+runs each part's own validator (data, model, optimizer, timm interop) and the
 train/parallel/finetune checks below. Problems are collected and raised as a
 single ``ValueError``; each line names the field (``config.train.batch_size``),
 the bad value and what is allowed.
 """
-import numbers
 import os
 from typing import Any, Callable, Optional
 
+import jax
+
+from nfnet_jax import data as data_lib
+from nfnet_jax import models as models_lib
+from nfnet_jax import optim as optim_lib
 from nfnet_jax.config import load as load_lib
 from nfnet_jax.config import schema
+from nfnet_jax.interop import timm as timm_lib
+from nfnet_jax.train.telemetry import parse_profile_steps
+from nfnet_jax.utils import get_dotted
+from nfnet_jax.utils import is_int
+from nfnet_jax.utils import is_number
 
 NONFINITE = ('skip', 'raise')
 
 # Fields of these sections are fixed by nfnet_jax.config.base_config(); a
 # stray name is almost always a typo in an experiment file.
 _CLOSED_SECTIONS = ('train', 'parallel', 'finetune')
-
-
-def is_int(v) -> bool:
-  """An integer that is not a bool (True is an int to Python)."""
-  return isinstance(v, numbers.Integral) and not isinstance(v, bool)
-
-
-def is_number(v) -> bool:
-  """A real number that is not a bool."""
-  return isinstance(v, numbers.Real) and not isinstance(v, bool)
 
 
 class _Errors:
@@ -54,36 +54,7 @@ class _Errors:
                        + '\n  - '.join(self.lines))
 
 
-def parse_profile_steps(value) -> Optional[tuple]:
-  """``config.train.profile_steps`` -> ``(first, last)`` step, or None.
-
-  Args:
-    value: ``''``/None (off), ``'a,b'``, ``'a'`` (one step) or a pair.
-
-  Returns:
-    ``(a, b)`` with ``0 <= a <= b``: the trace covers steps a..b (0-based,
-    inclusive), or None.
-
-  Raises:
-    ValueError: anything else.
-  """
-  if value is None or value == '' or value == ():
-    return None
-  parts = value.split(',') if isinstance(value, str) else (
-      list(value) if isinstance(value, (tuple, list)) else [value])
-  try:
-    nums = [int(str(p).strip()) for p in parts]
-  except ValueError:
-    nums = []
-  if len(nums) == 1:
-    nums = nums * 2
-  if len(nums) != 2 or not 0 <= nums[0] <= nums[1]:
-    raise ValueError("expected 'a,b' with 0 <= a <= b (trace steps a..b), or '' for no "
-                     'profiling')
-  return nums[0], nums[1]
-
-
-_get = schema.get_dotted
+_get = get_dotted
 
 
 def _check_int(err, config, field, minimum, allowed=None):
@@ -95,7 +66,6 @@ def _check_int(err, config, field, minimum, allowed=None):
 
 def device_count_for(config) -> int:
   """Devices the run will use (after ``jax.distributed`` initialisation)."""
-  import jax  # pylint: disable=g-import-not-at-top
   n = _get(config, 'parallel.num_devices', 0) or 0
   total = jax.device_count()
   return min(n, total) if is_int(n) and n > 0 else total
@@ -148,30 +118,17 @@ def validate_config(config, *, check_devices: bool = True,
 
   # ---- data first: the model check needs the number of classes
   num_classes = None
-  try:
-    from nfnet_jax import data as data_lib  # pylint: disable=g-import-not-at-top
-  except ImportError as e:  # pragma: no cover - the data package is missing
-    err.lines.append(f'nfnet_jax.data cannot be imported: {e}')
-    data_lib = None
-  if data_lib is not None:
-    ok, _ = err.run(lambda: data_lib.validate_data_config(config.data))
-    if ok:
-      _, info = err.run(lambda: data_lib.dataset_info(config.data))
-      num_classes = getattr(info, 'num_classes', None)
+  ok, _ = err.run(lambda: data_lib.validate_data_config(config.data))
+  if ok:
+    _, info = err.run(lambda: data_lib.dataset_info(config.data))
+    num_classes = getattr(info, 'num_classes', None)
 
   # ---- model
-  try:
-    from nfnet_jax import models as models_lib  # pylint: disable=g-import-not-at-top
-  except ImportError as e:  # pragma: no cover
-    err.lines.append(f'nfnet_jax.models cannot be imported: {e}')
-    models_lib = None
   min_res = None
-  if models_lib is not None:
-    ok, _ = err.run(lambda: models_lib.validate_model_config(
-        config.model, num_classes=num_classes))
-    if ok:
-      _, min_res = err.run(
-          lambda: models_lib.model_min_resolution(config.model))
+  ok, _ = err.run(lambda: models_lib.validate_model_config(
+      config.model, num_classes=num_classes))
+  if ok:
+    _, min_res = err.run(lambda: models_lib.model_min_resolution(config.model))
   for field in ('data.image_size', 'data.eval_image_size'):
     res = _get(config, field)
     if not is_int(res) or res < 1:
@@ -181,20 +138,14 @@ def validate_config(config, *, check_devices: bool = True,
               f'{_get(config, "model.name")} accepts')
 
   # ---- optimizer
-  try:
-    from nfnet_jax import optim as optim_lib  # pylint: disable=g-import-not-at-top
-  except ImportError as e:  # pragma: no cover
-    err.lines.append(f'nfnet_jax.optim cannot be imported: {e}')
-    optim_lib = None
   # (label_smoothing, ema_decay and sam_rho are checked there too: checking
   # them again here reported one bad field twice.)
-  if optim_lib is not None:
-    total = _get(config, 'train.total_steps')
-    # With the run length: a warm-up longer than the run is caught here,
-    # not when the optimizer is built.
-    err.run(lambda: optim_lib.validate_optimizer_config(
-        config.optimizer,
-        total_steps=total if is_int(total) and total >= 1 else None))
+  total = _get(config, 'train.total_steps')
+  # With the run length: a warm-up longer than the run is caught here,
+  # not when the optimizer is built.
+  err.run(lambda: optim_lib.validate_optimizer_config(
+      config.optimizer,
+      total_steps=total if is_int(total) and total >= 1 else None))
 
   # ---- train
   batch = _check_int(err, config, 'train.batch_size', 1)
@@ -249,7 +200,6 @@ def validate_config(config, *, check_devices: bool = True,
   ndev_cfg = _check_int(err, config, 'parallel.num_devices', 0,
                         'an integer >= 0 (0 = every device)')
   if check_devices:
-    import jax  # pylint: disable=g-import-not-at-top
     total = jax.device_count()
     if is_int(ndev_cfg) and ndev_cfg > total:
       err.add('parallel.num_devices', ndev_cfg,
@@ -279,7 +229,6 @@ def validate_config(config, *, check_devices: bool = True,
     err.add('finetune.format', fmt, "'auto' (official file or nfnet_jax checkpoint dir) "
             "or 'timm' (a timm .pth/.bin/.safetensors file)")
   elif fmt == 'timm':
-    from nfnet_jax.interop import timm as timm_lib  # pylint: disable=g-import-not-at-top
     name = _get(config, 'finetune.timm_name')
     if name not in timm_lib.TIMM_ARCHS:
       err.add('finetune.timm_name', name, f'a covered timm model name: '
