@@ -71,30 +71,9 @@ def device_count_for(config) -> int:
   return min(n, total) if is_int(n) and n > 0 else total
 
 
-def validate_config(config, *, check_devices: bool = True,
-                    num_devices: Optional[int] = None,
-                    process_count: Optional[int] = None) -> None:
-  """Checks the whole config; raises one ``ValueError`` listing every problem.
-
-  Nothing is traced or compiled. Sub-validators of the model, optimizer and
-  data parts are called too.
-
-  Args:
-    config: the experiment ``ConfigDict``.
-    check_devices: also check divisibility by the device count (calls
-      ``jax.device_count()``, so on multi-host runs only after
-      ``jax.distributed.initialize()``).
-    num_devices: the device count to check against (default: from JAX and
-      ``config.parallel.num_devices``).
-    process_count: number of processes (default: ``jax.process_count()``).
-
-  Raises:
-    ValueError: naming each bad field, its value and the allowed values.
-  """
-  err = _Errors()
+def _check_top_level(err, config) -> None:
+  """Unknown top-level keys and closed-section fields, seed, compute dtypes."""
   base = schema.base_config()
-
-  # ---- top level and closed sections
   for key in config.keys():
     if key not in base:
       err.lines.append(load_lib.unknown_field_message(base, key))
@@ -116,7 +95,10 @@ def validate_config(config, *, check_devices: bool = True,
     err.add('train.eval_compute_dtype', _get(config, 'train.eval_compute_dtype'),
             f'one of {schema.COMPUTE_DTYPES}')
 
-  # ---- data first: the model check needs the number of classes
+
+def _check_parts(err, config) -> None:
+  """Each part's own validator: data first (the model needs its classes), model, optimizer."""
+  # ---- data
   num_classes = None
   ok, _ = err.run(lambda: data_lib.validate_data_config(config.data))
   if ok:
@@ -147,10 +129,12 @@ def validate_config(config, *, check_devices: bool = True,
       config.optimizer,
       total_steps=total if is_int(total) and total >= 1 else None))
 
-  # ---- train
-  batch = _check_int(err, config, 'train.batch_size', 1)
+
+def _check_train(err, config) -> None:
+  """The ``config.train`` fields."""
+  _check_int(err, config, 'train.batch_size', 1)
   _check_int(err, config, 'train.total_steps', 1)
-  eval_batch = _check_int(err, config, 'train.eval_batch_size', 1)
+  _check_int(err, config, 'train.eval_batch_size', 1)
   _check_int(err, config, 'train.eval_every', 0,
              'an integer >= 0 (steps; 0 = only at the end)')
   _check_int(err, config, 'train.log_every', 1)
@@ -190,7 +174,11 @@ def validate_config(config, *, check_devices: bool = True,
     err.add('train.compilation_cache_dir', cache_dir,
             'a directory path, or None to disable the compilation cache')
 
-  # ---- parallel
+
+def _check_parallel(err, config, check_devices, num_devices, process_count) -> None:
+  """``config.parallel`` and, with ``check_devices``, the batch sizes against the devices."""
+  batch = _get(config, 'train.batch_size')
+  eval_batch = _get(config, 'train.eval_batch_size')
   mode = _get(config, 'parallel.mode')
   if mode not in schema.PARALLEL_MODES:
     err.add('parallel.mode', mode, f'one of {schema.PARALLEL_MODES}')
@@ -215,7 +203,9 @@ def validate_config(config, *, check_devices: bool = True,
         err.add(field, value, f'a multiple of the number of processes '
                 f'({nproc})')
 
-  # ---- finetune
+
+def _check_finetune(err, config) -> None:
+  """``config.finetune``: the checkpoint to start from and its format."""
   ckpt = _get(config, 'finetune.checkpoint')
   if ckpt is not None:
     if not isinstance(ckpt, str) or not ckpt:
@@ -237,4 +227,31 @@ def validate_config(config, *, check_devices: bool = True,
     err.add('finetune.reset_classifier',
             _get(config, 'finetune.reset_classifier'), 'True or False')
 
+
+def validate_config(config, *, check_devices: bool = True,
+                    num_devices: Optional[int] = None,
+                    process_count: Optional[int] = None) -> None:
+  """Checks the whole config; raises one ``ValueError`` listing every problem.
+
+  Nothing is traced or compiled. Sub-validators of the model, optimizer and
+  data parts are called too.
+
+  Args:
+    config: the experiment ``ConfigDict``.
+    check_devices: also check divisibility by the device count (calls
+      ``jax.device_count()``, so on multi-host runs only after
+      ``jax.distributed.initialize()``).
+    num_devices: the device count to check against (default: from JAX and
+      ``config.parallel.num_devices``).
+    process_count: number of processes (default: ``jax.process_count()``).
+
+  Raises:
+    ValueError: naming each bad field, its value and the allowed values.
+  """
+  err = _Errors()
+  _check_top_level(err, config)
+  _check_parts(err, config)
+  _check_train(err, config)
+  _check_parallel(err, config, check_devices, num_devices, process_count)
+  _check_finetune(err, config)
   err.raise_if_any()
