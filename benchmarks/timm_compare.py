@@ -26,8 +26,9 @@ here, taken from our configs (:data:`CONFIG_SHAPES`):
   quickstart_train  `configs/fashion_mnist.py` (the quickstart): batch 256 at
                     48 px, one input channel, its optimizer (no AGC, EMA 0.999,
                     weight decay 5e-5, label smoothing 0.1);
-  study_train       the studies' NF-ResNet (`configs/studies/normalizers.py`,
-                    NF arm): batch 64 at 32 px, one channel, no AGC, no EMA.
+  study_train       the studies' NF-ResNet (`configs/studies/clipping_batch.py`,
+                    widths 64-512, AGC off as in its base config): batch 64
+                    at 32 px, one channel, no EMA.
 
 For those, timm's side is the same network built with timm's NormFreeNet
 machinery (:func:`timm_twin`): same depths, widths, stem, scaled WS
@@ -55,7 +56,7 @@ SHAPES = {
 # Shapes from our configs: (config spec, overrides, batch, resolution).
 CONFIG_SHAPES = {
     'quickstart_train': ('configs/fashion_mnist.py', {}, 256, 48),
-    'study_train': ('configs/studies/normalizers.py', {}, 64, 32),
+    'study_train': ('configs/studies/clipping_batch.py', {}, 64, 32),
 }
 NUM_CLASSES = 1000
 LABEL_SMOOTHING = 0.1
