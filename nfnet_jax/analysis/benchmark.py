@@ -29,7 +29,6 @@ from nfnet_jax import models
 from nfnet_jax import optim
 from nfnet_jax.config import schema as config_schema
 from nfnet_jax.data import imagenet
-from nfnet_jax.data import pipeline
 from nfnet_jax.train import parallel as parallel_lib
 from nfnet_jax.train import state as state_lib
 from nfnet_jax.train import step as step_lib
@@ -483,6 +482,9 @@ def benchmark_pipeline(config, num_batches: int, *, warmup_batches: int = 3,
     config.data.name = 'imagenet2012'
     config.data.data_dir = prepare_synthetic_imagenet(
         synthetic_dir or SYNTHETIC_DIR)
+  # Lazy: the input pipeline needs TensorFlow; the step benchmarks (and the
+  # GPU image, which has no TensorFlow) must import without it.
+  from nfnet_jax.data import pipeline  # pylint: disable=g-import-not-at-top
   it = pipeline.train_iterator(config, layout=layout, process_index=0,
                                process_count=1, local_device_count=1)
   try:
