@@ -55,7 +55,9 @@ cfg="$repo/configs/fashion_mnist.py:local"
 w="$work/fmnist"
 flags=(--config "$cfg" --workdir "$w" --config.train.total_steps=40
        --config.train.checkpoint_every=10 --config.train.compilation_cache_dir=None)
-(cd "$work" && "$bin/nfnet-train" "${flags[@]}" >"$work/run1.log" 2>&1) &
+# exec: $! must be the training process itself, not a subshell around it
+# (killing a subshell would leave the run going and holding the workdir lock).
+(cd "$work" && exec "$bin/nfnet-train" "${flags[@]}" >"$work/run1.log" 2>&1) &
 pid=$!
 for _ in $(seq 600); do
   [ -d "$w/checkpoints/10" ] && break
