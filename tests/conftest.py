@@ -1,5 +1,6 @@
 """Test set-up: 8 fake CPU devices, quiet TensorFlow, no GPU for TF; shared fixtures."""
 import os
+import tempfile
 
 import pytest
 
@@ -10,6 +11,15 @@ os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=8 '
                       '--xla_backend_optimization_level=0')
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 os.environ.setdefault('CUDA_VISIBLE_DEVICES', '')
+# One persistent XLA cache for the whole session: the xdist controller sets it
+# before its workers start and every test subprocess inherits it, so the many
+# training subprocesses (CLI, resume, sweeps, multi-process) compile each
+# program once instead of once per process. A fresh directory per session:
+# nothing carries over between CI runs. Tests that need their own cache still
+# set jax.config themselves (the `compilation_cache` fixture below).
+if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
+  os.environ['JAX_COMPILATION_CACHE_DIR'] = tempfile.mkdtemp(prefix='nfnet_jax_test_xla_')
+  os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0.2')
 
 
 @pytest.fixture(scope='module')

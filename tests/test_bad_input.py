@@ -275,7 +275,8 @@ def test_train_and_evaluate_fails_before_compiling(idx_dir, tmp_path,
 
 
 def test_command_line_bad_config_exits_2_without_compiling(idx_dir, tmp_path):
-  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=4',
+  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=4 '
+                                      '--xla_backend_optimization_level=0',
              TF_CPP_MIN_LOG_LEVEL='3', PYTHONPATH=ROOT)
   workdir = tmp_path / 'work'
   cmd = [sys.executable, os.path.join(ROOT, 'scripts', 'train.py'),

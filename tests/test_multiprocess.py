@@ -34,7 +34,8 @@ def _free_port():
 
 def _env(devices):
   env = dict(os.environ)
-  env['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={devices}'
+  env['XLA_FLAGS'] = (f'--xla_force_host_platform_device_count={devices} '
+                      '--xla_backend_optimization_level=0')
   env['TF_CPP_MIN_LOG_LEVEL'] = '3'
   env['CUDA_VISIBLE_DEVICES'] = ''
   env['PYTHONUNBUFFERED'] = '1'
