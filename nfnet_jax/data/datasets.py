@@ -478,6 +478,10 @@ def validate_data_config(data_config):
   _check_number(data_config, 'randaugment_magnitude', 0, 30)
   check_randaugment_mode(_get(data_config, 'randaugment_mode', 'official'))
   _check_number(data_config, 'mixup_alpha', 0)
+  before = _get(data_config, 'augment_before_mix', False)
+  if not isinstance(before, bool):
+    raise errors.DataError(f'config.data.augment_before_mix={before!r}: expected True '
+                           '(RandAugment before MixUp/CutMix) or False (after, the official order)')
   _check_number(data_config, 'shuffle_buffer', 1, integer=True)
   _check_number(data_config, 'prefetch', 0, integer=True)
   npc = _get(data_config, 'num_parallel_calls')
