@@ -34,6 +34,7 @@ on. (Undecodable images are skipped and counted in ``decode_errors``; in a
 run where some were skipped before step k the resumed stream is shifted by
 that many examples.)
 """
+import concurrent.futures
 import math
 from typing import Optional
 
@@ -106,7 +107,7 @@ class DataIterator:
     return self
 
   def close(self):
-    """Stops the iterator."""
+    """Stops the iterator (and any background epoch start-up)."""
     if hasattr(self._gen, 'close'):
       self._gen.close()
 
@@ -127,26 +128,19 @@ class DataIterator:
     return batch
 
 
-def _wrap_counted(it, data_iter_ref, batch_examples_key='_pos', total=None,
-                  epoch_len=None):
+def _wrap_counted(it, data_iter_ref, batch_examples_key='_pos', total=None):
   """Yields batches without the position key, updating decode_errors.
 
   Gaps in the positions only show errors before the last good example; with
   ``total`` (the examples the stream holds, eval) the exhausted stream also
-  counts undecodable examples at its very end. With ``epoch_len`` (epochs
-  batched on their own) the count restarts at each epoch's first batch, so
-  the remainder an epoch drops is not counted.
+  counts undecodable examples at its very end.
   """
   expected_next = None
-  epoch = None
   seen = 0
   for batch in it:
     pos = batch.pop(batch_examples_key)
     pos = pos[pos >= 0]
     if pos.size:
-      if epoch_len is not None and int(pos.min()) // epoch_len != epoch:
-        epoch = int(pos.min()) // epoch_len
-        expected_next = None
       if expected_next is None:
         expected_next = int(pos.min())
       gap = int(pos.max()) + 1 - expected_next - pos.size
@@ -157,6 +151,37 @@ def _wrap_counted(it, data_iter_ref, batch_examples_key='_pos', total=None,
   if total is not None:
     data_iter_ref[0].decode_errors = max(data_iter_ref[0].decode_errors,
                                          int(total) - seen)
+
+
+def _primed_batches(streams, build, holder):
+  """Numpy batches of each dataset of `streams`, through `build`.
+
+  The next dataset's pipeline (a tfds epoch) is built and primed in a
+  background thread while the current one runs, hiding its start-up (file
+  open, shuffle-buffer fill, graph instantiation) from the training loop.
+  """
+  def start():
+    ds = next(streams, None)
+    if ds is None:
+      return None
+    it = _wrap_counted(build(ds).as_numpy_iterator(), holder)
+    return it, next(it, None)
+
+  pool = concurrent.futures.ThreadPoolExecutor(1)
+  try:
+    future = pool.submit(start)
+    while True:
+      started = future.result()
+      if started is None:
+        return
+      future = pool.submit(start)
+      it, first = started
+      if first is not None:
+        yield first
+        yield from it
+  finally:
+    # Wait for a pipeline start in flight so no thread outlives close().
+    pool.shutdown(wait=True, cancel_futures=True)
 
 
 def train_iterator(config, *, start_step: int = 0, layout: str = 'pmap',
@@ -193,14 +218,14 @@ def train_iterator(config, *, start_step: int = 0, layout: str = 'pmap',
                             layout=layout, groups=L, per_device=per_device,
                             host_batch=host_batch)
   if tail_lib.uses_fast_path(source, settings):
-    batches = tail.fast_batches(start_step)
+    streams = iter([tail.fast_batches(start_step)])
+    build = tail.batches
   else:
-    batches = source.batched(start_step, tail.examples_to_batches)
+    streams = source.streams(start_step)
+    build = lambda ds: tail.batches(tail.examples_to_batches(ds))
   holder = [None]
-  it = DataIterator(
-      _wrap_counted(tail.batches(batches).as_numpy_iterator(), holder,
-                    epoch_len=source.epoch_len if source.epoch_aligned else None),
-      steps_per_epoch=source.spe)
+  it = DataIterator(_primed_batches(streams, build, holder),
+                    steps_per_epoch=source.spe)
   holder[0] = it
   return it
 

@@ -16,15 +16,12 @@ on every one of them. Three kinds:
   shuffle buffer are seeded from (seed, host, epoch), so each epoch is its
   own dataset; resuming reads but does not decode the skipped records.
 
-A train source's examples are ``(gpos, ref)``: ``gpos`` (int64) is the
+A train stream yields ``(gpos, ref)`` per example: ``gpos`` (int64) is the
 example's position in this host's stream, ``step * host_batch + index in
 the batch``, and ``source.load(ref)`` gives ``(image, label)``: JPEG bytes
-when ``source.jpeg``, else uint8 [H, W, C]. ``source.batched(start_step,
-to_batches)`` applies the tail's per-example part ``to_batches`` (examples
--> batches) to them and returns ONE dataset for the whole run, so every
-function is traced and instantiated once per iterator.
+when ``source.jpeg``, else uint8 [H, W, C].
 """
-import itertools
+from typing import Iterator
 
 import numpy as np
 import tensorflow as tf
@@ -95,14 +92,13 @@ class _Source:
   jpeg = False           # load() gives JPEG bytes (crop-decoded)
   may_fail = False       # undecodable examples are skipped and counted
   check_labels = False   # labels are checked batch by batch (tfds)
-  epoch_aligned = False  # batches never span two epochs
   spe = 0                # steps per epoch
   epoch_len = 0          # examples per epoch (spe * host_batch)
 
   def load(self, ref):
     return ref
 
-  def batched(self, start_step: int, to_batches) -> tf.data.Dataset:
+  def streams(self, start_step: int) -> Iterator[tf.data.Dataset]:
     raise NotImplementedError
 
 
@@ -118,9 +114,8 @@ class _RandomAccess(_Source):
     return index_batches(self.n_host, self.spe, self.host_batch,
                          self.key_seed, start_step)
 
-  def batched(self, start_step, to_batches):
-    return to_batches(_index_examples(self.index_batches(start_step),
-                                      self.host_batch))
+  def streams(self, start_step):
+    yield _index_examples(self.index_batches(start_step), self.host_batch)
 
 
 class MemorySource(_RandomAccess):
@@ -212,7 +207,6 @@ class TfdsSource(_Source):
   """A prepared tfds split; one dataset per epoch (seeded file order)."""
   may_fail = True
   check_labels = True
-  epoch_aligned = True
 
   def __init__(self, src, split, *, seed, p, P, host_batch, batch_size,
                shuffle_buffer):
@@ -233,26 +227,13 @@ class TfdsSource(_Source):
     ds = ds.take(self.epoch_len).enumerate(start=epoch * self.epoch_len)
     return ds.skip(skip_batches * self.host_batch)
 
-  def epochs(self, start_step):
-    """The epochs' example datasets from `start_step` on (a Python generator)."""
+  def streams(self, start_step):
     start_epoch, start_batch = divmod(start_step, self.spe)
     yield self.epoch(start_epoch, start_batch)
-    for epoch in itertools.count(start_epoch + 1):
+    epoch = start_epoch + 1
+    while True:
       yield self.epoch(epoch, 0)
-
-  def batched(self, start_step, to_batches):
-    """Each epoch batched on its own (the remainder dropped), in order.
-
-    The epochs' datasets come from a Python generator (tfds picks the file
-    order in Python), but the per-example functions are traced once: the
-    interleave applies `to_batches` to each epoch, and opens the next epoch
-    (files, shuffle-buffer fill) while the current one is read.
-    """
-    spec = tf.data.DatasetSpec(self.epoch(0, 0).element_spec)
-    epochs = tf.data.Dataset.from_generator(
-        lambda: self.epochs(start_step), output_signature=spec)
-    return epochs.interleave(to_batches, cycle_length=1, num_parallel_calls=1,
-                             deterministic=True)
+      epoch += 1
 
 
 def train_source(config, src, split, *, p, P, host_batch):
