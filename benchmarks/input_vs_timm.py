@@ -204,10 +204,9 @@ def run_ours_tfds(root, setting, batch, batches, warmup, tfds_images=512,
 
   `prepare_synthetic_imagenet`: `tfds_images` synthetic 375x500 JPEGs (made
   by the same function as --dir's files, other seeds), read through tfds
-  with its shuffle buffer. The tfds path opens each epoch's files anew
-  (per-epoch file order) and fills the shuffle buffer; with 512 images an
-  epoch is only 8 batches, so that start-up weighs far more than on
-  ImageNet (20,000 batches).
+  with its shuffle buffer. The tfds path builds a new tf.data pipeline per
+  epoch (per-epoch file order); with 512 images an epoch is only 8 batches,
+  so that start-up weighs far more than on ImageNet (20,000 batches).
   """
   del root
   return run_ours(None, setting, batch, batches, warmup, source='tfds',

@@ -1,6 +1,7 @@
 """Data set registry: sources (in-memory idx files or tfds), info, validation.
 
-Three kinds of source feed the same pipeline (``pipeline.py``):
+Three kinds of source feed the same pipeline (``sources.py`` reads each,
+``tail.py`` is their shared batch tail, ``pipeline.py`` the iterators):
   * ``memory``: numpy arrays (Fashion-MNIST from its idx files) sliced with
     tf.data from tensors; random access, so resumption is O(1).
   * ``folder``: a plain ``train/<class>/*.JPEG`` tree (``data.name =

@@ -246,7 +246,7 @@ def train_source(config, src, split, *, p, P, host_batch):
   if src.kind == 'folder':
     return FolderSource(src, split, seed=seed, key_seed=seed_int(seed, p, 1),
                         **common)
-  buffer = int(datasets._get(config.data, 'shuffle_buffer', 10_000))  # pylint: disable=protected-access
+  buffer = int(datasets._get(config.data, 'shuffle_buffer', 10_000))
   return TfdsSource(src, split, seed=seed, shuffle_buffer=buffer, **common)
 
 

@@ -14,7 +14,6 @@ from nfnet_jax.data import randaugment
 from nfnet_jax.data import sources
 
 LABEL_ERROR = 'NFNET_LABEL_OUT_OF_RANGE'
-_LABEL_ERROR = LABEL_ERROR
 
 
 def options(data_config):
@@ -145,7 +144,7 @@ class BatchTail:
     n = self.src.num_classes
     ok = tf.reduce_all((labels >= 0) & (labels < n))
     with tf.control_dependencies([tf.debugging.Assert(
-        ok, [f'{_LABEL_ERROR}: data set {self.src.name!r} has labels outside '
+        ok, [f'{LABEL_ERROR}: data set {self.src.name!r} has labels outside '
              f'[0, {n}); min/max in this batch:',
              tf.reduce_min(labels), tf.reduce_max(labels)])]):
       return tf.identity(labels)
