@@ -24,7 +24,11 @@ Sides (one worker per core on each):
 
 Settings: `crop_flip` (random-resized crop 0.08-1, 3/4-4/3, bicubic, flip)
 and `ra_mix` (the same + RandAugment 2 layers at magnitude 15 + MixUp 0.2 /
-CutMix on the batch: ours half/half per batch, timm switch prob 0.5).
+CutMix on the batch: ours half/half per batch, timm switch prob 0.5). Our
+RandAugment uses `--ra_mode` (default `official`, the TPU level mapping of
+the NFNet configs) in the order `--augment_before_mix` picks (default: after
+MixUp/CutMix, on each mixed example, as the official NFNet pipeline and our
+NFNet configs do).
 
 Measure: images per CPU-second = images delivered / CPU time (user + system)
 of every process involved (the main process and, for timm, its workers),
@@ -106,7 +110,7 @@ def _measure(next_batch, batches: int, warmup: int, batch: int) -> dict:
 
 
 def run_ours(root, setting, batch, batches, warmup, source='image_folder',
-             tfds_images=512) -> dict:
+             tfds_images=512, ra_mode='official', augment_before_mix=False) -> dict:
   from nfnet_jax import config as config_lib  # pylint: disable=g-import-not-at-top
   from nfnet_jax import data  # pylint: disable=g-import-not-at-top
   c = config_lib.base_config()
@@ -132,6 +136,8 @@ def run_ours(root, setting, batch, batches, warmup, source='image_folder',
   if setting == 'ra_mix':
     c.data.randaugment_layers, c.data.randaugment_magnitude = RA_LAYERS, RA_MAG
     c.data.mixup_alpha, c.data.cutmix = MIXUP_ALPHA, True
+    c.data.randaugment_mode = ra_mode
+    c.data.augment_before_mix = augment_before_mix
   else:
     c.data.randaugment_layers = 0
     c.data.mixup_alpha, c.data.cutmix = 0.0, False
@@ -192,7 +198,8 @@ def run_decode(root, setting, batch, batches, warmup) -> dict:
   return _measure(next_batch, batches, warmup, batch)
 
 
-def run_ours_tfds(root, setting, batch, batches, warmup, tfds_images=512) -> dict:
+def run_ours_tfds(root, setting, batch, batches, warmup, tfds_images=512,
+                  **ours) -> dict:
   """Ours from a tfds-prepared imagenet2012 of the same kind of JPEGs.
 
   `prepare_synthetic_imagenet`: `tfds_images` synthetic 375x500 JPEGs (made
@@ -203,7 +210,7 @@ def run_ours_tfds(root, setting, batch, batches, warmup, tfds_images=512) -> dic
   """
   del root
   return run_ours(None, setting, batch, batches, warmup, source='tfds',
-                  tfds_images=tfds_images)
+                  tfds_images=tfds_images, **ours)
 
 
 RUNNERS = {'ours': run_ours, 'ours_tfds': run_ours_tfds, 'timm': run_timm,
@@ -213,6 +220,8 @@ RUNNERS = {'ours': run_ours, 'ours_tfds': run_ours_tfds, 'timm': run_timm,
 def child(a) -> None:
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
   kw = {'tfds_images': a.tfds_images} if a.side == 'ours_tfds' else {}
+  if a.side.startswith('ours'):
+    kw.update(ra_mode=a.ra_mode, augment_before_mix=a.augment_before_mix)
   out = RUNNERS[a.side](a.dir, a.setting, a.batch, a.batches, a.warmup, **kw)
   print('RESULT ' + json.dumps(out), flush=True)
 
@@ -233,6 +242,11 @@ def main(argv=None):
   p.add_argument('--tfds_images', type=int, default=512,
                  help='size of the synthetic tfds imagenet2012 for ours_tfds '
                       '(512, or a multiple of 8 built once)')
+  p.add_argument('--ra_mode', default='official', choices=('official', 'increasing'),
+                 help="our RandAugment level mapping (official: the NFNet configs')")
+  p.add_argument('--augment_before_mix', action='store_true',
+                 help='ours: RandAugment each example before MixUp/CutMix instead of '
+                      'each mixed example after it (the official order, the default)')
   p.add_argument('--json_out', default=None)
   p.add_argument('--child', action='store_true', help=argparse.SUPPRESS)
   p.add_argument('--side', help=argparse.SUPPRESS)
@@ -244,15 +258,17 @@ def main(argv=None):
   settings, sides = a.settings.split(','), a.sides.split(',')
   results = {(st, sd): [] for st in settings for sd in sides}
   print(f'{a.images} JPEGs 375x500 in {a.dir}; {SIZE} px, batch {a.batch}, {a.batches} timed '
-        f'batches per run, {cores()} worker(s) per side; load {os.getloadavg()[0]:.2f}',
-        flush=True)
+        f'batches per run, {cores()} worker(s) per side; ours: RandAugment {a.ra_mode} '
+        f'{"before" if a.augment_before_mix else "after"} mixing; '
+        f'load {os.getloadavg()[0]:.2f}', flush=True)
   for r in range(a.rounds):
     for st in settings:
       for sd in sides:
         cmd = [sys.executable, os.path.abspath(__file__), '--child', '--side', sd,
                '--setting', st, '--dir', a.dir, '--batch', str(a.batch),
                '--batches', str(a.batches), '--warmup', str(a.warmup),
-               '--tfds_images', str(a.tfds_images)]
+               '--tfds_images', str(a.tfds_images), '--ra_mode', a.ra_mode]
+        cmd += ['--augment_before_mix'] if a.augment_before_mix else []
         proc = subprocess.run(cmd, capture_output=True, text=True,
                               env=dict(os.environ, PYTHONPATH=ROOT))
         line = [l for l in proc.stdout.splitlines() if l.startswith('RESULT ')]
@@ -282,6 +298,7 @@ def main(argv=None):
     records.append({'setting': st, 'median_images_per_cpu_s': med,
                     'ratio_ours_timm': med.get('ours', nan) / med.get('timm', nan),
                     'tfds_images': a.tfds_images,
+                    'ra_mode': a.ra_mode, 'augment_before_mix': a.augment_before_mix,
                     'runs': {sd: results[(st, sd)] for sd in sides}})
   if a.json_out:
     with open(a.json_out, 'a') as f:

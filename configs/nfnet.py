@@ -39,6 +39,8 @@ ours):
   MixUp 0.2 + CutMix          'cutmix_mixup_randaugment'``; RandAugment with
                               the TPU level mapping (``randaugment_mode=
                               'official'``, ``nfnets/autoaugment.py``)
+  RandAugment after mixing    ``augment_before_mix=False``: each mixed
+                              example is RandAugmented
   train/test resolution,      the variant table of ``nfnets/nfnet.py``
   dropout
 """
@@ -98,6 +100,9 @@ def get_config(arg: str = 'F0') -> ml_collections.ConfigDict:
   c.data.randaugment_magnitude = ra_mag
 
   c.data.randaugment_mode = 'official'
+  # experiment_nfnets.py: augment_before_mix=False (RandAugment each example
+  # after MixUp/CutMix).
+  c.data.augment_before_mix = False
 
   # experiment_nfnets.py: batch 4096, 360 epochs, 5 warm-up epochs.
   base_lib.apply_official_schedule(c, 4096, 360)

@@ -238,8 +238,9 @@ def _ours(config) -> Dict[str, Any]:
                    (layers, _get(config, 'data.randaugment_magnitude'),
                     _get(config, 'data.randaugment_mode', 'official'))),
       mixing=mixing,
-      # Our pipeline augments each example, then mixes the batch.
-      augment_order='before mixing' if layers and mixing else None,
+      augment_order=(None if not (layers and mixing) else
+                     'before mixing' if _get(config, 'data.augment_before_mix', False)
+                     else 'after mixing'),
       dtype=_get(config, 'compute_dtype', 'float32'),
       eval_dtype=_get(config, 'train.eval_compute_dtype', 'float32'),
   )

@@ -113,6 +113,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.randaugment_mode = 'official'
   c.data.mixup_alpha = 0.2             # Beta(0.2, 0.2); 0 disables
   c.data.cutmix = True                 # CutMix on half the batch, MixUp on the other half
+  # Where RandAugment runs when mixing is on: False (the official NFNet
+  # experiment's order) applies it to each mixed example after MixUp/CutMix;
+  # True to each example before mixing. Without mixing the two are the same.
+  c.data.augment_before_mix = False
   c.data.grayscale_to_rgb = True
   c.data.shuffle_buffer = 10_000
   c.data.num_parallel_calls = -1       # tf.data.AUTOTUNE

@@ -1,6 +1,7 @@
 """Data set registry: sources (in-memory idx files or tfds), info, validation.
 
-Three kinds of source feed the same pipeline (``pipeline.py``):
+Three kinds of source feed the same pipeline (``sources.py`` reads each,
+``tail.py`` is their shared batch tail, ``pipeline.py`` the iterators):
   * ``memory``: numpy arrays (Fashion-MNIST from its idx files) sliced with
     tf.data from tensors; random access, so resumption is O(1).
   * ``folder``: a plain ``train/<class>/*.JPEG`` tree (``data.name =
@@ -478,6 +479,10 @@ def validate_data_config(data_config):
   _check_number(data_config, 'randaugment_magnitude', 0, 30)
   check_randaugment_mode(_get(data_config, 'randaugment_mode', 'official'))
   _check_number(data_config, 'mixup_alpha', 0)
+  before = _get(data_config, 'augment_before_mix', False)
+  if not isinstance(before, bool):
+    raise errors.DataError(f'config.data.augment_before_mix={before!r}: expected True '
+                           '(RandAugment before MixUp/CutMix) or False (after, the official order)')
   _check_number(data_config, 'shuffle_buffer', 1, integer=True)
   _check_number(data_config, 'prefetch', 0, integer=True)
   npc = _get(data_config, 'num_parallel_calls')

@@ -13,7 +13,7 @@ JPEGs; a file that fails to decode is skipped and counted in
 `DataIterator.decode_errors`.
 
 Listing needs only `os` (no TensorFlow); the tf.data reading is in
-`pipeline.py`. Every problem with the tree raises one ValueError naming the
+`sources.py`. Every problem with the tree raises one ValueError naming the
 path: a missing, unreadable or empty folder, and a class folder with no
 images.
 """
