@@ -7,16 +7,15 @@ and checks every name and shape against a freshly initialised model computed
 with `jax.eval_shape`, so nothing of the full model is compiled.
 """
 import functools
-import os
 import pickle
 import re
-import tempfile
 from typing import Any, Mapping, Optional
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from nfnet_jax import utils
 from nfnet_jax.models import create_model
 from nfnet_jax.models.nfnet import NFNET_VARIANTS
 
@@ -207,14 +206,5 @@ def save_official(params: Mapping, path: str) -> None:
   """Writes params in the official format: a dill pickle of nested dicts of numpy arrays."""
   plain = {str(m): {str(n): np.asarray(jax.device_get(v)) for n, v in d.items()}
            for m, d in params.items()}
-  directory = os.path.dirname(os.path.abspath(path))
-  fd, tmp = tempfile.mkstemp(dir=directory, suffix='.tmp')
-  try:
-    with os.fdopen(fd, 'wb') as f:
-      (dill if dill is not None else pickle).dump(plain, f)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)  # atomic: a crash never leaves a half-written file
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
+  # Atomic: a crash never leaves a half-written file.
+  utils.atomic_write(path, lambda f: (dill if dill is not None else pickle).dump(plain, f))
