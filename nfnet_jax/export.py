@@ -24,7 +24,7 @@ from nfnet_jax import nn as nfnn
 from nfnet_jax import utils
 from nfnet_jax.models import create_model
 from nfnet_jax.models import get_model_class
-from nfnet_jax.models.nfnet import ws_conv_options
+from nfnet_jax.models.common import ws_conv_options
 
 PyTree = Any
 
