@@ -188,11 +188,10 @@ def load_official(path: str, model_config=None, num_classes: Optional[int] = Non
         raise ValueError(f'{path}: cannot infer the model from the file; pass model_config '
                          '(e.g. {"name": "NFNet", "variant": "F0"})')
     if num_classes is None:
-      biases = [d['b'] for m, d in params.items() if m.endswith('/~/linear') and m.count('/~/') == 1 and 'b' in d]
-      if len(biases) != 1:
+      num_classes = classifier_classes(params)
+      if num_classes is None:
         raise ValueError(f'{path}: cannot find the classifier bias `<root>/~/linear/b`; '
                          'pass num_classes')
-      num_classes = int(np.shape(biases[0])[0])
     expected = expected_param_shapes(model_config, num_classes)
     cfg = model_config.to_dict() if hasattr(model_config, 'to_dict') else dict(model_config)
     desc = f'{cfg} with {num_classes} classes'
