@@ -76,26 +76,51 @@ def nf_shortcut(out, x, stride: int, conv_shortcut):
   return x
 
 
-def nf_block_entry(x, activation: Callable, beta: float, shortcut: Callable,
-                   conv0: Callable, conv1: Callable):
+def nf_block_entry(block: hk.Module, x, shortcut: Optional[Callable] = None):
   """The start of every NF bottleneck: `act(x) * beta`, the skip path, conv0, act, conv1.
 
-  Call it inside the block's `__call__` with the block's own modules.
+  Call it inside the block's `__call__`.
 
   Args:
+    block: the block; its `activation`, `beta` (input scale, 1 / expected
+      std), `conv0` (1x1) and `conv1` (the strided 3x3) are applied, and
+      for the official skip path its `stride` and `conv_shortcut`.
     x: the block input.
-    activation: the (gamma-scaled) activation.
-    beta: the input scale `1 / expected std`.
-    shortcut: `(activated input, x) -> skip path output`.
-    conv0: the first (1x1) conv of the branch.
-    conv1: the (grouped, strided) 3x3 conv that follows it.
+    shortcut: `(activated input, x) -> skip path output`; None: the official
+      `nf_shortcut`.
 
   Returns:
     (conv1's output, the shortcut output).
   """
-  out = activation(x) * beta
-  skip = shortcut(out, x)
-  return conv1(activation(conv0(out))), skip
+  out = block.activation(x) * block.beta
+  if shortcut is None:
+    skip = nf_shortcut(out, x, block.stride, block.conv_shortcut)
+  else:
+    skip = shortcut(out, x)
+  return block.conv1(block.activation(block.conv0(out))), skip
+
+
+def set_variant(module: hk.Module, model: str, variant: str,
+                depths: Optional[Sequence[int]], widths: Optional[Sequence[int]]) -> dict:
+  """Looks `variant` up in `module.VARIANTS` and sets the fields it gives.
+
+  Sets `module.variant`, `train_imsize`, `test_imsize`, `depth_pattern` and
+  `width_pattern` (`depths` / `widths` override the variant's).
+
+  Returns:
+    The variant's row of the table.
+
+  Raises:
+    ValueError: an unknown variant.
+  """
+  if variant not in module.VARIANTS:
+    raise ValueError(f'Unknown {model} variant {variant!r}; allowed: {sorted(module.VARIANTS)}')
+  row = module.VARIANTS[variant]
+  module.variant = variant
+  module.train_imsize, module.test_imsize = row['train_imsize'], row['test_imsize']
+  module.depth_pattern = tuple(depths if depths is not None else row['depth'])
+  module.width_pattern = tuple(widths if widths is not None else row['width'])
+  return row
 
 
 def nf_blocks_and_head(out: jnp.ndarray, blocks: Sequence[Callable], schedule: Sequence[dict],

@@ -122,10 +122,7 @@ class NFRegNetBlock(hk.Module):
 
   def __call__(self, x, is_training: bool):
     """Returns (block output, residual branch output before stochdepth/gain)."""
-    out, shortcut = common.nf_block_entry(
-        x, self.activation, self.beta,
-        lambda a, raw: common.nf_shortcut(a, raw, self.stride, self.conv_shortcut),
-        self.conv0, self.conv1)
+    out, shortcut = common.nf_block_entry(self, x)
     if self.se is not None:
       out = 2 * self.se(out) * out  # 2x: sigmoid(0) = 0.5 would halve the signal
     out = self.conv2(self.activation(out))
@@ -179,16 +176,8 @@ class NFRegNet(hk.Module):
       name: module name ('NF_RegNet' for official trees).
     """
     super().__init__(name=name)
-    if variant not in self.VARIANTS:
-      raise ValueError(f'Unknown NF-RegNet variant {variant!r}; '
-                       f'allowed: {sorted(self.VARIANTS)}')
-    params = self.VARIANTS[variant]
+    params = common.set_variant(self, 'NF-RegNet', variant, depths, widths)
     self.num_classes = num_classes
-    self.variant = variant
-    self.train_imsize = params['train_imsize']
-    self.test_imsize = params['test_imsize']
-    self.depth_pattern = tuple(depths if depths is not None else params['depth'])
-    self.width_pattern = tuple(widths if widths is not None else params['width'])
     if len(self.depth_pattern) != 4 or len(self.width_pattern) != 4:
       raise ValueError('NF-RegNet needs 4 stage depths and 4 stage widths, got '
                        f'{self.depth_pattern}, {self.width_pattern}')

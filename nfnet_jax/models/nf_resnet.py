@@ -72,8 +72,7 @@ class NFResBlock(hk.Module):
 
   def __call__(self, x, is_training: bool):
     """Returns (block output, residual branch output before stochdepth/gain)."""
-    out, shortcut = common.nf_block_entry(x, self.activation, self.beta, self._shortcut,
-                                          self.conv0, self.conv1)
+    out, shortcut = common.nf_block_entry(self, x, self._shortcut)
     out = self.conv2(self.activation(out))
     if self.se is not None:
       out = 2 * self.se(out) * out

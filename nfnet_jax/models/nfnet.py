@@ -141,10 +141,7 @@ class NFBlock(hk.Module):
 
   def __call__(self, x, is_training: bool):
     """Returns (block output, residual branch output before stochdepth/gain)."""
-    out, shortcut = common.nf_block_entry(
-        x, self.activation, self.beta,
-        lambda a, raw: common.nf_shortcut(a, raw, self.stride, self.conv_shortcut),
-        self.conv0, self.conv1)
+    out, shortcut = common.nf_block_entry(self, x)
     if self.use_two_convs:
       out = self.conv1b(self.activation(out))
     out = self.conv2(self.activation(out))
@@ -241,20 +238,13 @@ class NFNet(hk.Module):
       name: module name ('NFNet' for official checkpoints).
     """
     super().__init__(name=name)
-    if variant not in self.VARIANTS:
-      raise ValueError(f'Unknown NFNet variant {variant!r}; allowed: {sorted(self.VARIANTS)}')
-    row = self.VARIANTS[variant]
+    row = common.set_variant(self, 'NFNet', variant, depths, widths)
     # Every architecture argument left at None takes the variant's value.
     arch = {k: row[k] if v is None else v for k, v in dict(
         drop_rate=drop_rate, activation=activation, se_ratio=se_ratio, attention=attention,
         skipinit_mode=skipinit_mode, group_width=group_width,
         bottleneck_ratio=bottleneck_ratio, final_conv_mult=final_conv_mult).items()}
     self.num_classes = num_classes
-    self.variant = variant
-    self.train_imsize = row['train_imsize']
-    self.test_imsize = row['test_imsize']
-    self.depth_pattern = tuple(depths if depths is not None else row['depth'])
-    self.width_pattern = tuple(widths if widths is not None else row['width'])
     self.drop_rate = arch['drop_rate']
     self.activation = nfnn.get_activation(arch['activation'], gelu_form=gelu_form)
     ws_options = common.ws_conv_options(ws_eps_form, ws_eps, conv_padding, ws_folded)
