@@ -14,7 +14,6 @@ folded weights baked in as constants):
   serialization), weights as `tf.Variable`s, signature `serving_default`.
 """
 import inspect
-import os
 from typing import Any, Mapping, Optional, Tuple
 
 import jax
@@ -22,9 +21,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from nfnet_jax import nn as nfnn
+from nfnet_jax import utils
 from nfnet_jax.models import create_model
 from nfnet_jax.models import get_model_class
-from nfnet_jax.models.nfnet import ws_conv_options
+from nfnet_jax.models.common import ws_conv_options
 
 PyTree = Any
 
@@ -114,7 +114,8 @@ def export_stablehlo(params: PyTree, model_config, num_classes: int, image_size:
   exported = jax.export.export(fn, platforms=platforms)(
       _image_spec(image_size, channels, batch_size))
   if path is not None:
-    _write_atomic(path, exported.serialize())
+    data = exported.serialize()
+    utils.atomic_write(path, lambda f: f.write(data), makedirs=True)
   return exported
 
 
@@ -155,11 +156,3 @@ def export_saved_model(params: PyTree, model_config, num_classes: int, image_siz
                                input_signature=[spec], autograph=False)
   tf.saved_model.save(module, path, signatures={'serving_default': module.predict})
 
-
-def _write_atomic(path: str, data: bytes) -> None:
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  tmp = path + '.tmp'
-  with open(tmp, 'wb') as f:
-    f.write(data)
-  os.replace(tmp, path)

@@ -7,16 +7,15 @@ and checks every name and shape against a freshly initialised model computed
 with `jax.eval_shape`, so nothing of the full model is compiled.
 """
 import functools
-import os
 import pickle
 import re
-import tempfile
 from typing import Any, Mapping, Optional
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from nfnet_jax import utils
 from nfnet_jax.models import create_model
 from nfnet_jax.models.nfnet import NFNET_VARIANTS
 
@@ -189,11 +188,10 @@ def load_official(path: str, model_config=None, num_classes: Optional[int] = Non
         raise ValueError(f'{path}: cannot infer the model from the file; pass model_config '
                          '(e.g. {"name": "NFNet", "variant": "F0"})')
     if num_classes is None:
-      biases = [d['b'] for m, d in params.items() if m.endswith('/~/linear') and m.count('/~/') == 1 and 'b' in d]
-      if len(biases) != 1:
+      num_classes = classifier_classes(params)
+      if num_classes is None:
         raise ValueError(f'{path}: cannot find the classifier bias `<root>/~/linear/b`; '
                          'pass num_classes')
-      num_classes = int(np.shape(biases[0])[0])
     expected = expected_param_shapes(model_config, num_classes)
     cfg = model_config.to_dict() if hasattr(model_config, 'to_dict') else dict(model_config)
     desc = f'{cfg} with {num_classes} classes'
@@ -207,14 +205,5 @@ def save_official(params: Mapping, path: str) -> None:
   """Writes params in the official format: a dill pickle of nested dicts of numpy arrays."""
   plain = {str(m): {str(n): np.asarray(jax.device_get(v)) for n, v in d.items()}
            for m, d in params.items()}
-  directory = os.path.dirname(os.path.abspath(path))
-  fd, tmp = tempfile.mkstemp(dir=directory, suffix='.tmp')
-  try:
-    with os.fdopen(fd, 'wb') as f:
-      (dill if dill is not None else pickle).dump(plain, f)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)  # atomic: a crash never leaves a half-written file
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
+  # Atomic: a crash never leaves a half-written file.
+  utils.atomic_write(path, lambda f: (dill if dill is not None else pickle).dump(plain, f))

@@ -1,13 +1,12 @@
 """Evaluation of trained or official checkpoints at one or several resolutions.
 
-Two kinds of checkpoint are read:
+Weights are read by the one loader, :func:`nfnet_jax.train.weights.load_weights`:
 
 * our own orbax checkpoints: a workdir, its ``checkpoints/`` folder or one
-  ``checkpoints/<step>/`` folder, read by
-  :func:`nfnet_jax.train.checkpoint.load_train_checkpoint` (no optimizer or
-  train-state class needed);
+  ``checkpoints/<step>/`` folder (no optimizer or train-state class needed);
 * DeepMind's official ``F*_haiku.npz`` files (dill pickles of the Haiku params),
-  through :func:`nfnet_jax.pretrained.load_official`.
+  checked name for name against the configured model;
+* timm files, ``timm:NAME=PATH``.
 
 :func:`evaluate` runs the training loop's eval step
 (:func:`nfnet_jax.train.step.make_eval_step`, through the shared runner
@@ -26,11 +25,10 @@ import numpy as np
 from nfnet_jax import data as data_lib
 from nfnet_jax import export
 from nfnet_jax import models
-from nfnet_jax import pretrained
-from nfnet_jax.train import checkpoint as ckpt_lib
 from nfnet_jax.train import evaluator as evaluator_lib
 from nfnet_jax.train import parallel as parallel_lib
 from nfnet_jax.train import step as step_lib
+from nfnet_jax.train import weights as weights_lib
 
 PyTree = Any
 
@@ -40,7 +38,8 @@ def load_for_eval(path: str, *, use_ema: bool = True, expected_params=None
   """Params + model state to evaluate from any supported checkpoint.
 
   Args:
-    path: an official ``.npz``/pickle file or one of our checkpoint dirs.
+    path: a weight spec (`nfnet_jax.train.weights`): an official
+      ``.npz``/pickle file, one of our checkpoint dirs, or `timm:NAME=PATH`.
     use_ema: evaluate the EMA params when the checkpoint has them.
     expected_params: a params tree (arrays or ShapeDtypeStructs) of the
       configured model; official files are checked against its names and
@@ -49,17 +48,11 @@ def load_for_eval(path: str, *, use_ema: bool = True, expected_params=None
   Returns:
     (params, model_state, info) with info describing the source.
   """
-  if os.path.isfile(path):
-    params = pretrained.load_official(path, expected_params=expected_params)
-    # Official files hold params only: NF models have no state.
-    return params, {}, {'source': 'official', 'path': os.path.abspath(path)}
-  trees, meta = ckpt_lib.load_train_checkpoint(path)
-  ema = trees.get('ema_params')
-  which = 'ema_params' if (use_ema and ema) else 'params'
-  params = trees[which]
-  state = trees.get('model_state', {})
-  return params, state, {'source': 'orbax', 'path': os.path.abspath(path),
-                         'step': meta['step'], 'params': which}
+  w = weights_lib.load_weights(path, use_ema=use_ema, expected_params=expected_params)
+  if w.kind != 'ckpt':
+    return w.params, w.model_state, {'source': w.kind, 'path': os.path.abspath(w.path)}
+  return w.params, w.model_state, {'source': 'orbax', 'path': os.path.abspath(w.path),
+                                   'step': w.step, 'params': w.tree}
 
 
 def evaluate(config, checkpoint: str, resolutions: Optional[Sequence[int]] = None, *,

@@ -30,7 +30,7 @@ from nfnet_jax import pretrained
 from nfnet_jax.config import load as config_load
 from nfnet_jax.models.nfnet import NFNET_VARIANTS
 from nfnet_jax.optim import agc
-from nfnet_jax.train import checkpoint
+from nfnet_jax.train import weights as weights_lib
 
 CSV_COLUMNS = ('model', 'block', 'avg_sq_mean', 'avg_var', 'res_avg_var')
 STAT_KEYS = ('avg_sq_mean', 'avg_var', 'res_avg_var', 'expected_var', 'is_transition')
@@ -310,22 +310,22 @@ def _first_kernel(params: Mapping[str, Mapping[str, Any]]):
 
 
 def _classes(params: Mapping[str, Mapping[str, Any]]) -> int:
-  heads = [d['b'] for m, d in params.items()
-           if m.endswith('/~/linear') and m.count('/~/') == 1 and 'b' in d]
-  if len(heads) != 1:
+  classes = pretrained.classifier_classes(params)
+  if classes is None:
     raise ValueError('cannot find the classifier bias <root>/~/linear/b in the checkpoint')
-  return int(np.shape(heads[0])[0])
+  return classes
 
 
 def load_trained(path: str, model_cfg: Optional[Mapping[str, Any]] = None,
                  use_ema: bool = False) -> Dict[str, Any]:
-  """A trained model for SPP: a training workdir or an official-format file.
+  """A trained model for SPP from any weight source (`nfnet_jax.train.weights`).
 
   Args:
     path: a training workdir (or its ``checkpoints``/``checkpoints/<step>``
       dir): the model comes from the config saved with the checkpoint; or an
       official ``F*_haiku.npz``-format file: the NFNet variant is inferred
-      from its parameter names and shapes unless ``model_cfg`` is given.
+      from its parameter names and shapes unless ``model_cfg`` is given; or
+      ``timm:NAME=PATH`` (timm's model config).
     model_cfg: the model config (``config.model`` as a dict) for official
       files of other models; ignored for workdirs.
     use_ema: take the EMA parameters of a workdir checkpoint (when saved).
@@ -337,32 +337,28 @@ def load_trained(path: str, model_cfg: Optional[Mapping[str, Any]] = None,
   Raises:
     ValueError: an unreadable checkpoint, or a model that cannot be told.
   """
-  import json as json_lib  # pylint: disable=g-import-not-at-top
+  try:
+    w = weights_lib.load_weights(path, use_ema=use_ema)
+  except FileNotFoundError as e:
+    raise ValueError(str(e)) from None
   image_size = None
-  if os.path.isfile(path):
-    params = pretrained.read_official(path)
+  if w.kind == 'ckpt':
+    if not w.model_config:
+      raise ValueError(f'--checkpoint {path}: the checkpoint holds no config; give an '
+                       'official-format file or re-save with nfnet_jax')
+    model_cfg = w.model_config
+    image_size = w.config.get('data', {}).get('image_size')
+    label = f'trained, step {w.step}' + (' (EMA)' if w.tree == 'ema_params' else '')
+  else:
     if model_cfg is None:
-      model_cfg = pretrained.infer_nfnet_config(params)
+      model_cfg = w.model_config
       if model_cfg is None:
         raise ValueError(f'--checkpoint {path}: not an official NFNet variant; give the model '
                          'with --model_config FILE.py[:arg]')
-      image_size = NFNET_VARIANTS[model_cfg['variant']]['train_imsize']
-    state, label = {}, os.path.basename(path)
-  else:
-    try:
-      trees, meta = checkpoint.load_train_checkpoint(path)
-    except FileNotFoundError as e:
-      raise ValueError(str(e)) from None
-    config = meta.get('config')
-    config = json_lib.loads(config) if isinstance(config, str) else config
-    if not config or 'model' not in config:
-      raise ValueError(f'--checkpoint {path}: the checkpoint holds no config; give an '
-                       'official-format file or re-save with nfnet_jax')
-    model_cfg = config['model']
-    image_size = config.get('data', {}).get('image_size')
-    which = 'ema_params' if use_ema and trees.get('ema_params') else 'params'
-    params, state = trees[which], trees.get('model_state', {})
-    label = f'trained, step {meta["step"]}' + (' (EMA)' if which == 'ema_params' else '')
+      if w.kind == 'official':  # the inferred variant's training resolution
+        image_size = NFNET_VARIANTS[model_cfg['variant']]['train_imsize']
+    label = os.path.basename(w.path)
+  params, state = w.params, w.model_state
   model_cfg = dict(model_cfg)
   # Statistics of the deterministic network (as at init): no stochastic
   # depth or dropout.

@@ -35,13 +35,13 @@ import inspect
 import os
 import re
 import sys
-import tempfile
 from typing import Any, Dict, Mapping, NamedTuple, Optional, Tuple
 
 import numpy as np
 
 from nfnet_jax import nn as nfnn
 from nfnet_jax import pretrained
+from nfnet_jax import utils
 from nfnet_jax.models import get_model_class
 from nfnet_jax.models.nfnet import NFNET_VARIANTS
 
@@ -575,19 +575,10 @@ def save_timm(params: Mapping, model_config: Mapping, path: str,
     raise ValueError(f'{path}: the file name must end in .safetensors, .pth, .bin or .pt')
   name = name or timm_name_for(model_config)
   sd = to_timm_state_dict(params, model_config, name)
-  directory = os.path.dirname(os.path.abspath(path))
-  fd, tmp = tempfile.mkstemp(dir=directory, suffix='.tmp')
-  os.close(fd)
-  try:
+  with utils.atomic_path(path) as tmp:  # never a half-written file under `path`
     if path.endswith('.safetensors'):
       _import('safetensors.numpy').save_file(sd, tmp)
     else:
       torch = _import('torch')
       torch.save({k: torch.from_numpy(v.copy()) for k, v in sd.items()}, tmp)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)  # atomic: never a half-written file under `path`
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
   return name

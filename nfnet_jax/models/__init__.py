@@ -6,7 +6,7 @@ Each model module defines the class plus two module-level functions,
 """
 import importlib
 import sys
-from typing import Any, Mapping, Optional
+from typing import Optional
 
 import haiku as hk
 

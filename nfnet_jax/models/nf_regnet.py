@@ -25,9 +25,9 @@ import haiku as hk
 import jax.numpy as jnp
 
 from nfnet_jax import nn as nfnn
-from nfnet_jax.models._common import nf_blocks_and_head, nf_residual
-from nfnet_jax.models.nfnet import (NUMERICS_FIELDS, _bad, _init_fn, check_group_width,
-                                    nf_shortcut, nf_validator, ws_conv_options)
+from nfnet_jax.models import common
+from nfnet_jax.models.common import NUMERICS_FIELDS
+from nfnet_jax.models.common import bad_field
 from nfnet_jax.utils import is_number
 from nfnet_jax.utils import is_pos_int
 
@@ -108,8 +108,8 @@ class NFRegNetBlock(hk.Module):
     self.stride = stride
     self.beta, self.alpha = beta, alpha
     self.activation = activation or nfnn.get_activation('silu')
-    self.skipinit_gain = _init_fn(skipinit_gain)
-    conv = lambda *a, **k: nfnn.WSConv2D(*a, conv_impl=conv_impl, **(ws_options or {}), **k)
+    self.skipinit_gain = common.init_fn(skipinit_gain)
+    conv = common.ws_conv_maker(conv_impl, ws_options)
     self.conv0 = conv(width, kernel_shape=1, name='conv0')
     self.conv1 = conv(width, kernel_shape=kernel_shape, stride=stride,
                       feature_group_count=groups, name='conv1')
@@ -122,15 +122,12 @@ class NFRegNetBlock(hk.Module):
 
   def __call__(self, x, is_training: bool):
     """Returns (block output, residual branch output before stochdepth/gain)."""
-    out = self.activation(x) * self.beta
-    shortcut = nf_shortcut(out, x, self.stride, self.conv_shortcut)
-    out = self.conv0(out)
-    out = self.conv1(self.activation(out))
+    out, shortcut = common.nf_block_entry(self, x)
     if self.se is not None:
       out = 2 * self.se(out) * out  # 2x: sigmoid(0) = 0.5 would halve the signal
     out = self.conv2(self.activation(out))
-    return nf_residual(out, shortcut, self.alpha, self.stoch_depth, self.skipinit_gain,
-                       is_training)
+    return common.nf_residual(out, shortcut, self.alpha, self.stoch_depth, self.skipinit_gain,
+                              is_training)
 
 
 class NFRegNet(hk.Module):
@@ -175,27 +172,19 @@ class NFRegNet(hk.Module):
       channel_divisor: None (official `int` widths) or timm's 8: every width
         (stem, stages, expansions, SE, head) rounded as `round_channels`.
       gelu_form, ws_eps_form, ws_eps, conv_padding, ws_folded: numerics
-        options (`nfnet_jax.models.nfnet.ws_conv_options`); defaults official.
+        options (`nfnet_jax.models.common.ws_conv_options`); defaults official.
       name: module name ('NF_RegNet' for official trees).
     """
     super().__init__(name=name)
-    if variant not in self.VARIANTS:
-      raise ValueError(f'Unknown NF-RegNet variant {variant!r}; '
-                       f'allowed: {sorted(self.VARIANTS)}')
-    params = self.VARIANTS[variant]
+    params = common.set_variant(self, 'NF-RegNet', variant, depths, widths)
     self.num_classes = num_classes
-    self.variant = variant
-    self.train_imsize = params['train_imsize']
-    self.test_imsize = params['test_imsize']
-    self.depth_pattern = tuple(depths if depths is not None else params['depth'])
-    self.width_pattern = tuple(widths if widths is not None else params['width'])
     if len(self.depth_pattern) != 4 or len(self.width_pattern) != 4:
       raise ValueError('NF-RegNet needs 4 stage depths and 4 stage widths, got '
                        f'{self.depth_pattern}, {self.width_pattern}')
     self.drop_rate = params['drop_rate'] if drop_rate is None else drop_rate
     self.activation = nfnn.get_activation(activation, gelu_form=gelu_form)
-    ws_options = ws_conv_options(ws_eps_form, ws_eps, conv_padding, ws_folded)
-    conv = lambda *a, **k: nfnn.WSConv2D(*a, conv_impl=conv_impl, **ws_options, **k)
+    ws_options = common.ws_conv_options(ws_eps_form, ws_eps, conv_padding, ws_folded)
+    conv = common.ws_conv_maker(conv_impl, ws_options)
     self.initial_conv = conv(round_channels(self.width_pattern[0] * width, channel_divisor),
                              kernel_shape=3, stride=2, name='initial_conv')
     self.schedule = nfnn.nf_block_schedule(self.depth_pattern, alpha, stochdepth_rate)
@@ -221,9 +210,9 @@ class NFRegNet(hk.Module):
   def __call__(self, x, is_training: bool = True, return_metrics: bool = False) -> dict:
     """Returns {'logits': [N, num_classes] float32} (+ 'spp' with return_metrics)."""
     out = self.initial_conv(x)
-    return nf_blocks_and_head(out, self.blocks, self.schedule,
-                              lambda h: self.activation(self.final_conv(h)), self.fc,
-                              self.drop_rate, is_training, return_metrics)
+    return common.nf_blocks_and_head(out, self.blocks, self.schedule,
+                                     lambda h: self.activation(self.final_conv(h)), self.fc,
+                                     self.drop_rate, is_training, return_metrics)
 
 
 _NF_REGNET_FIELDS = ('variant', 'width', 'expansion', 'group_size', 'se_ratio', 'alpha',
@@ -235,26 +224,26 @@ _NF_REGNET_FIELDS = ('variant', 'width', 'expansion', 'group_size', 'se_ratio', 
 def _check_nf_regnet(model: str, kw: dict) -> None:
   """The NF-RegNet-only fields of `validate_config`."""
   if 'expansion' in kw and (not is_number(kw['expansion']) or kw['expansion'] <= 0):
-    _bad(model, 'expansion', kw['expansion'], 'a number > 0')
+    bad_field(model, 'expansion', kw['expansion'], 'a number > 0')
   if 'group_size' in kw and not is_pos_int(kw['group_size']):
-    _bad(model, 'group_size', kw['group_size'], 'a positive int')
+    bad_field(model, 'group_size', kw['group_size'], 'a positive int')
   if 'channel_divisor' in kw and not is_pos_int(kw['channel_divisor']):
-    _bad(model, 'channel_divisor', kw['channel_divisor'], 'None or a positive int')
+    bad_field(model, 'channel_divisor', kw['channel_divisor'], 'None or a positive int')
   table = NF_REGNET_VARIANTS[kw.get('variant', 'B0')]
   mult = kw.get('width', 0.75)
   widths = kw.get('widths') or table['width']
   if int(widths[0] * mult) < 1:
-    _bad(model, 'width', mult, 'a multiplier giving the stem at least 1 channel')
+    bad_field(model, 'width', mult, 'a multiplier giving the stem at least 1 channel')
   plan = block_plan(widths, kw.get('depths') or table['depth'], mult,
                     kw.get('expansion', 2.25), kw.get('group_size', 8),
                     kw.get('se_ratio', 0.5), kw.get('channel_divisor'))
-  check_group_width(model, 'group_size', kw.get('group_size', 8), [
+  common.check_group_width(model, 'group_size', kw.get('group_size', 8), [
       (p['expanded'], f"block {i}: input {p['in_ch']} channels x expansion")
       for i, p in enumerate(plan)])
 
 
-validate_config = nf_validator('NFRegNet', _NF_REGNET_FIELDS, NF_REGNET_VARIANTS,
-                               _check_nf_regnet)
+validate_config = common.nf_validator('NFRegNet', _NF_REGNET_FIELDS, NF_REGNET_VARIANTS,
+                                      _check_nf_regnet)
 
 
 def min_resolution(model_kwargs: Optional[Mapping[str, Any]] = None) -> int:

@@ -17,8 +17,9 @@ from typing import Any, Callable, Mapping, Optional, Sequence, Union
 import haiku as hk
 
 from nfnet_jax import nn as nfnn
-from nfnet_jax.models._common import nf_blocks_and_head, nf_residual
-from nfnet_jax.models.nfnet import NUMERICS_FIELDS, _bad, _init_fn, nf_validator, ws_conv_options
+from nfnet_jax.models import common
+from nfnet_jax.models.common import NUMERICS_FIELDS
+from nfnet_jax.models.common import bad_field
 
 # ResNet26 is not in the official variant table (added for the papers'
 # comparisons); the others are.
@@ -49,11 +50,11 @@ class NFResBlock(hk.Module):
     self.in_ch, self.out_ch = in_ch, out_ch
     self.activation = activation or nfnn.get_activation('relu')
     self.beta, self.alpha = beta, alpha
-    self.skipinit_gain = _init_fn(skipinit_gain)
+    self.skipinit_gain = common.init_fn(skipinit_gain)
     self.width = int(out_ch * bottleneck_ratio)
     self.stride = stride
     self.shortcut = shortcut
-    conv = lambda *a, **k: nfnn.WSConv2D(*a, conv_impl=conv_impl, **(ws_options or {}), **k)
+    conv = common.ws_conv_maker(conv_impl, ws_options)
     self.conv0 = conv(self.width, kernel_shape=1, name='conv0')
     self.conv1 = conv(self.width, kernel_shape=kernel_size, stride=stride, name='conv1')
     self.conv2 = conv(out_ch, kernel_shape=1, name='conv2')
@@ -71,18 +72,18 @@ class NFResBlock(hk.Module):
 
   def __call__(self, x, is_training: bool):
     """Returns (block output, residual branch output before stochdepth/gain)."""
-    out = self.activation(x) * self.beta
-    if self.use_projection and self.shortcut == 'avgpool' and self.stride > 1:
-      shortcut = self.conv_shortcut(hk.avg_pool(out, (1, 2, 2, 1), (1, 2, 2, 1), 'SAME'))
-    else:
-      shortcut = self.conv_shortcut(out) if self.use_projection else x
-    out = self.conv0(out)
-    out = self.conv1(self.activation(out))
+    out, shortcut = common.nf_block_entry(self, x, self._shortcut)
     out = self.conv2(self.activation(out))
     if self.se is not None:
       out = 2 * self.se(out) * out
-    return nf_residual(out, shortcut, self.alpha, self.stoch_depth, self.skipinit_gain,
-                       is_training)
+    return common.nf_residual(out, shortcut, self.alpha, self.stoch_depth, self.skipinit_gain,
+                              is_training)
+
+  def _shortcut(self, out, x):
+    """Strided 1x1 conv ('conv') or 2x2 avg-pool + 1x1 conv ('avgpool'), else `x`."""
+    if self.use_projection and self.shortcut == 'avgpool' and self.stride > 1:
+      return self.conv_shortcut(hk.avg_pool(out, (1, 2, 2, 1), (1, 2, 2, 1), 'SAME'))
+    return self.conv_shortcut(out) if self.use_projection else x
 
 
 STEMS = ('imagenet', 'small')
@@ -137,7 +138,7 @@ class NFResNet(hk.Module):
       shortcut: projection at strided transitions: 'conv' (official: strided
         1x1 conv) or 'avgpool' (timm: 2x2 average pool, then a 1x1 conv).
       gelu_form, ws_eps_form, ws_eps, conv_padding, ws_folded: numerics
-        options (`nfnet_jax.models.nfnet.ws_conv_options`); defaults official.
+        options (`nfnet_jax.models.common.ws_conv_options`); defaults official.
       attention: 'se' (squeeze-excite when se_ratio > 0) or 'eca' (efficient
         channel attention, timm's nf_ecaresnet*), after conv2, doubled.
       name: module name ('NF_ResNet' for official trees).
@@ -154,7 +155,7 @@ class NFResNet(hk.Module):
                                else [int(w * width) for w in _BASE_WIDTHS])
     self.drop_rate = 0.0 if drop_rate is None else drop_rate
     self.activation = nfnn.get_activation(activation, gelu_form=gelu_form)
-    ws_options = ws_conv_options(ws_eps_form, ws_eps, conv_padding, ws_folded)
+    ws_options = common.ws_conv_options(ws_eps_form, ws_eps, conv_padding, ws_folded)
     self.conv_padding = conv_padding
     ch = stem_width if stem_width is not None else int(16 * width)
     if stem not in STEMS:
@@ -189,8 +190,8 @@ class NFResNet(hk.Module):
       out = nfnn.max_pool(out, 3, 2, ((1, 1), (1, 1)))
     elif self.stem == 'imagenet':
       out = nfnn.max_pool(out, 3, 2, 'SAME')
-    return nf_blocks_and_head(out, self.blocks, self.schedule, self.activation, self.fc,
-                              self.drop_rate, is_training, return_metrics)
+    return common.nf_blocks_and_head(out, self.blocks, self.schedule, self.activation, self.fc,
+                                     self.drop_rate, is_training, return_metrics)
 
 
 _NF_RESNET_FIELDS = ('variant', 'width', 'se_ratio', 'alpha', 'stochdepth_rate',
@@ -202,23 +203,23 @@ _NF_RESNET_FIELDS = ('variant', 'width', 'se_ratio', 'alpha', 'stochdepth_rate',
 def _check_nf_resnet(model: str, kw: dict) -> None:
   """The NF-ResNet-only fields of `validate_config`."""
   if kw.get('attention', 'se') not in ('se', 'eca'):
-    _bad(model, 'attention', kw['attention'], "'se' or 'eca'")
+    bad_field(model, 'attention', kw['attention'], "'se' or 'eca'")
   if kw.get('shortcut', 'conv') not in SHORTCUTS:
-    _bad(model, 'shortcut', kw['shortcut'], f'one of {SHORTCUTS}')
+    bad_field(model, 'shortcut', kw['shortcut'], f'one of {SHORTCUTS}')
   if kw.get('stem', 'imagenet') not in STEMS:
-    _bad(model, 'stem', kw['stem'], f'one of {STEMS}')
+    bad_field(model, 'stem', kw['stem'], f'one of {STEMS}')
   stem = kw.get('stem_width')
   if stem is not None and (isinstance(stem, bool) or not isinstance(stem, int) or stem < 1):
-    _bad(model, 'stem_width', stem, 'None or a positive int')
+    bad_field(model, 'stem_width', stem, 'None or a positive int')
   widths = kw.get('widths') or [int(w * kw.get('width', 4)) for w in _BASE_WIDTHS]
   ratio = kw.get('bottleneck_ratio', 0.25)
   if min(int(w * ratio) for w in widths) < 1 or int(16 * kw.get('width', 4)) < 1:
-    _bad(model, 'width', kw.get('width', 4),
+    bad_field(model, 'width', kw.get('width', 4),
          'a value giving at least 1 channel in every bottleneck and in the stem')
 
 
-validate_config = nf_validator('NFResNet', _NF_RESNET_FIELDS, NF_RESNET_VARIANTS,
-                               _check_nf_resnet)
+validate_config = common.nf_validator('NFResNet', _NF_RESNET_FIELDS, NF_RESNET_VARIANTS,
+                                      _check_nf_resnet)
 
 
 def min_resolution(model_kwargs: Optional[Mapping[str, Any]] = None) -> int:

@@ -25,8 +25,10 @@ import haiku as hk
 import numpy as np
 
 from nfnet_jax import nn as nfnn
-from nfnet_jax.models._common import nf_blocks_and_head, nf_residual
-from nfnet_jax.nn.grouped_conv import IMPLS
+from nfnet_jax.models import common
+from nfnet_jax.models.common import NUMERICS_FIELDS
+from nfnet_jax.models.common import bad_field
+from nfnet_jax.models.common import nf_blocks_and_head
 from nfnet_jax.utils import is_number
 from nfnet_jax.utils import is_pos_int
 
@@ -85,53 +87,6 @@ LIGHT_VARIANTS = tuple(_L_SERIES)
 STRIDES = (1, 2, 2, 2)
 
 
-def _init_fn(value: Union[float, Callable]) -> Callable:
-  """A Haiku initializer from a constant or an initializer."""
-  if callable(value):
-    return value
-  return hk.initializers.Constant(float(value))
-
-
-# Numerics options shared by the NF models; the defaults are the official ones.
-NUMERICS_FIELDS = ('gelu_form', 'ws_eps_form', 'ws_eps', 'conv_padding', 'ws_folded')
-CONV_PADDINGS = ('SAME', 'symmetric')
-
-
-def ws_conv_options(ws_eps_form: str = 'floor', ws_eps: Optional[float] = None,
-                    conv_padding: str = 'SAME', ws_folded: bool = False) -> dict:
-  """WSConv2D keywords for the model-level numerics options.
-
-  Args:
-    ws_eps_form: 'floor' (official `rsqrt(max(N var, eps))`) or 'add'
-      (timm's `rsqrt(N (var + eps))`).
-    ws_eps: the eps; None -> 1e-4 for 'floor', 1e-5 (timm's) for 'add'.
-    conv_padding: 'SAME' (official, TF-style) or 'symmetric' (PyTorch-style,
-      timm's own NF models; also their stem max-pool).
-    ws_folded: kernels are pre-standardized (`nfnet_jax.export.fold_ws`):
-      no WS at run time and no `gain` params.
-  """
-  if ws_eps is None:
-    ws_eps = nfnn.TIMM_WS_EPS if ws_eps_form == 'add' else nfnn.WS_EPS
-  return dict(eps=float(ws_eps), eps_form=ws_eps_form, padding=conv_padding,
-              folded=bool(ws_folded))
-
-
-def nf_shortcut(out, x, stride: int, conv_shortcut):
-  """The official NF skip path of a block whose activated input is `out`.
-
-  Strided transitions: 2x2 average pool (SAME) then the 1x1 `conv_shortcut`;
-  a channel change at stride 1: `conv_shortcut(out)`; otherwise the raw `x`.
-  `conv_shortcut` is None when the block has no projection.
-  """
-  if stride > 1:
-    shortcut = hk.avg_pool(out, window_shape=(1, 2, 2, 1), strides=(1, 2, 2, 1),
-                           padding='SAME')
-    return conv_shortcut(shortcut) if conv_shortcut is not None else shortcut
-  if conv_shortcut is not None:
-    return conv_shortcut(out)
-  return x
-
-
 class NFBlock(hk.Module):
   """Normalizer-free bottleneck block with two grouped 3x3 convs and SE."""
 
@@ -150,7 +105,7 @@ class NFBlock(hk.Module):
     self.stride = stride
     self.use_two_convs = use_two_convs
     self.skipinit_mode = skipinit_mode
-    self.skipinit_gain = _init_fn(skipinit_gain)
+    self.skipinit_gain = common.init_fn(skipinit_gain)
     width = int(out_ch * expansion)
     # Round the bottleneck width down to a whole number of groups.
     self.groups = width // group_size
@@ -158,7 +113,7 @@ class NFBlock(hk.Module):
     if self.groups < 1:
       raise ValueError(f'NFBlock: bottleneck width {width} (= {out_ch} * {expansion}) is '
                        f'smaller than the group width {group_size}')
-    conv = lambda *a, **k: nfnn.WSConv2D(*a, conv_impl=conv_impl, **(ws_options or {}), **k)
+    conv = common.ws_conv_maker(conv_impl, ws_options)
     self.conv0 = conv(self.width, kernel_shape=1, name='conv0')
     self.conv1 = conv(self.width, kernel_shape=kernel_shape, stride=stride,
                       feature_group_count=self.groups, name='conv1')
@@ -186,18 +141,41 @@ class NFBlock(hk.Module):
 
   def __call__(self, x, is_training: bool):
     """Returns (block output, residual branch output before stochdepth/gain)."""
-    out = self.activation(x) * self.beta
-    shortcut = nf_shortcut(out, x, self.stride, self.conv_shortcut)
-    out = self.conv0(out)
-    out = self.conv1(self.activation(out))
+    out, shortcut = common.nf_block_entry(self, x)
     if self.use_two_convs:
       out = self.conv1b(self.activation(out))
     out = self.conv2(self.activation(out))
     if self.attention is not None:
       out = (self.attention(out) * 2) * out  # 2x: sigmoid(0) = 0.5 would halve the signal
-    return nf_residual(out, shortcut, self.alpha, self.stoch_depth,
-                       self.skipinit_gain if self.skipinit_mode == 'skip_gain' else None,
-                       is_training)
+    return common.nf_residual(out, shortcut, self.alpha, self.stoch_depth,
+                              self.skipinit_gain if self.skipinit_mode == 'skip_gain' else None,
+                              is_training)
+
+
+def _stem(conv: Callable, stem_widths: Sequence[int], depths: Sequence[int],
+          widths: Sequence[int]) -> list:
+  """The four stem convs (3x3; strides 2, 1, 1, 2), after checking the 4-entry patterns."""
+  if len(stem_widths) != 4 or len(depths) != 4 or len(widths) != 4:
+    raise ValueError('NFNet needs 4 stem widths, 4 stage depths and 4 stage widths, got '
+                     f'{tuple(stem_widths)}, {tuple(depths)}, {tuple(widths)}')
+  return [conv(ch, kernel_shape=3, stride=s, name=f'stem_conv{i}')
+          for i, (ch, s) in enumerate(zip(stem_widths, (2, 1, 1, 2)))]
+
+
+def _blocks(schedule: Sequence[dict], ch: int, widths: Sequence[int], width: float,
+            activation: Callable, shared: Mapping[str, Any], arch: Mapping[str, Any]) -> list:
+  """One NFBlock per schedule entry (`shared`: the keywords every block gets)."""
+  blocks = []
+  for info in schedule:
+    out_ch = int(widths[info['stage']] * width)
+    stride = STRIDES[info['stage']] if info['block_index'] == 0 else 1
+    blocks.append(NFBlock(
+        ch, out_ch, expansion=arch['bottleneck_ratio'], se_ratio=arch['se_ratio'],
+        group_size=arch['group_width'], stride=stride, beta=info['beta'],
+        activation=activation, stochdepth_rate=info['stochdepth_rate'],
+        attention=arch['attention'], skipinit_mode=arch['skipinit_mode'], **shared))
+    ch = out_ch
+  return blocks
 
 
 class NFNet(hk.Module):
@@ -255,56 +233,36 @@ class NFNet(hk.Module):
         skipinit_gain).
       conv_impl: grouped conv implementation ('auto', 'xla', 'split').
       gelu_form, ws_eps_form, ws_eps, conv_padding, ws_folded: numerics
-        options, see `ws_conv_options` (defaults: the official numerics).
+        options, see `nfnet_jax.models.common.ws_conv_options` (defaults:
+        the official numerics).
       name: module name ('NFNet' for official checkpoints).
     """
     super().__init__(name=name)
-    if variant not in self.VARIANTS:
-      raise ValueError(f'Unknown NFNet variant {variant!r}; allowed: {sorted(self.VARIANTS)}')
-    params = self.VARIANTS[variant]
-    pick = lambda value, key: params[key] if value is None else value
+    row = common.set_variant(self, 'NFNet', variant, depths, widths)
+    # Every architecture argument left at None takes the variant's value.
+    arch = {k: row[k] if v is None else v for k, v in dict(
+        drop_rate=drop_rate, activation=activation, se_ratio=se_ratio, attention=attention,
+        skipinit_mode=skipinit_mode, group_width=group_width,
+        bottleneck_ratio=bottleneck_ratio, final_conv_mult=final_conv_mult).items()}
     self.num_classes = num_classes
-    self.variant = variant
-    self.train_imsize = params['train_imsize']
-    self.test_imsize = params['test_imsize']
-    self.depth_pattern = tuple(depths if depths is not None else params['depth'])
-    self.width_pattern = tuple(widths if widths is not None else params['width'])
-    self.drop_rate = pick(drop_rate, 'drop_rate')
-    self.activation = nfnn.get_activation(pick(activation, 'activation'),
-                                          gelu_form=gelu_form)
-    se_ratio = pick(se_ratio, 'se_ratio')
-    attention = pick(attention, 'attention')
-    skipinit_mode = pick(skipinit_mode, 'skipinit_mode')
-    group_width = pick(group_width, 'group_width')
-    bottleneck_ratio = pick(bottleneck_ratio, 'bottleneck_ratio')
-    final_conv_mult = pick(final_conv_mult, 'final_conv_mult')
-    ws_options = ws_conv_options(ws_eps_form, ws_eps, conv_padding, ws_folded)
-    stem_widths = tuple(stem_widths if stem_widths is not None else
-                        (16, 32, 64, self.width_pattern[0] // 2))
-    if len(stem_widths) != 4 or len(self.depth_pattern) != 4 or len(self.width_pattern) != 4:
-      raise ValueError('NFNet needs 4 stem widths, 4 stage depths and 4 stage widths, got '
-                       f'{stem_widths}, {self.depth_pattern}, {self.width_pattern}')
-    conv = lambda *a, **k: nfnn.WSConv2D(*a, conv_impl=conv_impl, **ws_options, **k)
-    self.stem = [conv(ch, kernel_shape=3, stride=s, name=f'stem_conv{i}')
-                 for i, (ch, s) in enumerate(zip(stem_widths, (2, 1, 1, 2)))]
-
+    self.drop_rate = arch['drop_rate']
+    self.activation = nfnn.get_activation(arch['activation'], gelu_form=gelu_form)
+    ws_options = common.ws_conv_options(ws_eps_form, ws_eps, conv_padding, ws_folded)
+    conv = common.ws_conv_maker(conv_impl, ws_options)
+    # Built here (a module's methods would add their name to the Haiku
+    # names), in the official order: stem, blocks, head.
+    self.stem_widths = tuple(stem_widths if stem_widths is not None else
+                             (16, 32, 64, self.width_pattern[0] // 2))
+    self.stem = _stem(conv, self.stem_widths, self.depth_pattern, self.width_pattern)
     self.schedule = nfnn.nf_block_schedule(self.depth_pattern, alpha, stochdepth_rate)
-    self.blocks = []
-    ch = stem_widths[-1]
-    for info in self.schedule:
-      out_ch = int(self.width_pattern[info['stage']] * width)
-      stride = STRIDES[info['stage']] if info['block_index'] == 0 else 1
-      self.blocks.append(NFBlock(
-          ch, out_ch, expansion=bottleneck_ratio, se_ratio=se_ratio,
-          group_size=group_width, stride=stride, beta=info['beta'], alpha=alpha,
-          activation=self.activation, use_two_convs=use_two_convs,
-          stochdepth_rate=info['stochdepth_rate'], skipinit_gain=skipinit_gain,
-          attention=attention, skipinit_mode=skipinit_mode, conv_impl=conv_impl,
-          ws_options=ws_options))
-      ch = out_ch
-
+    self.blocks = _blocks(self.schedule, self.stem_widths[-1], self.width_pattern, width,
+                          self.activation, dict(alpha=alpha, use_two_convs=use_two_convs,
+                                                skipinit_gain=skipinit_gain,
+                                                conv_impl=conv_impl, ws_options=ws_options),
+                          arch)
+    ch = self.blocks[-1].out_ch if self.blocks else self.stem_widths[-1]
     # An explicit final_conv_ch wins; otherwise mult * last width.
-    ch = final_conv_ch if final_conv_ch is not None else int(final_conv_mult * ch)
+    ch = final_conv_ch if final_conv_ch is not None else int(arch['final_conv_mult'] * ch)
     self.final_conv = conv(ch, kernel_shape=1, name='final_conv')
     if fc_init is None:
       fc_init = hk.initializers.RandomNormal(stddev=0.01, mean=0.0)
@@ -322,146 +280,43 @@ class NFNet(hk.Module):
                               self.drop_rate, is_training, return_metrics)
 
 
-# ---------------------------------------------------------------------------
-# Config validation (no tracing), shared with nf_resnet.py.
-
-def _bad(model: str, field: str, value, allowed: str):
-  raise ValueError(f'config.model.{field}={value!r} is not valid for {model}; '
-                   f'allowed: {allowed}')
-
-
-def check_nf_common(model: str, model_kwargs: Mapping[str, Any], known: Sequence[str],
-                    variants: Mapping[str, Any], num_classes=None) -> dict:
-  """Checks the fields NFNet and NF-ResNet share; raises one ValueError.
-
-  Returns:
-    The kwargs that are set (None values and `name` dropped), for the
-    model-specific checks.
-  """
-  kw = {k: v for k, v in dict(model_kwargs).items() if v is not None and k != 'name'}
-  for field in kw:
-    if field not in known:
-      _bad(model, field, kw[field], f'one of the fields {sorted(known)}')
-  if num_classes is not None and not is_pos_int(num_classes):
-    raise ValueError(f'num_classes={num_classes!r} must be a positive int')
-  if 'variant' in kw and kw['variant'] not in variants:
-    _bad(model, 'variant', kw['variant'], str(sorted(variants)))
-  if 'activation' in kw:
-    act = kw['activation']
-    usable = sorted(set(nfnn.ACTIVATIONS) - set(nfnn.SHAPE_CHANGING_ACTIVATIONS))
-    if act not in usable:
-      extra = (' (glu halves the channel count, so it cannot be a block activation)'
-               if act == 'glu' else '')
-      _bad(model, 'activation', act, f'{usable}{extra}')
-  if 'alpha' in kw and (not is_number(kw['alpha']) or kw['alpha'] <= 0):
-    _bad(model, 'alpha', kw['alpha'], 'a number > 0')
-  for field in ('stochdepth_rate', 'drop_rate'):
-    if field in kw and (not is_number(kw[field]) or not 0.0 <= kw[field] < 1.0):
-      _bad(model, field, kw[field], 'a number in [0, 1)')
-  if 'se_ratio' in kw and (not is_number(kw['se_ratio']) or kw['se_ratio'] < 0):
-    _bad(model, 'se_ratio', kw['se_ratio'], 'a number >= 0 (0 disables squeeze-excite)')
-  for field in ('width', 'bottleneck_ratio'):
-    if field in kw and (not is_number(kw[field]) or kw[field] <= 0):
-      _bad(model, field, kw[field], 'a number > 0')
-  if 'conv_impl' in kw and kw['conv_impl'] not in IMPLS:
-    _bad(model, 'conv_impl', kw['conv_impl'], str(list(IMPLS)))
-  if 'skipinit_gain' in kw and not (is_number(kw['skipinit_gain'])
-                                    or callable(kw['skipinit_gain'])):
-    _bad(model, 'skipinit_gain', kw['skipinit_gain'], 'a number or an initializer')
-  if 'fc_init' in kw and not callable(kw['fc_init']):
-    _bad(model, 'fc_init', kw['fc_init'], 'None or a Haiku initializer')
-  if 'gelu_form' in kw and kw['gelu_form'] not in nfnn.GELU_FORMS:
-    _bad(model, 'gelu_form', kw['gelu_form'], str(list(nfnn.GELU_FORMS)))
-  if 'ws_eps_form' in kw and kw['ws_eps_form'] not in nfnn.EPS_FORMS:
-    _bad(model, 'ws_eps_form', kw['ws_eps_form'], str(list(nfnn.EPS_FORMS)))
-  if 'ws_eps' in kw and (not is_number(kw['ws_eps']) or kw['ws_eps'] <= 0):
-    _bad(model, 'ws_eps', kw['ws_eps'], 'None or a number > 0')
-  if 'conv_padding' in kw and kw['conv_padding'] not in CONV_PADDINGS:
-    _bad(model, 'conv_padding', kw['conv_padding'], str(list(CONV_PADDINGS)))
-  if 'ws_folded' in kw and not isinstance(kw['ws_folded'], (bool, np.bool_)):
-    _bad(model, 'ws_folded', kw['ws_folded'], 'True or False')
-  for field in ('depths', 'widths', 'stem_widths'):
-    v = kw.get(field)
-    if v is not None and (isinstance(v, (str, bytes)) or not hasattr(v, '__len__')
-                          or len(v) != 4 or not all(is_pos_int(d) for d in v)):
-      _bad(model, field, v, 'None or a list of 4 positive ints')
-  return kw
-
-
 _NFNET_FIELDS = ('variant', 'width', 'se_ratio', 'alpha', 'stochdepth_rate', 'drop_rate',
                  'activation', 'fc_init', 'final_conv_mult', 'final_conv_ch',
                  'use_two_convs', 'group_width', 'bottleneck_ratio', 'depths', 'widths',
                  'stem_widths', 'skipinit_gain', 'attention', 'skipinit_mode', 'conv_impl') + NUMERICS_FIELDS
 
 
-def check_group_width(model: str, field: str, group_width: int, bottlenecks) -> None:
-  """Every grouped conv must hold at least one whole group.
-
-  Args:
-    model: model name for the message.
-    field: the config field that sets the group width.
-    group_width: channels per group.
-    bottlenecks: (width, how it came about) of every grouped conv's input.
-  """
-  for width, origin in bottlenecks:
-    if width < group_width:
-      _bad(model, field, group_width,
-           f'at most the smallest grouped width {width} ({origin}), so that every grouped '
-           'conv holds a whole group')
-
-
-def nf_validator(model: str, known: Sequence[str], variants: Mapping[str, Any],
-                 check_specific: Callable[[str, dict], None]) -> Callable:
-  """A model module's `validate_config`: `check_nf_common`, then the model's own checks.
-
-  Args:
-    model: model name for the messages.
-    known: the constructor's config fields.
-    variants: the variant table.
-    check_specific: `(model, kw)` -> None, raising on the model-specific
-      fields; `kw` holds the fields that are set.
-  """
-  def validate_config(model_kwargs: Mapping[str, Any], num_classes=None) -> None:
-    kw = check_nf_common(model, model_kwargs, known, variants, num_classes)
-    check_specific(model, kw)
-  validate_config.__doc__ = (
-      f'Checks {model} constructor kwargs (`config.model` minus `name`), no tracing.\n\n'
-      '  Raises:\n'
-      '    ValueError: naming `config.model.<field>`, the bad value and what is allowed.\n')
-  return validate_config
-
-
 def _check_nfnet(model: str, kw: dict) -> None:
   """The NFNet-only fields of `validate_config`."""
   table = NFNET_VARIANTS[kw.get('variant', 'F0')]
   if 'use_two_convs' in kw and not isinstance(kw['use_two_convs'], (bool, np.bool_)):
-    _bad(model, 'use_two_convs', kw['use_two_convs'], 'True or False')
+    bad_field(model, 'use_two_convs', kw['use_two_convs'], 'True or False')
   if 'final_conv_mult' in kw and (not is_number(kw['final_conv_mult'])
                                   or kw['final_conv_mult'] <= 0):
-    _bad(model, 'final_conv_mult', kw['final_conv_mult'], 'None or a number > 0')
+    bad_field(model, 'final_conv_mult', kw['final_conv_mult'], 'None or a number > 0')
   if 'final_conv_ch' in kw and not is_pos_int(kw['final_conv_ch']):
-    _bad(model, 'final_conv_ch', kw['final_conv_ch'], 'None or a positive int')
+    bad_field(model, 'final_conv_ch', kw['final_conv_ch'], 'None or a positive int')
   if 'group_width' in kw and not is_pos_int(kw['group_width']):
-    _bad(model, 'group_width', kw['group_width'], 'a positive int')
+    bad_field(model, 'group_width', kw['group_width'], 'a positive int')
   if 'attention' in kw and kw['attention'] not in ATTENTIONS:
-    _bad(model, 'attention', kw['attention'], f'None (the variant\'s) or one of {ATTENTIONS}')
+    bad_field(model, 'attention', kw['attention'], f'None (the variant\'s) or one of {ATTENTIONS}')
   if 'skipinit_mode' in kw and kw['skipinit_mode'] not in SKIPINIT_MODES:
-    _bad(model, 'skipinit_mode', kw['skipinit_mode'],
+    bad_field(model, 'skipinit_mode', kw['skipinit_mode'],
          f'None (the variant\'s) or one of {SKIPINIT_MODES}')
   if (kw.get('skipinit_mode', table['skipinit_mode']) == 'conv2_gain'
       and callable(kw.get('skipinit_gain'))):
-    _bad(model, 'skipinit_gain', kw['skipinit_gain'],
+    bad_field(model, 'skipinit_gain', kw['skipinit_gain'],
          "a number with skipinit_mode='conv2_gain' (it is conv2's initial gain)")
   # Every stage's bottleneck must hold at least one group.
   widths = kw.get('widths') or table['width']
   ratio = kw.get('bottleneck_ratio', table['bottleneck_ratio'])
   mult = kw.get('width', 1.0)
-  check_group_width(model, 'group_width', kw.get('group_width', table['group_width']), [
+  common.check_group_width(model, 'group_width', kw.get('group_width', table['group_width']), [
       (int(int(w * mult) * ratio),
        f'stage width {w} x width {mult} x bottleneck_ratio {ratio}') for w in widths])
 
 
-validate_config = nf_validator('NFNet', _NFNET_FIELDS, NFNET_VARIANTS, _check_nfnet)
+validate_config = common.nf_validator('NFNet', _NFNET_FIELDS, NFNET_VARIANTS, _check_nfnet)
 
 
 def min_resolution(model_kwargs: Optional[Mapping[str, Any]] = None) -> int:

@@ -459,18 +459,14 @@ def validate_config(model_kwargs: Mapping[str, Any],
   if num_classes is not None and (not isinstance(num_classes, (int, np.integer))
                                   or num_classes < 1):
     raise ValueError(f'num_classes={num_classes!r} must be a positive int')
-  variant = kw.get('variant') or 'ResNet50'
-  if variant not in VARIANTS:
-    bad('variant', variant, list(VARIANTS))
-  norm = kw.get('norm') or 'batchnorm'
-  if norm not in NORMS:
-    bad('norm', norm, list(NORMS))
-  order = kw.get('block_order') or 'bn_relu_conv'
-  if order not in BLOCK_ORDERS:
-    bad('block_order', order, list(BLOCK_ORDERS))
-  act = kw.get('activation') or 'relu'
-  if act not in ACTIVATION_NAMES:
-    bad('activation', act, list(ACTIVATION_NAMES))
+  chosen = {}  # the choice fields, None -> the constructor default
+  for field, default, allowed in (('variant', 'ResNet50', VARIANTS), ('norm', 'batchnorm', NORMS),
+                                  ('block_order', 'bn_relu_conv', BLOCK_ORDERS),
+                                  ('activation', 'relu', ACTIVATION_NAMES)):
+    chosen[field] = kw.get(field) or default
+    if chosen[field] not in allowed:
+      bad(field, chosen[field], list(allowed))
+  variant, norm, order = chosen['variant'], chosen['norm'], chosen['block_order']
   width = kw.get('width')
   if width is not None and (not is_number(width) or width <= 0):
     bad('width', width, 'a positive number')

@@ -15,11 +15,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from nfnet_jax import errors
-from nfnet_jax import pretrained
 from nfnet_jax.config import schema
 from nfnet_jax.interop import timm as timm_lib
-from nfnet_jax.train import checkpoint as ckpt_lib
 from nfnet_jax.train import step as step_lib
+from nfnet_jax.train import weights as weights_lib
 
 PyTree = Any
 
@@ -72,8 +71,8 @@ def _flatten_params(params) -> dict:
   return {(m, n): v for m, sub in params.items() for n, v in sub.items()}
 
 
-def _read_timm_finetune(config, log) -> dict:
-  """Params of ``config.finetune.checkpoint``, a timm file of ``finetune.timm_name``.
+def _check_timm_finetune(config, log) -> dict:
+  """The size overrides of a timm fine-tune source (``finetune.format='timm'``).
 
   config.model must build the timm model's network (sizes may differ, the
   shapes are checked then); numerics options may differ (noted in the log).
@@ -89,10 +88,29 @@ def _read_timm_finetune(config, log) -> dict:
   if numerics:
     log(f'[finetune] note: numerics differ from timm {name} (fine for training): '
         f'{"; ".join(numerics)}')
-  sizes = {k: config.model[k] for k in timm_lib.SIZE_FIELDS
-           if k in config.model and config.model[k] is not None}
+  return {k: config.model[k] for k in timm_lib.SIZE_FIELDS
+          if k in config.model and config.model[k] is not None}
+
+
+def _read_finetune(config, log) -> dict:
+  """The params of ``config.finetune.checkpoint`` (raw params of a checkpoint).
+
+  A directory is one of our checkpoints; a file is official-format unless
+  ``finetune.format='timm'``. Only the file format is checked here; names
+  and shapes are checked against the params built from config (any model,
+  any input channels, the classifier exempt).
+  """
+  path = config.finetune.checkpoint
+  overrides = None
+  if config.finetune.get('format', 'auto') == 'timm':
+    spec = weights_lib.WeightSpec('timm', path, config.finetune.timm_name)
+    overrides = _check_timm_finetune(config, log)
+  else:
+    spec = weights_lib.WeightSpec('ckpt' if os.path.isdir(path) else 'official', path)
   try:
-    return timm_lib.load_timm(path, name, overrides=sizes)[1]
+    return weights_lib.load_weights(spec, use_ema=False, timm_overrides=overrides).params
+  except errors.NFNetError:
+    raise
   except ValueError as e:
     raise errors.WeightsError(f'config.finetune.checkpoint={path!r}: {e}') from None
 
@@ -110,21 +128,7 @@ def load_finetune_params(config, params: dict, log=print) -> dict:
       mis-shaped parameters.
   """
   path = config.finetune.checkpoint
-  if config.finetune.get('format', 'auto') == 'timm':
-    loaded = _read_timm_finetune(config, log)
-  elif os.path.isdir(path):
-    trees, _ = ckpt_lib.load_train_checkpoint(path)
-    loaded = trees['params']
-  else:
-    # Only the file format is checked here; names and shapes are checked
-    # below against the params built from config (any model, any input
-    # channels, the classifier exempt). load_official(path) instead infers
-    # an RGB NFNet from the file and rejected everything else.
-    try:
-      loaded = pretrained.read_official(path)
-    except ValueError as e:
-      raise errors.WeightsError(f'config.finetune.checkpoint={path!r}: {e}') from None
-  loaded = _flatten_params(loaded)
+  loaded = _flatten_params(_read_finetune(config, log))
   reset = config.finetune.reset_classifier
   out, missing, mismatched, kept_fresh = {}, [], [], []
   for module, sub in params.items():
