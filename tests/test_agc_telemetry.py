@@ -122,16 +122,16 @@ def test_bad_arguments():
 
 
 def test_telemetry_and_profile_fields_are_validated():
-  from nfnet_jax.train import telemetry
+  from nfnet_jax.train import profiler
   from nfnet_jax.train.validate import validate_config
   spec = importlib.util.spec_from_file_location(
       'fm_cfg2', os.path.join(ROOT, 'configs', 'fashion_mnist.py'))
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
-  assert telemetry.parse_profile_steps('') is None
-  assert telemetry.parse_profile_steps('3, 5') == (3, 5)
-  assert telemetry.parse_profile_steps('4') == (4, 4)
-  assert telemetry.parse_profile_steps((2, 3)) == (2, 3)
+  assert profiler.parse_profile_steps('') is None
+  assert profiler.parse_profile_steps('3, 5') == (3, 5)
+  assert profiler.parse_profile_steps('4') == (4, 4)
+  assert profiler.parse_profile_steps((2, 3)) == (2, 3)
   for field, value, msg in (
       ('profile_steps', '5,2', "config.train.profile_steps='5,2' is invalid: expected 'a,b'"),
       ('profile_steps', 'a,b', "config.train.profile_steps='a,b' is invalid"),

@@ -18,10 +18,10 @@ from nfnet_jax.analysis import sweeps as sweep_lib
 from nfnet_jax.analysis.sweeps import runner
 from nfnet_jax.data import fashion_mnist
 from nfnet_jax.train import checkpoint as ckpt_lib
-from nfnet_jax.train.metrics import read_jsonl
+from nfnet_jax.train.logs import read_jsonl
 from nfnet_jax import errors
 from nfnet_jax.train import loop
-from nfnet_jax.train import steplog
+from nfnet_jax.train import logs
 from repo_files import ROOT
 from repo_files import load_repo_module
 
@@ -119,7 +119,7 @@ def _fake_train(calls, preempt=(0.5,)):
     if alpha == 0.3:
       raise RuntimeError('boom at alpha 0.3')
     if alpha == 0.4:
-      raise steplog.TrainingDiverged('2 consecutive non-finite steps')
+      raise logs.TrainingDiverged('2 consecutive non-finite steps')
     if alpha == 0.45:
       raise ckpt_lib.CheckpointSaveError('disk full')
     os.makedirs(workdir, exist_ok=True)

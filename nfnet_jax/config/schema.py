@@ -171,7 +171,7 @@ def base_config() -> ml_collections.ConfigDict:
   # (whose cores the write would take from the step).
   c.train.async_checkpoints = 'auto'   # auto | on | off
   # With AGC on: per-module clipped fraction and ||G||/max(||W||, eps)
-  # median/max, logged every log_every steps (train/telemetry.py).
+  # median/max, logged every log_every steps (train/logs/agc.py).
   c.train.agc_telemetry = True
   # 'a,b': a jax.profiler trace of steps a..b into <workdir>/profile ('' = off).
   c.train.profile_steps = ''

@@ -29,13 +29,12 @@ from nfnet_jax.train.validate import validate_config
 from nfnet_jax.train import checkpoint as ckpt_lib
 from nfnet_jax.train import evaluator as evaluator_lib
 from nfnet_jax.train import lost_host
-from nfnet_jax.train import metrics as metrics_lib
+from nfnet_jax.train import logs
 from nfnet_jax.train import parallel as parallel_lib
 from nfnet_jax.train import preemption
+from nfnet_jax.train import profiler as profiler_lib
 from nfnet_jax.train import state as state_lib
 from nfnet_jax.train import step as step_lib
-from nfnet_jax.train import steplog
-from nfnet_jax.train import telemetry
 from nfnet_jax.train import workdir_lock
 
 PyTree = Any
@@ -139,7 +138,7 @@ def use_async_checkpoints(setting: str, backend: Optional[str] = None) -> bool:
   return setting == 'on'
 
 
-def save_checkpoint(checkpointer, par, state, step, log: steplog.StepLog,
+def save_checkpoint(checkpointer, par, state, step, log: logs.StepLog,
                     wall_time_s: float, config) -> bool:
   """Writes checkpoint ``step`` with the metadata a resume needs."""
   meta = dict(log.meta(), cumulative_wall_time_s=wall_time_s,
@@ -196,7 +195,7 @@ def make_summary(*, status, step, config, final_eval, evaluator, log,
 
 def write_summary(summary: dict, evaluator, writer) -> None:
   """``<workdir>/summary.json`` and the closing lines (process 0)."""
-  metrics_lib.write_json_atomic(
+  logs.write_json_atomic(
       os.path.join(summary['workdir'], 'summary.json'), summary)
   final, best = summary['final_eval'], summary['best_eval']
   print(f'[done] final top-1 {100 * final["top1"]:.2f}% (best '
@@ -227,9 +226,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
     errors.BadInputError: (a ValueError) a bad config (before anything is
       compiled), data, workdir or checkpoint; WorkdirLockedError: the
       workdir is held by another live run.
-    steplog.NonfiniteStepError: a non-finite step with
+    logs.NonfiniteStepError: a non-finite step with
       ``train.nonfinite='raise'`` (a FloatingPointError).
-    steplog.TrainingDiverged: too many consecutive non-finite steps.
+    logs.TrainingDiverged: too many consecutive non-finite steps.
     Both are errors.DivergedError (exit status 3).
   """
   t_start = time.time()
@@ -302,7 +301,7 @@ def _train(config, workdir, par, info, model, tx, schedule, t_start) -> dict:
   init = state_lib.initial_state(model, tx, config, info.image_shape,
                                  checkpointer, log=checkpointer.log)
   step = init.start_step
-  writer = metrics_lib.MetricWriter(
+  writer = logs.MetricWriter(
       workdir, total_steps=tcfg.total_steps, start_step=step,
       images_per_step=tcfg.batch_size, enabled=is_main)
   writer.log(_describe_run(config, info, par, step))
@@ -313,10 +312,10 @@ def _train(config, workdir, par, info, model, tx, schedule, t_start) -> dict:
   evaluate = evaluator_lib.Evaluator(config, par, eval_step, writer,
                                      par.topology(),
                                      writer.rows() if is_main else ())
-  log = steplog.StepLog(tcfg, writer, init.meta, fetch=par.get_metrics,
-                        agc_log=telemetry.AGCLog.for_config(config, init.state.params))
-  profiler = telemetry.StepProfiler(
-      telemetry.parse_profile_steps(tcfg.get('profile_steps', '')),
+  log = logs.StepLog(tcfg, writer, init.meta, fetch=par.get_metrics,
+                        agc_log=logs.AGCLog.for_config(config, init.state.params))
+  profiler = profiler_lib.StepProfiler(
+      profiler_lib.parse_profile_steps(tcfg.get('profile_steps', '')),
       os.path.join(workdir, 'profile'), log=writer.log)
   prior_wall = float(init.meta.get('cumulative_wall_time_s', 0.0))
   save = lambda state, step: save_checkpoint(  # pylint: disable=g-long-lambda
