@@ -1,6 +1,6 @@
 """Seeds as a sweep axis, their aggregation and the study reports.
 
-nfnet_jax/analysis/report.py, scripts/report.py, ``--repeats`` in
+nfnet_jax/analysis/report/, scripts/report.py, ``--repeats`` in
 scripts/sweep.py and the study configs in configs/studies/. The sweep-runner
 tests use an instant fake training command (as tests/test_sweep.py does);
 the study configs' ``local`` forms train for real, in-process.

@@ -1,6 +1,6 @@
 """The study reports' statistics and the committed study tables.
 
-Welch's t-test of nfnet_jax/analysis/report.py against a hand computation,
+Welch's t-test of nfnet_jax/analysis/report/ against a hand computation,
 closed forms of Student's t and (when installed) scipy; the baseline
 comparison tables; train top-1 and the train-test gap; and every committed
 study table rebuilt byte for byte from its committed results.csv by
