@@ -18,13 +18,18 @@ and the partial logging window is stored in the checkpoint's metadata, so a
 run interrupted and resumed ends with the same params and metrics as one that
 never stopped.
 """
+import json
 import os
 import time
 from typing import Any, Optional
 
 import jax
 
+from nfnet_jax import data as data_lib
 from nfnet_jax import errors
+from nfnet_jax import models as models_lib
+from nfnet_jax import optim as optim_lib
+from nfnet_jax.data import inference
 from nfnet_jax.train.validate import validate_config
 from nfnet_jax.train import checkpoint as ckpt_lib
 from nfnet_jax.train import evaluator as evaluator_lib
@@ -76,8 +81,6 @@ def _config_json(config) -> Optional[str]:
 
 def _preprocessing_json(config) -> Optional[str]:
   """The eval preprocessing record (nfnet_jax.data.inference) saved with a checkpoint."""
-  import json  # pylint: disable=g-import-not-at-top
-  from nfnet_jax.data import inference  # pylint: disable=g-import-not-at-top
   try:
     return json.dumps(inference.from_data_config(config.data))
   except Exception:  # pylint: disable=broad-except
@@ -232,9 +235,6 @@ def train_and_evaluate(config, workdir: str) -> dict:
     Both are errors.DivergedError (exit status 3).
   """
   t_start = time.time()
-  from nfnet_jax import data as data_lib  # pylint: disable=g-import-not-at-top
-  from nfnet_jax import models as models_lib  # pylint: disable=g-import-not-at-top
-  from nfnet_jax import optim as optim_lib  # pylint: disable=g-import-not-at-top
 
   # ---- 1. Config, devices, model, optimizer.
   par = setup_devices(config)
@@ -289,7 +289,6 @@ def prepare_workdir(workdir: str) -> str:
 
 def _train(config, workdir, par, info, model, tx, schedule, t_start) -> dict:
   """The body of :func:`train_and_evaluate`, the workdir held."""
-  from nfnet_jax import data as data_lib  # pylint: disable=g-import-not-at-top
   tcfg, is_main = config.train, jax.process_index() == 0
 
   # ---- 2. State: resume, else fine-tune, else fresh.
