@@ -21,7 +21,7 @@ never stopped.
 import json
 import os
 import time
-from typing import Any, Optional
+from typing import Any, NamedTuple, Optional
 
 import jax
 
@@ -287,8 +287,22 @@ def prepare_workdir(workdir: str) -> str:
   return workdir
 
 
-def _train(config, workdir, par, info, model, tx, schedule, t_start) -> dict:
-  """The body of :func:`train_and_evaluate`, the workdir held."""
+class _Run(NamedTuple):
+  """What :func:`_train` works with once the state and the steps are ready."""
+  checkpointer: Any
+  writer: Any
+  evaluate: Any
+  log: Any
+  profiler: Any
+  train_step: Any
+  save: Any
+  prior_wall: float
+  start_step: int
+  state: Any
+
+
+def _set_up_run(config, workdir, par, info, model, tx, schedule, t_start) -> _Run:
+  """Sections 2-3 of :func:`_train`: the state, the steps, the logs."""
   tcfg, is_main = config.train, jax.process_index() == 0
 
   # ---- 2. State: resume, else fine-tune, else fresh.
@@ -320,8 +334,21 @@ def _train(config, workdir, par, info, model, tx, schedule, t_start) -> dict:
   save = lambda state, step: save_checkpoint(  # pylint: disable=g-long-lambda
       checkpointer, par, state, step, log,
       prior_wall + time.time() - t_start, config)
-  state = par.put_replicated(init.state)
-  del init
+  return _Run(checkpointer=checkpointer, writer=writer, evaluate=evaluate, log=log,
+              profiler=profiler, train_step=train_step, save=save, prior_wall=prior_wall,
+              start_step=step, state=par.put_replicated(init.state))
+
+
+def _train(config, workdir, par, info, model, tx, schedule, t_start) -> dict:
+  """The body of :func:`train_and_evaluate`, the workdir held."""
+  tcfg, is_main = config.train, jax.process_index() == 0
+
+  run = _set_up_run(config, workdir, par, info, model, tx, schedule, t_start)
+  checkpointer, writer, evaluate, log, profiler = (
+      run.checkpointer, run.writer, run.evaluate, run.log, run.profiler)
+  train_step, save, prior_wall, step, state = (
+      run.train_step, run.save, run.prior_wall, run.start_step, run.state)
+  del run
 
   # ---- 4. Train: log, evaluate and checkpoint at their boundaries.
   status, start, train_time, train_decode_errors = 'completed', step, 0.0, 0
