@@ -30,6 +30,7 @@ import nfnet_jax.data
 import nfnet_jax.models
 from nfnet_jax import config as config_lib
 from nfnet_jax.data import fashion_mnist
+from nfnet_jax.testing import fake_data
 from nfnet_jax.data import imagenet
 from nfnet_jax.train.validate import validate_config
 from nfnet_jax.train import loop
@@ -54,9 +55,9 @@ def write_idx(directory, n_train=64, n_test=16, label_offset=0):
   rng = np.random.default_rng(0)
   for split, n in (('train', n_train), ('test', n_test)):
     stems = fashion_mnist.FILES[split]
-    fashion_mnist.write_idx(os.path.join(directory, stems[0]), rng.integers(
+    fake_data.write_idx(os.path.join(directory, stems[0]), rng.integers(
         0, 256, size=(n, 28, 28), dtype=np.uint8))
-    fashion_mnist.write_idx(os.path.join(directory, stems[1]),
+    fake_data.write_idx(os.path.join(directory, stems[1]),
                             (np.arange(n) % 10 + label_offset).astype(np.uint8))
   return directory
 

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from nfnet_jax.data import fashion_mnist
+from nfnet_jax.testing import fake_data
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 N_TEST = 24
@@ -31,8 +32,8 @@ def setup(tmp_path_factory):
   rng = np.random.default_rng(0)
   for split, n in (('train', 32), ('test', N_TEST)):
     img, lbl = fashion_mnist.FILES[split]
-    fashion_mnist.write_idx(str(data / img), rng.integers(0, 256, (n, 28, 28), np.uint8))
-    fashion_mnist.write_idx(str(data / lbl), rng.integers(0, 10, (n,)).astype(np.uint8))
+    fake_data.write_idx(str(data / img), rng.integers(0, 256, (n, 28, 28), np.uint8))
+    fake_data.write_idx(str(data / lbl), rng.integers(0, 10, (n,)).astype(np.uint8))
   cfg = d / 'nodir.py'
   cfg.write_text(
       'import os\n'

@@ -19,6 +19,7 @@ from nfnet_jax import models
 from nfnet_jax import pretrained
 from nfnet_jax.analysis import evaluate as eval_lib
 from nfnet_jax.data import fashion_mnist
+from nfnet_jax.testing import fake_data
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 N_TEST = 50
@@ -30,8 +31,8 @@ def idx_dir(tmp_path_factory):
   rng = np.random.default_rng(1)
   for split, n in (('train', 32), ('test', N_TEST)):
     img_stem, lbl_stem = fashion_mnist.FILES[split]
-    fashion_mnist.write_idx(str(d / img_stem), rng.integers(0, 256, (n, 28, 28), np.uint8))
-    fashion_mnist.write_idx(str(d / lbl_stem), rng.integers(0, 10, (n,)).astype(np.uint8))
+    fake_data.write_idx(str(d / img_stem), rng.integers(0, 256, (n, 28, 28), np.uint8))
+    fake_data.write_idx(str(d / lbl_stem), rng.integers(0, 10, (n,)).astype(np.uint8))
   return str(d)
 
 

@@ -45,13 +45,14 @@ MAX_LINES = 3
 
 def _write_idx_dir(d, n_train=32, n_test=16):
   from nfnet_jax.data import fashion_mnist  # pylint: disable=g-import-not-at-top
+  from nfnet_jax.testing import fake_data  # pylint: disable=g-import-not-at-top
   os.makedirs(d, exist_ok=True)
   rng = np.random.default_rng(0)
   for split, n in (('train', n_train), ('test', n_test)):
     img, lbl = fashion_mnist.FILES[split]
-    fashion_mnist.write_idx(os.path.join(d, img),
+    fake_data.write_idx(os.path.join(d, img),
                             rng.integers(0, 256, (n, 28, 28), np.uint8))
-    fashion_mnist.write_idx(os.path.join(d, lbl),
+    fake_data.write_idx(os.path.join(d, lbl),
                             (np.arange(n) % 10).astype(np.uint8))
   return d
 

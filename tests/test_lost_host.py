@@ -61,13 +61,14 @@ def _config(tmp_path, data):
 
 def _data(tmp_path):
   from nfnet_jax.data import fashion_mnist  # pylint: disable=g-import-not-at-top
+  from nfnet_jax.testing import fake_data  # pylint: disable=g-import-not-at-top
   d = tmp_path / 'idx'
   d.mkdir()
   rng = np.random.default_rng(0)
   for split, n in (('train', 64), ('test', 16)):
     img, lbl = fashion_mnist.FILES[split]
-    fashion_mnist.write_idx(str(d / img), rng.integers(0, 256, (n, 28, 28), np.uint8))
-    fashion_mnist.write_idx(str(d / lbl), (np.arange(n) % 10).astype(np.uint8))
+    fake_data.write_idx(str(d / img), rng.integers(0, 256, (n, 28, 28), np.uint8))
+    fake_data.write_idx(str(d / lbl), (np.arange(n) % 10).astype(np.uint8))
   return str(d)
 
 

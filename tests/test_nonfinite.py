@@ -29,6 +29,7 @@ import pytest
 import nfnet_jax.data
 import nfnet_jax.models
 from nfnet_jax.data import fashion_mnist
+from nfnet_jax.testing import fake_data
 from nfnet_jax.train import loop
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -78,9 +79,9 @@ def data_dir(tmp_path_factory):
   rng = np.random.default_rng(0)
   for split, n in (('train', 128), ('test', 32)):
     stems = fashion_mnist.FILES[split]
-    fashion_mnist.write_idx(str(d / stems[0]), rng.integers(
+    fake_data.write_idx(str(d / stems[0]), rng.integers(
         0, 256, size=(n, 28, 28), dtype=np.uint8))
-    fashion_mnist.write_idx(str(d / stems[1]),
+    fake_data.write_idx(str(d / stems[1]),
                             (np.arange(n) % 10).astype(np.uint8))
   return str(d)
 

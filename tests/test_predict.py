@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from nfnet_jax.data import fashion_mnist
+from nfnet_jax.testing import fake_data
 from nfnet_jax.data import inference
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -44,8 +45,8 @@ def run(tmp_path_factory):
   for split, n in (('train', N_TRAIN), ('test', N_TEST)):
     images, lbl = fashion_mnist.load_split(fashion_mnist.DEFAULT_DIR, split)
     img_name, lbl_name = fashion_mnist.FILES[split]
-    fashion_mnist.write_idx(str(data / img_name), images[:n].reshape(n, 28, 28))
-    fashion_mnist.write_idx(str(data / lbl_name), lbl[:n].astype(np.uint8))
+    fake_data.write_idx(str(data / img_name), images[:n].reshape(n, 28, 28))
+    fake_data.write_idx(str(data / lbl_name), lbl[:n].astype(np.uint8))
     if split == 'test':
       labels = lbl[:n].astype(int)
       (tmp / 'png').mkdir()

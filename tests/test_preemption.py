@@ -39,6 +39,7 @@ import numpy as np
 import pytest
 
 from nfnet_jax.data import fashion_mnist
+from nfnet_jax.testing import fake_data
 from nfnet_jax.train import checkpoint as ckpt_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -55,8 +56,8 @@ def write_idx_dataset(directory, n_train=256, n_test=64, seed=0):
     images = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
     labels = (np.arange(n) % 10).astype(np.uint8)
     img_stem, lbl_stem = fashion_mnist.FILES[split]
-    fashion_mnist.write_idx(os.path.join(directory, img_stem), images)
-    fashion_mnist.write_idx(os.path.join(directory, lbl_stem), labels)
+    fake_data.write_idx(os.path.join(directory, img_stem), images)
+    fake_data.write_idx(os.path.join(directory, lbl_stem), labels)
   return directory
 
 

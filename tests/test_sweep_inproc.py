@@ -17,6 +17,7 @@ import pytest
 from nfnet_jax.analysis import sweeps as sweep_lib
 from nfnet_jax.analysis.sweeps import runner
 from nfnet_jax.data import fashion_mnist
+from nfnet_jax.testing import fake_data
 from nfnet_jax.train import checkpoint as ckpt_lib
 from nfnet_jax.train.logs import read_jsonl
 from nfnet_jax import errors
@@ -63,9 +64,9 @@ def _write_dataset(directory, rng):
   os.makedirs(directory, exist_ok=True)
   for split, n in (('train', 64), ('test', 32)):
     img_stem, lbl_stem = fashion_mnist.FILES[split]
-    fashion_mnist.write_idx(os.path.join(directory, img_stem),
+    fake_data.write_idx(os.path.join(directory, img_stem),
                             rng.integers(0, 256, (n, 28, 28)).astype(np.uint8))
-    fashion_mnist.write_idx(os.path.join(directory, lbl_stem),
+    fake_data.write_idx(os.path.join(directory, lbl_stem),
                             rng.integers(0, 10, (n,)).astype(np.uint8))
 
 
