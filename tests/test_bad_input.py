@@ -12,7 +12,6 @@
   error; an unprepared imagenet2012 names each missing manual tar and where
   it belongs; an incompatible fine-tuning checkpoint names the mismatches.
 """
-import importlib.util
 import io
 import json
 import os
@@ -36,18 +35,15 @@ from nfnet_jax.train.validate import validate_config
 from nfnet_jax.train import loop
 from nfnet_jax.train import state as state_lib
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import ROOT
+from conftest import load_repo_config
 MISSING = '/nonexistent/nfnet_jax_test'
 # Fields an error message may mention as a remedy besides the bad one.
 HINT_FIELDS = {'data.allow_download', 'data.train_split'}
 
 
 def load_config(arg='local'):
-  spec = importlib.util.spec_from_file_location(
-      'fashion_mnist_config', os.path.join(ROOT, 'configs', 'fashion_mnist.py'))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg)
+  return load_repo_config('fashion_mnist', arg, 'fashion_mnist_config')
 
 
 def write_idx(directory, n_train=64, n_test=16, label_offset=0):

@@ -11,7 +11,7 @@ imports inside functions are few and counted.
 import ast
 import os
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import ROOT
 PACKAGE = os.path.join(ROOT, 'nfnet_jax')
 
 LAYER = {'errors': 0, 'utils': 0, 'config': 1, 'nn': 2, 'models': 3,

@@ -16,7 +16,7 @@ from nfnet_jax.data import fashion_mnist
 from nfnet_jax.testing import fake_data
 from nfnet_jax.data import inference
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import ROOT
 N_TRAIN, N_TEST = 128, 40
 
 pytestmark = pytest.mark.skipif(

@@ -29,9 +29,9 @@ import pytest
 from nfnet_jax.analysis import sweeps as sweep_lib
 from nfnet_jax.data import fashion_mnist
 from nfnet_jax.testing import fake_data
-from repo_files import load_repo_module
+from conftest import load_repo_module
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import ROOT
 
 CONFIG = '''
 import importlib.util, os

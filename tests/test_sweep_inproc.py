@@ -23,8 +23,8 @@ from nfnet_jax.train.logs import read_jsonl
 from nfnet_jax import errors
 from nfnet_jax.train import loop
 from nfnet_jax.train import logs
-from repo_files import ROOT
-from repo_files import load_repo_module
+from conftest import ROOT
+from conftest import load_repo_module
 
 # configs/fashion_mnist.py:local cut to a few steps of 32x32 images.
 CONFIG = '''

@@ -323,11 +323,8 @@ def test_finetune_from_timm_file(tmp_path):
 
 
 def test_convert_script_timm_to_npz_and_back(tmp_path, capsys):
-  import importlib.util  # pylint: disable=g-import-not-at-top
-  spec = importlib.util.spec_from_file_location(
-      'convert_script', os.path.join(os.path.dirname(__file__), '..', 'scripts', 'convert.py'))
-  script = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(script)
+  from conftest import load_repo_module  # pylint: disable=g-import-not-at-top
+  script = load_repo_module('convert_script', 'scripts', 'convert.py')
   sd = _randomized_timm('nf_resnet26').state_dict()
   src = str(tmp_path / 'r26.safetensors')
   __import__('safetensors.torch', fromlist=['_']).save_file(sd, src)

@@ -2,6 +2,7 @@
 
 * :func:`write_idx`: an idx(.gz) file as the Fashion-MNIST reader
   (:mod:`nfnet_jax.data.fashion_mnist`) reads it;
+* :func:`write_fake_fashion_mnist`: a small Fashion-MNIST-shaped data set;
 * :func:`write_fake_manual_tars`: ILSVRC2012-style manual-download tars of
   synthetic JPEGs (a partial ImageNet that tfds prepares offline).
 """
@@ -13,6 +14,7 @@ import tarfile
 
 import numpy as np
 
+from nfnet_jax.data import fashion_mnist
 from nfnet_jax.data import imagenet
 
 
@@ -69,3 +71,27 @@ def write_fake_manual_tars(manual_dir, synsets, per_class, val_numbers,
   with tarfile.open(os.path.join(manual_dir, imagenet.VAL_TAR), 'w') as val:
     for n in val_numbers:
       add(val, f'ILSVRC2012_val_{n:08d}.JPEG', _synthetic_jpeg(h, w, 10**6 + seed + n))
+
+
+def write_fake_fashion_mnist(directory: str, n_train: int = 256, n_test: int = 64, seed: int = 0,
+                             labels: str = 'cyclic') -> str:
+  """Fashion-MNIST-shaped idx files (random pixels) in ``directory``; returns it.
+
+  Per split (train, then test): ``n`` random 28x28 uint8 images from
+  ``numpy.random.default_rng(seed)``, then labels: ``'cyclic'`` (0..9
+  repeated) or ``'random'`` (drawn from the same generator after the images).
+  """
+  if labels not in ('cyclic', 'random'):
+    raise ValueError(f"labels must be 'cyclic' or 'random', got {labels!r}")
+  os.makedirs(directory, exist_ok=True)
+  rng = np.random.default_rng(seed)
+  for split, n in (('train', n_train), ('test', n_test)):
+    images = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
+    if labels == 'cyclic':
+      y = (np.arange(n) % 10).astype(np.uint8)
+    else:
+      y = rng.integers(0, 10, (n,)).astype(np.uint8)
+    img_stem, lbl_stem = fashion_mnist.FILES[split]
+    write_idx(os.path.join(directory, img_stem), images)
+    write_idx(os.path.join(directory, lbl_stem), y)
+  return directory
