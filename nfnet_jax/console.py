@@ -40,13 +40,36 @@ def quiet_closed_event_loops() -> None:
   sys.unraisablehook = hook
 
 
+class _OrbaxThreadErrorFilter(logging.Filter):
+  """Drops orbax's log of a failed background save (a long traceback).
+
+  The same error is raised as a one-line CheckpointSaveError when the
+  Checkpointer waits for the save, so the log record only adds noise.
+  """
+
+  # The two messages orbax 0.12 logs (with the traceback) for a failed
+  # background write: the writer thread's and the commit thread's.
+  _MESSAGES = ('raised an exception', 'background save thread',
+               'Finalize thread')
+
+  def filter(self, record):
+    if record.levelno < logging.ERROR or 'orbax' not in (record.pathname or ''):
+      return True
+    msg = record.getMessage()
+    return not any(m in msg for m in self._MESSAGES)
+
+
+# Attached to orbax's loggers by entry points only (quiet_orbax_thread_errors):
+# a logging filter is process-wide state.
+ORBAX_THREAD_ERROR_FILTER = _OrbaxThreadErrorFilter()
+
+
 def quiet_orbax_thread_errors() -> None:
   """Attaches the filter of orbax's failed-save tracebacks to its loggers."""
-  from nfnet_jax.train import checkpoint  # pylint: disable=g-import-not-at-top
   for name in ('absl', 'orbax'):
     logger = logging.getLogger(name)
-    if checkpoint.ORBAX_THREAD_ERROR_FILTER not in logger.filters:
-      logger.addFilter(checkpoint.ORBAX_THREAD_ERROR_FILTER)
+    if ORBAX_THREAD_ERROR_FILTER not in logger.filters:
+      logger.addFilter(ORBAX_THREAD_ERROR_FILTER)
 
 
 def quiet_checkpoint_noise() -> None:

@@ -44,3 +44,74 @@ def compilation_cache(tmp_path_factory):
   for k, v in old.items():
     jax.config.update(k, v)
   cc.reset_cache()
+
+
+# ---------------------------------------------------------------------------
+# Shared helpers (import them: `from conftest import ROOT, subprocess_env`)
+# and fixtures.
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def load_repo_module(module_name: str, *parts: str):
+  """Executes ``ROOT/<parts...>`` (a script or config file) as a fresh module named ``module_name``."""
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  spec = importlib.util.spec_from_file_location(module_name, os.path.join(ROOT, *parts))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def load_repo_config(name: str, arg=None, module_name=None):
+  """``configs/<name>.py``'s ``get_config(arg)`` (``get_config()`` when arg is None)."""
+  module = load_repo_module(module_name or f'repo_config_{name.replace("/", "_")}',
+                            'configs', f'{name}.py')
+  return module.get_config() if arg is None else module.get_config(arg)
+
+
+def subprocess_env(devices=None, cache_dir=None, **overrides) -> dict:
+  """The environment of a test's subprocess (a training run, a script).
+
+  ``os.environ`` with the checkout importable (``PYTHONPATH=ROOT`` first),
+  TensorFlow quiet, no GPU, unbuffered output, no multi-host variables.
+
+  Args:
+    devices: that many fake CPU devices (with this process's XLA -O0).
+    cache_dir: a persistent compilation cache every run shares.
+    **overrides: more variables; a None value removes one.
+  """
+  env = dict(os.environ)
+  env['PYTHONPATH'] = ROOT + (os.pathsep + env['PYTHONPATH'] if env.get('PYTHONPATH') else '')
+  env['TF_CPP_MIN_LOG_LEVEL'] = '3'
+  env['CUDA_VISIBLE_DEVICES'] = ''
+  env['PYTHONUNBUFFERED'] = '1'
+  for name in ('JAX_COORDINATOR_ADDRESS', 'JAX_NUM_PROCESSES', 'JAX_PROCESS_ID',
+               'JAX_LOCAL_DEVICE_IDS'):
+    env.pop(name, None)
+  if devices is not None:
+    # -O0 halves XLA:CPU compile time; every compared run uses the same flags.
+    env['XLA_FLAGS'] = (f'--xla_force_host_platform_device_count={devices} '
+                        '--xla_backend_optimization_level=0')
+  if cache_dir is not None:
+    env['JAX_COMPILATION_CACHE_DIR'] = cache_dir
+    env['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS'] = '0'
+    env['JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES'] = '-1'
+  for name, value in overrides.items():
+    if value is None:
+      env.pop(name, None)
+    else:
+      env[name] = value
+  return env
+
+
+@pytest.fixture(scope='session')
+def repo_root():
+  """The checkout's root directory."""
+  return ROOT
+
+
+@pytest.fixture(scope='module')
+def fake_fashion_mnist(tmp_path_factory):
+  """A small fake Fashion-MNIST idx directory (256 train / 64 test, cyclic labels)."""
+  from nfnet_jax.testing import fake_data  # pylint: disable=g-import-not-at-top
+  return fake_data.write_fake_fashion_mnist(str(tmp_path_factory.mktemp('fake_fmnist')))

@@ -4,8 +4,6 @@ The params and gradients are a real small model's (the quickstart NF-ResNet
 at width 0.25, one real loss gradient), scaled so that some units of every
 kind are clipped and some are not.
 """
-import importlib.util
-import os
 import re
 
 import jax
@@ -16,7 +14,7 @@ import pytest
 from nfnet_jax import models
 from nfnet_jax.optim import agc
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import load_repo_module
 
 
 def _np_unit_norms(x):
@@ -42,10 +40,7 @@ def _np_telemetry(grads, params, clipping, eps, exclude):
 
 @pytest.fixture(scope='module')
 def model_grads():
-  spec = importlib.util.spec_from_file_location(
-      'fm_cfg', os.path.join(ROOT, 'configs', 'fashion_mnist.py'))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
+  module = load_repo_module('fm_cfg', 'configs', 'fashion_mnist.py')
   cfg = module.get_config('local')
   net = models.create_model(cfg.model, 10)
   x = jax.random.normal(jax.random.PRNGKey(1), (4, 16, 16, 1))
@@ -122,16 +117,13 @@ def test_bad_arguments():
 
 
 def test_telemetry_and_profile_fields_are_validated():
-  from nfnet_jax.train import telemetry
+  from nfnet_jax.train import profiler
   from nfnet_jax.train.validate import validate_config
-  spec = importlib.util.spec_from_file_location(
-      'fm_cfg2', os.path.join(ROOT, 'configs', 'fashion_mnist.py'))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  assert telemetry.parse_profile_steps('') is None
-  assert telemetry.parse_profile_steps('3, 5') == (3, 5)
-  assert telemetry.parse_profile_steps('4') == (4, 4)
-  assert telemetry.parse_profile_steps((2, 3)) == (2, 3)
+  module = load_repo_module('fm_cfg2', 'configs', 'fashion_mnist.py')
+  assert profiler.parse_profile_steps('') is None
+  assert profiler.parse_profile_steps('3, 5') == (3, 5)
+  assert profiler.parse_profile_steps('4') == (4, 4)
+  assert profiler.parse_profile_steps((2, 3)) == (2, 3)
   for field, value, msg in (
       ('profile_steps', '5,2', "config.train.profile_steps='5,2' is invalid: expected 'a,b'"),
       ('profile_steps', 'a,b', "config.train.profile_steps='a,b' is invalid"),
@@ -169,10 +161,7 @@ def test_agc_report_script_on_logged_rows(tmp_path):
   assert names == [groups[0], groups[2], groups[1], groups[3]]   # network order
   assert list(steps) == [10, 20, 30]
   np.testing.assert_allclose(t['clipped'][1], [(2 + s / 30) / 4 for s in (10, 20, 30)])
-  spec = importlib.util.spec_from_file_location(
-      'agc_report_script', os.path.join(ROOT, 'scripts', 'agc_report.py'))
-  script = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(script)
+  script = load_repo_module('agc_report_script', 'scripts', 'agc_report.py')
   out = tmp_path / 'both.png'
   assert script.main(dirs + ['--out', str(out)]) == 0
   assert out.stat().st_size > 10_000

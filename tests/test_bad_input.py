@@ -12,7 +12,6 @@
   error; an unprepared imagenet2012 names each missing manual tar and where
   it belongs; an incompatible fine-tuning checkpoint names the mismatches.
 """
-import importlib.util
 import io
 import json
 import os
@@ -30,23 +29,21 @@ import nfnet_jax.data
 import nfnet_jax.models
 from nfnet_jax import config as config_lib
 from nfnet_jax.data import fashion_mnist
+from nfnet_jax.testing import fake_data
 from nfnet_jax.data import imagenet
 from nfnet_jax.train.validate import validate_config
 from nfnet_jax.train import loop
 from nfnet_jax.train import state as state_lib
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import ROOT
+from conftest import load_repo_config
 MISSING = '/nonexistent/nfnet_jax_test'
 # Fields an error message may mention as a remedy besides the bad one.
 HINT_FIELDS = {'data.allow_download', 'data.train_split'}
 
 
 def load_config(arg='local'):
-  spec = importlib.util.spec_from_file_location(
-      'fashion_mnist_config', os.path.join(ROOT, 'configs', 'fashion_mnist.py'))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg)
+  return load_repo_config('fashion_mnist', arg, 'fashion_mnist_config')
 
 
 def write_idx(directory, n_train=64, n_test=16, label_offset=0):
@@ -54,9 +51,9 @@ def write_idx(directory, n_train=64, n_test=16, label_offset=0):
   rng = np.random.default_rng(0)
   for split, n in (('train', n_train), ('test', n_test)):
     stems = fashion_mnist.FILES[split]
-    fashion_mnist.write_idx(os.path.join(directory, stems[0]), rng.integers(
+    fake_data.write_idx(os.path.join(directory, stems[0]), rng.integers(
         0, 256, size=(n, 28, 28), dtype=np.uint8))
-    fashion_mnist.write_idx(os.path.join(directory, stems[1]),
+    fake_data.write_idx(os.path.join(directory, stems[1]),
                             (np.arange(n) % 10 + label_offset).astype(np.uint8))
   return directory
 

@@ -12,7 +12,8 @@ import pytest
 from nfnet_jax import config as config_lib
 from nfnet_jax.analysis import benchmark as bench
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import ROOT
+from conftest import subprocess_env
 
 
 def _tiny_config():
@@ -125,7 +126,7 @@ def test_script_writes_json(tmp_path):
          f'--config={cfg_file}', '--mode=eval', '--batch=2', '--resolution=32',
          '--steps=2', '--warmup=1', '--nopeak', '--num_classes=10',
          '--config.model.conv_impl=xla', f'--json_out={out}']
-  env = dict(os.environ, PYTHONPATH=ROOT)
+  env = subprocess_env()
   proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
   assert proc.returncode == 0, proc.stderr[-2000:]
   assert 'img/s' in proc.stdout

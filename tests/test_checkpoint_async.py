@@ -151,15 +151,15 @@ def test_orbax_wrapped_os_errors_are_described():
 
 
 @_ORBAX_CLOSED_LOOP
-def test_command_line_disk_full_ends_with_one_line_and_exit_2(tmp_path):
+def test_command_line_disk_full_ends_with_one_line_and_exit_2(tmp_path, fake_fashion_mnist):
   """The real training command with async saves: the disk 'fills up' after
   the step-5 checkpoint, so the background write of the final (step 10)
   checkpoint fails; the run ends with one line and exit status 2."""
   import os  # pylint: disable=g-import-not-at-top
   import subprocess  # pylint: disable=g-import-not-at-top
   import sys  # pylint: disable=g-import-not-at-top
-  from test_preemption import ROOT, subprocess_env, write_idx_dataset  # pylint: disable=g-import-not-at-top
-  data_dir = write_idx_dataset(str(tmp_path / 'data'))
+  from conftest import ROOT, subprocess_env  # pylint: disable=g-import-not-at-top
+  data_dir = fake_fashion_mnist
   work = tmp_path / 'work'
   argv = ['train.py', '--config', os.path.join(ROOT, 'configs', 'fashion_mnist.py') + ':local',
           '--workdir', str(work), f'--config.data.data_dir={data_dir}',
@@ -179,7 +179,7 @@ ck.Checkpointer.save = save
 from nfnet_jax.commands import entry
 entry.run('train', {argv!r}[1:])
 '''
-  env = subprocess_env(str(tmp_path / 'jax_cache'), devices=1)
+  env = subprocess_env(devices=1, cache_dir=str(tmp_path / 'jax_cache'))
   env.pop('JAX_COMPILATION_CACHE_DIR')
   proc = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True,
                         text=True, timeout=600, cwd=ROOT)

@@ -15,9 +15,10 @@ import jax
 import numpy as np
 import pytest
 
-from nfnet_jax.data import fashion_mnist
+from nfnet_jax.testing import fake_data
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import ROOT
+from conftest import subprocess_env
 N_TEST = 24
 SCRIPTS = ('train', 'evaluate', 'benchmark', 'spp', 'sweep')
 
@@ -28,11 +29,7 @@ def setup(tmp_path_factory):
   d = tmp_path_factory.mktemp('cli')
   data = d / 'fmnist'
   data.mkdir()
-  rng = np.random.default_rng(0)
-  for split, n in (('train', 32), ('test', N_TEST)):
-    img, lbl = fashion_mnist.FILES[split]
-    fashion_mnist.write_idx(str(data / img), rng.integers(0, 256, (n, 28, 28), np.uint8))
-    fashion_mnist.write_idx(str(data / lbl), rng.integers(0, 10, (n,)).astype(np.uint8))
+  fake_data.write_fake_fashion_mnist(str(data), 32, N_TEST, seed=0, labels='random')
   cfg = d / 'nodir.py'
   cfg.write_text(
       'import os\n'
@@ -60,8 +57,7 @@ def setup(tmp_path_factory):
 
 
 def _run(script, args, timeout=600):
-  env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL='3',
-             XLA_FLAGS='--xla_backend_optimization_level=0')
+  env = subprocess_env(XLA_FLAGS='--xla_backend_optimization_level=0')
   return subprocess.run([sys.executable, os.path.join(ROOT, 'scripts', f'{script}.py')]
                         + args, capture_output=True, text=True, timeout=timeout,
                         cwd=ROOT, env=env)

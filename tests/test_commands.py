@@ -16,7 +16,8 @@ import pytest
 from nfnet_jax.commands import base
 from nfnet_jax.commands import entry
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import ROOT
+from conftest import subprocess_env
 NOISE_RE = re.compile(r'oneDNN custom operations|absl::InitializeLog|cpu_feature_guard')
 
 
@@ -126,16 +127,10 @@ def test_int_list():
 # The quiet console
 
 
-def _env():
-  env = dict(os.environ, PYTHONPATH=ROOT)
-  env.pop('TF_CPP_MIN_LOG_LEVEL', None)   # what a user's shell has
-  return env
-
-
 def test_tensorflow_start_up_lines_are_what_the_filter_drops():
   """The lines TensorFlow prints while importing, as they are, are all noise."""
   proc = subprocess.run([sys.executable, '-c', 'import tensorflow'], capture_output=True,
-                        env=_env(), timeout=300)
+                        env=subprocess_env(TF_CPP_MIN_LOG_LEVEL=None), timeout=300)
   lines = proc.stderr.splitlines(keepends=True)
   assert any(NOISE_RE.search(l.decode()) for l in lines), proc.stderr  # the control
   assert all(base.is_noise(l) for l in lines), [l for l in lines if not base.is_noise(l)]
@@ -154,7 +149,7 @@ def test_a_command_that_imports_tensorflow_prints_only_its_own_lines():
           'finally:\n'
           '  print("tensorflow imported:", "tensorflow" in sys.modules)\n')
   proc = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
-                        env=_env(), timeout=300, cwd='/')
+                        env=subprocess_env(TF_CPP_MIN_LOG_LEVEL=None), timeout=300, cwd='/')
   assert proc.returncode == 0, proc.stderr
   assert proc.stderr == '', proc.stderr
   out = proc.stdout.splitlines()
@@ -177,7 +172,7 @@ def test_real_errors_still_reach_stderr():
       'base.quiet_console()\n'
       'raise SystemExit("error: one clear line")\n')
   proc = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
-                        env=_env(), timeout=120)
+                        env=subprocess_env(TF_CPP_MIN_LOG_LEVEL=None), timeout=120)
   assert proc.returncode == 1
   assert proc.stderr.splitlines() == [
       'E0000 00:00:1796193095.594776   10904 x.cc:1] a real error', 'python error',

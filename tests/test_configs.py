@@ -9,7 +9,8 @@ from nfnet_jax import config as base_lib
 from nfnet_jax.config import load as config_load
 from nfnet_jax.train.validate import validate_config
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import ROOT
+from conftest import subprocess_env
 FASHION_DIR = '/usr/share/datasets/fashion-mnist'
 have_fashion = pytest.mark.skipif(
     not os.path.exists(os.path.join(FASHION_DIR, 'train-images-idx3-ubyte.gz')),
@@ -273,7 +274,7 @@ def test_misspelled_override_exits_2_with_one_line():
        '--config', os.path.join(ROOT, 'configs', 'nfnet.py:F0'), '--workdir', 'unused',
        '--config.optimizer.clipingg=0.1'],
       capture_output=True, text=True, timeout=120, cwd=ROOT,
-      env=dict(os.environ, PYTHONPATH=ROOT))
+      env=subprocess_env())
   assert proc.returncode == 2, proc.stderr[-2000:]
   assert proc.stderr.strip() == ('error: config.optimizer.clipingg is not a field of '
                                  'this config; did you mean config.optimizer.clipping?')

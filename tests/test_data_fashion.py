@@ -9,6 +9,7 @@ import pytest
 from nfnet_jax import config as config_lib
 from nfnet_jax import data
 from nfnet_jax.data import fashion_mnist
+from nfnet_jax.testing import fake_data
 
 REAL_DIR = fashion_mnist.DEFAULT_DIR
 N_TRAIN, N_TEST = 300, 77
@@ -24,9 +25,9 @@ def idx_dir(tmp_path_factory):
     labels = (np.arange(n) % 10).astype(np.uint8)
     img_stem, lbl_stem = fashion_mnist.FILES[split]
     # Uncompressed test images exercise the plain-idx path too.
-    fashion_mnist.write_idx(str(d / (img_stem + ('.gz' if split == 'train'
+    fake_data.write_idx(str(d / (img_stem + ('.gz' if split == 'train'
                                                   else ''))), images)
-    fashion_mnist.write_idx(str(d / (lbl_stem + '.gz')), labels)
+    fake_data.write_idx(str(d / (lbl_stem + '.gz')), labels)
   return str(d)
 
 
@@ -45,7 +46,7 @@ def make_config(data_dir, batch=32, eval_batch=16, **data_overrides):
 def test_idx_roundtrip(tmp_path):
   a = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
   for name in ('a.gz', 'a'):
-    fashion_mnist.write_idx(str(tmp_path / name), a)
+    fake_data.write_idx(str(tmp_path / name), a)
     np.testing.assert_array_equal(fashion_mnist.read_idx(str(tmp_path / name)),
                                   a)
     assert fashion_mnist.read_idx_shape(str(tmp_path / name)) == (2, 3, 4)
@@ -212,9 +213,9 @@ def test_validation_errors(idx_dir, tmp_path):
 def test_labels_out_of_range(tmp_path):
   for split, n in (('train', 20), ('test', 10)):
     img_stem, lbl_stem = fashion_mnist.FILES[split]
-    fashion_mnist.write_idx(str(tmp_path / img_stem),
+    fake_data.write_idx(str(tmp_path / img_stem),
                             np.zeros((n, 28, 28), np.uint8))
-    fashion_mnist.write_idx(str(tmp_path / lbl_stem),
+    fake_data.write_idx(str(tmp_path / lbl_stem),
                             np.full((n,), 12, np.uint8))
   c = make_config(str(tmp_path), batch=4)
   with pytest.raises(ValueError, match='out of range'):

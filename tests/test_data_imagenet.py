@@ -1,7 +1,6 @@
 """imagenet2012 end to end: preparation from tiny fake tars (a few classes,
 a partial validation tar), then the train/eval pipeline on the prepared
 files and under tfds.testing.mock_data."""
-import importlib.util
 import io
 import os
 import tarfile
@@ -17,7 +16,7 @@ from nfnet_jax import config as config_lib
 from nfnet_jax import data
 from nfnet_jax.data import imagenet
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import load_repo_module
 SYNSETS = [l.strip() for l in open(os.fspath(tfds.core.tfds_path(
     'datasets/imagenet2012/labels.txt')))]
 VAL_LABELS = imagenet._val_label_list()
@@ -43,10 +42,7 @@ def _add(tar, name, payload):
 
 def _run_prepare(argv):
   """Runs scripts/prepare_data.py's main in this process (no TF re-import)."""
-  spec = importlib.util.spec_from_file_location(
-      'prepare_data', os.path.join(ROOT, 'scripts', 'prepare_data.py'))
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
+  mod = load_repo_module('prepare_data', 'scripts', 'prepare_data.py')
   return mod.main(argv)
 
 

@@ -18,7 +18,7 @@ import pytest
 
 from nfnet_jax.commands import entry
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import ROOT
 PAGES = sorted(['README.md'] + [os.path.relpath(p, ROOT) for p in
                                 glob.glob(os.path.join(ROOT, 'docs', '**', '*.md'),
                                           recursive=True)])

@@ -18,25 +18,20 @@ from nfnet_jax import data as data_lib
 from nfnet_jax import models
 from nfnet_jax import pretrained
 from nfnet_jax.analysis import evaluate as eval_lib
-from nfnet_jax.data import fashion_mnist
+from nfnet_jax.testing import fake_data
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import ROOT
 N_TEST = 50
 
 
 @pytest.fixture(scope='module')
 def idx_dir(tmp_path_factory):
   d = tmp_path_factory.mktemp('fmnist_eval')
-  rng = np.random.default_rng(1)
-  for split, n in (('train', 32), ('test', N_TEST)):
-    img_stem, lbl_stem = fashion_mnist.FILES[split]
-    fashion_mnist.write_idx(str(d / img_stem), rng.integers(0, 256, (n, 28, 28), np.uint8))
-    fashion_mnist.write_idx(str(d / lbl_stem), rng.integers(0, 10, (n,)).astype(np.uint8))
-  return str(d)
+  return fake_data.write_fake_fashion_mnist(str(d), 32, N_TEST, seed=1, labels='random')
 
 
 def make_config(idx_dir, model=None):
-  sys.path.insert(0, os.path.join(REPO, 'configs'))
+  sys.path.insert(0, os.path.join(ROOT, 'configs'))
   try:
     import fashion_mnist as fm_config  # pylint: disable=import-outside-toplevel
   finally:
@@ -174,7 +169,7 @@ def test_script_writes_json(idx_dir, official_ckpt, tmp_path):
   cfg = tmp_path / 'eval_cfg.py'
   cfg.write_text(
       'import importlib.util\n'
-      f'spec = importlib.util.spec_from_file_location("fm", {os.path.join(REPO, "configs", "fashion_mnist.py")!r})\n'
+      f'spec = importlib.util.spec_from_file_location("fm", {os.path.join(ROOT, "configs", "fashion_mnist.py")!r})\n'
       'fm = importlib.util.module_from_spec(spec)\n'
       'spec.loader.exec_module(fm)\n'
       'def get_config():\n'
@@ -183,10 +178,10 @@ def test_script_writes_json(idx_dir, official_ckpt, tmp_path):
       '  return c\n')
   env = dict(os.environ, XLA_FLAGS='--xla_backend_optimization_level=0', JAX_PLATFORMS='cpu')
   res = subprocess.run(
-      [sys.executable, os.path.join(REPO, 'scripts', 'evaluate.py'), '--config', str(cfg),
+      [sys.executable, os.path.join(ROOT, 'scripts', 'evaluate.py'), '--config', str(cfg),
        f'--config.data.data_dir={idx_dir}', '--config.train.eval_batch_size=16',
        '--checkpoint', ckpt, '--resolutions', '32', '--out', str(out)],
-      capture_output=True, text=True, cwd=REPO, env=env, timeout=300)
+      capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
   assert res.returncode == 0, res.stderr[-2000:]
   assert 'top-1' in res.stdout
   blob = json.loads(out.read_text())

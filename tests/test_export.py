@@ -105,12 +105,8 @@ def test_saved_model_reloads_and_gives_the_logits(tmp_path):
 
 
 def _run_script(name, argv):
-  import importlib.util  # pylint: disable=g-import-not-at-top
-  path = os.path.join(os.path.dirname(__file__), '..', 'scripts', f'{name}.py')
-  spec = importlib.util.spec_from_file_location(f'script_{name}', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.main(argv)
+  from conftest import load_repo_module  # pylint: disable=g-import-not-at-top
+  return load_repo_module(f'script_{name}', 'scripts', f'{name}.py').main(argv)
 
 
 def test_export_script(tmp_path, capsys):

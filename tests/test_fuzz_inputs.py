@@ -35,7 +35,8 @@ import sys
 import numpy as np
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import ROOT
+from conftest import subprocess_env
 SEED = 20260
 MAX_LINES = 3
 
@@ -44,16 +45,8 @@ MAX_LINES = 3
 
 
 def _write_idx_dir(d, n_train=32, n_test=16):
-  from nfnet_jax.data import fashion_mnist  # pylint: disable=g-import-not-at-top
-  os.makedirs(d, exist_ok=True)
-  rng = np.random.default_rng(0)
-  for split, n in (('train', n_train), ('test', n_test)):
-    img, lbl = fashion_mnist.FILES[split]
-    fashion_mnist.write_idx(os.path.join(d, img),
-                            rng.integers(0, 256, (n, 28, 28), np.uint8))
-    fashion_mnist.write_idx(os.path.join(d, lbl),
-                            (np.arange(n) % 10).astype(np.uint8))
-  return d
+  from nfnet_jax.testing import fake_data  # pylint: disable=g-import-not-at-top
+  return fake_data.write_fake_fashion_mnist(d, n_train, n_test)
 
 
 CONFIG_TEXT = '''
@@ -547,7 +540,7 @@ def test_bad_input_in_a_fresh_process(env, tmp_path, case):
   proc = subprocess.run(
       [sys.executable, os.path.join(ROOT, 'scripts', f'{script}.py')] + argv,
       capture_output=True, text=True, timeout=300, cwd=ROOT,
-      env=dict(os.environ, PYTHONPATH=ROOT, JAX_LOG_COMPILES='1'))
+      env=subprocess_env(JAX_LOG_COMPILES='1'))
   check(proc.returncode, proc.stdout + proc.stderr)
   assert 'Compiling' not in proc.stderr
 

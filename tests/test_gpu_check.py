@@ -6,11 +6,11 @@ subprocess whose import system refuses tensorflow and tensorflow_datasets.
 """
 import importlib.util
 import json
-import os
 import subprocess
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import ROOT
+from conftest import subprocess_env
 
 # TensorFlow made absent, as on a machine without it: the path finder does not
 # see it (find_spec returns None, `import` raises ModuleNotFoundError), so
@@ -29,10 +29,7 @@ sys.meta_path[:] = [_NoTF if f is importlib.machinery.PathFinder else f
 
 
 def _run(code, timeout=600):
-  env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL='3')
-  # One CPU device is enough; backend optimisation level 0 as in conftest
-  # (the full level costs ~100 s of compile here and computes the same thing).
-  env['XLA_FLAGS'] = '--xla_backend_optimization_level=0'
+  env = subprocess_env(devices=1)  # one CPU device is enough; -O0 as everywhere
   proc = subprocess.run([sys.executable, '-c', BLOCK_TF + code], cwd=ROOT, env=env,
                         capture_output=True, text=True, timeout=timeout)
   assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

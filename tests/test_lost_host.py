@@ -22,7 +22,8 @@ import pytest
 from nfnet_jax import errors
 from nfnet_jax.train import lost_host
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import ROOT
+from conftest import subprocess_env
 TOTAL = 30
 CKPT_EVERY = 10
 LOST_TIMEOUT = 10.0
@@ -60,26 +61,15 @@ def _config(tmp_path, data):
 
 
 def _data(tmp_path):
-  from nfnet_jax.data import fashion_mnist  # pylint: disable=g-import-not-at-top
-  d = tmp_path / 'idx'
-  d.mkdir()
-  rng = np.random.default_rng(0)
-  for split, n in (('train', 64), ('test', 16)):
-    img, lbl = fashion_mnist.FILES[split]
-    fashion_mnist.write_idx(str(d / img), rng.integers(0, 256, (n, 28, 28), np.uint8))
-    fashion_mnist.write_idx(str(d / lbl), (np.arange(n) % 10).astype(np.uint8))
-  return str(d)
+  from nfnet_jax.testing import fake_data  # pylint: disable=g-import-not-at-top
+  return fake_data.write_fake_fashion_mnist(str(tmp_path / 'idx'), 64, 16)
 
 
 def _launch(cfg, workdir, port, log_dir, tag):
   procs = []
   for k in range(2):
-    env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL='3',
-               CUDA_VISIBLE_DEVICES='', PYTHONUNBUFFERED='1',
-               XLA_FLAGS='--xla_force_host_platform_device_count=2 '
-                         '--xla_backend_optimization_level=0',
-               JAX_COORDINATOR_ADDRESS=f'127.0.0.1:{port}',
-               JAX_NUM_PROCESSES='2', JAX_PROCESS_ID=str(k))
+    env = subprocess_env(devices=2, JAX_COORDINATOR_ADDRESS=f'127.0.0.1:{port}',
+                         JAX_NUM_PROCESSES='2', JAX_PROCESS_ID=str(k))
     env.pop('SLURM_JOB_ID', None)
     log = open(os.path.join(log_dir, f'{tag}{k}.log'), 'w')
     procs.append((subprocess.Popen(

@@ -20,7 +20,8 @@ import pytest
 
 from nfnet_jax.train import parallel
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import ROOT
+from conftest import subprocess_env
 WORKER = os.path.join(ROOT, 'tests', 'multiprocess_worker.py')
 MODES = ('shard_map', 'pmap')
 TIMEOUT = 420
@@ -30,19 +31,6 @@ def _free_port():
   with socket.socket() as s:
     s.bind(('127.0.0.1', 0))
     return s.getsockname()[1]
-
-
-def _env(devices):
-  env = dict(os.environ)
-  env['XLA_FLAGS'] = (f'--xla_force_host_platform_device_count={devices} '
-                      '--xla_backend_optimization_level=0')
-  env['TF_CPP_MIN_LOG_LEVEL'] = '3'
-  env['CUDA_VISIBLE_DEVICES'] = ''
-  env['PYTHONUNBUFFERED'] = '1'
-  for name in ('JAX_COORDINATOR_ADDRESS', 'JAX_NUM_PROCESSES',
-               'JAX_PROCESS_ID', 'JAX_LOCAL_DEVICE_IDS'):
-    env.pop(name, None)
-  return env
 
 
 def _load(path):
@@ -62,13 +50,13 @@ def test_two_processes_match_one_process(tmp_path):
           [sys.executable, WORKER, '--num_processes', '2', '--process_id',
            str(pid), '--coordinator', f'127.0.0.1:{port}', '--out',
            str(tmp_path / 'two')],
-          env=_env(2), stdout=log, stderr=subprocess.STDOUT, cwd=ROOT))
+          env=subprocess_env(devices=2), stdout=log, stderr=subprocess.STDOUT, cwd=ROOT))
     log = open(tmp_path / 'single.log', 'w')
     logs.append(log)
     procs.append(subprocess.Popen(
         [sys.executable, WORKER, '--num_processes', '1', '--out',
          str(tmp_path / 'one')],
-        env=_env(4), stdout=log, stderr=subprocess.STDOUT, cwd=ROOT))
+        env=subprocess_env(devices=4), stdout=log, stderr=subprocess.STDOUT, cwd=ROOT))
     deadline = time.time() + TIMEOUT
     codes = []
     for p in procs:

@@ -14,7 +14,6 @@ stops with an error naming the step; N consecutive skips stop the run with a
 message pointing at the learning rate and clipping; no checkpoint ever holds
 a non-finite value.
 """
-import importlib.util
 import json
 import os
 import re
@@ -28,10 +27,10 @@ import pytest
 
 import nfnet_jax.data
 import nfnet_jax.models
-from nfnet_jax.data import fashion_mnist
+from nfnet_jax.testing import fake_data
 from nfnet_jax.train import loop
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import load_repo_config
 
 
 def toy_model(num_classes):
@@ -65,24 +64,13 @@ class PoisonedIterator:
 
 
 def load_config(arg='local'):
-  spec = importlib.util.spec_from_file_location(
-      'fashion_mnist_config', os.path.join(ROOT, 'configs', 'fashion_mnist.py'))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg)
+  return load_repo_config('fashion_mnist', arg, 'fashion_mnist_config')
 
 
 @pytest.fixture(scope='module')
 def data_dir(tmp_path_factory):
   d = tmp_path_factory.mktemp('fmnist_nonfinite')
-  rng = np.random.default_rng(0)
-  for split, n in (('train', 128), ('test', 32)):
-    stems = fashion_mnist.FILES[split]
-    fashion_mnist.write_idx(str(d / stems[0]), rng.integers(
-        0, 256, size=(n, 28, 28), dtype=np.uint8))
-    fashion_mnist.write_idx(str(d / stems[1]),
-                            (np.arange(n) % 10).astype(np.uint8))
-  return str(d)
+  return fake_data.write_fake_fashion_mnist(str(d), 128, 32)
 
 
 def make_config(data_dir, **train):

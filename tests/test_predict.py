@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 
 from nfnet_jax.data import fashion_mnist
+from nfnet_jax.testing import fake_data
 from nfnet_jax.data import inference
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import ROOT
 N_TRAIN, N_TEST = 128, 40
 
 pytestmark = pytest.mark.skipif(
@@ -44,8 +45,8 @@ def run(tmp_path_factory):
   for split, n in (('train', N_TRAIN), ('test', N_TEST)):
     images, lbl = fashion_mnist.load_split(fashion_mnist.DEFAULT_DIR, split)
     img_name, lbl_name = fashion_mnist.FILES[split]
-    fashion_mnist.write_idx(str(data / img_name), images[:n].reshape(n, 28, 28))
-    fashion_mnist.write_idx(str(data / lbl_name), lbl[:n].astype(np.uint8))
+    fake_data.write_idx(str(data / img_name), images[:n].reshape(n, 28, 28))
+    fake_data.write_idx(str(data / lbl_name), lbl[:n].astype(np.uint8))
     if split == 'test':
       labels = lbl[:n].astype(int)
       (tmp / 'png').mkdir()
@@ -78,9 +79,9 @@ def test_png_files_preprocess_to_the_eval_pipelines_inputs(run):
   config, workdir, pngs, labels = run
   from nfnet_jax import data as data_lib  # pylint: disable=g-import-not-at-top
   from nfnet_jax.analysis import convert  # pylint: disable=g-import-not-at-top
-  from nfnet_jax.commands import predict  # pylint: disable=g-import-not-at-top
+  from nfnet_jax.analysis import predict as predict_lib  # pylint: disable=g-import-not-at-top
   rec = convert.read_preprocessing(workdir)
-  got = inference.preprocess([predict.read_image(p) for p in pngs], rec)
+  got = inference.preprocess([predict_lib.read_image(p) for p in pngs], rec)
   want, want_labels = [], []
   for batch in data_lib.eval_iterator(config, layout='host'):
     keep = np.asarray(batch['mask']) > 0
@@ -96,11 +97,12 @@ def test_predict_matches_evaluate_top1_from_workdir_and_export(run, tmp_path, ca
   config, workdir, pngs, labels = run
   from nfnet_jax.analysis import evaluate as eval_lib  # pylint: disable=g-import-not-at-top
   from nfnet_jax.commands import export as export_cmd  # pylint: disable=g-import-not-at-top
+  from nfnet_jax.analysis import predict as predict_lib  # pylint: disable=g-import-not-at-top
   from nfnet_jax.commands import predict  # pylint: disable=g-import-not-at-top
   result = eval_lib.evaluate(config, workdir)
   (res,) = result['results'].values()
   assert res['num_examples'] == N_TEST
-  ours = predict.predict(workdir, pngs, top=5)
+  ours = predict_lib.predict(workdir, pngs, top=5)
   top1 = np.mean([r['class_ids'][0] == y for r, y in zip(ours, labels)])
   assert abs(top1 - res['top1']) < 1e-9, (top1, res['top1'])
   top5 = np.mean([y in r['class_ids'] for r, y in zip(ours, labels)])
@@ -116,7 +118,7 @@ def test_predict_matches_evaluate_top1_from_workdir_and_export(run, tmp_path, ca
                           '--formats', 'stablehlo', '--out', out]) == 0
   meta = json.load(open(os.path.join(out, 'model.json')))
   assert meta['preprocessing']['input_size'] == [32, 32, 1]
-  exported = predict.predict(out, pngs)
+  exported = predict_lib.predict(out, pngs)
   assert [r['class_ids'][0] for r in exported] == [r['class_ids'][0] for r in ours]
 
   # The command line: a folder of images, one line per image.

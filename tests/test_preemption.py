@@ -38,10 +38,11 @@ import time
 import numpy as np
 import pytest
 
-from nfnet_jax.data import fashion_mnist
+from nfnet_jax.testing import fake_data
 from nfnet_jax.train import checkpoint as ckpt_lib
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import ROOT
+from conftest import subprocess_env
 TOTAL_STEPS = 40          # 2.5 epochs of the 256-image train split
 CKPT_EVERY = 4
 TMP_SUFFIX = '.orbax-checkpoint-tmp'
@@ -49,32 +50,7 @@ TMP_SUFFIX = '.orbax-checkpoint-tmp'
 
 def write_idx_dataset(directory, n_train=256, n_test=64, seed=0):
   """Small Fashion-MNIST-shaped idx files (random pixels, cyclic labels)."""
-  os.makedirs(directory, exist_ok=True)
-  rng = np.random.default_rng(seed)
-  for split, n in (('train', n_train), ('test', n_test)):
-    images = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
-    labels = (np.arange(n) % 10).astype(np.uint8)
-    img_stem, lbl_stem = fashion_mnist.FILES[split]
-    fashion_mnist.write_idx(os.path.join(directory, img_stem), images)
-    fashion_mnist.write_idx(os.path.join(directory, lbl_stem), labels)
-  return directory
-
-
-def subprocess_env(cache_dir, devices=2):
-  """Environment for training subprocesses: fake devices, compile cache."""
-  env = dict(os.environ)
-  # -O0 halves XLA:CPU compile time; every compared run uses the same flags.
-  env['XLA_FLAGS'] = (f'--xla_force_host_platform_device_count={devices} '
-                      '--xla_backend_optimization_level=0')
-  env['JAX_COMPILATION_CACHE_DIR'] = cache_dir
-  env['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS'] = '0'
-  env['JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES'] = '-1'
-  env['TF_CPP_MIN_LOG_LEVEL'] = '3'
-  env['CUDA_VISIBLE_DEVICES'] = ''
-  env['PYTHONPATH'] = ROOT + os.pathsep + env.get('PYTHONPATH', '')
-  env['PYTHONUNBUFFERED'] = '1'
-  env.pop('JAX_COORDINATOR_ADDRESS', None)
-  return env
+  return fake_data.write_fake_fashion_mnist(directory, n_train, n_test, seed)
 
 
 def train_command(workdir, data_dir):
@@ -191,7 +167,7 @@ def workspace(tmp_path_factory):
   root = tmp_path_factory.mktemp('preempt')
   data_dir = write_idx_dataset(str(root / 'data'))
   cache = str(root / 'jax_cache')
-  return root, data_dir, subprocess_env(cache)
+  return root, data_dir, subprocess_env(devices=2, cache_dir=cache)
 
 
 def _corrupt_newest_and_plant_partials(ckpt_dir):

@@ -28,9 +28,10 @@ import pytest
 
 from nfnet_jax.analysis import sweeps as sweep_lib
 from nfnet_jax.data import fashion_mnist
-from repo_files import load_repo_module
+from nfnet_jax.testing import fake_data
+from conftest import load_repo_module
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import ROOT
 
 CONFIG = '''
 import importlib.util, os
@@ -73,9 +74,9 @@ def _write_constant_dataset(directory):
   os.makedirs(directory, exist_ok=True)
   for split, n in (('train', 64), ('test', 32)):
     img_stem, lbl_stem = fashion_mnist.FILES[split]
-    fashion_mnist.write_idx(os.path.join(directory, img_stem),
+    fake_data.write_idx(os.path.join(directory, img_stem),
                             np.full((n, 28, 28), 128, np.uint8))
-    fashion_mnist.write_idx(os.path.join(directory, lbl_stem), np.full((n,), 3, np.uint8))
+    fake_data.write_idx(os.path.join(directory, lbl_stem), np.full((n,), 3, np.uint8))
 
 
 @pytest.fixture(scope='module')

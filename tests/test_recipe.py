@@ -1,5 +1,4 @@
 """Recipe fidelity: official step counts, fractional warm-up, show_recipe."""
-import importlib.util
 import math
 import os
 
@@ -10,15 +9,13 @@ from nfnet_jax import recipes
 from nfnet_jax.optim import builder
 from nfnet_jax.optim import validate_optimizer_config
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import ROOT
+from conftest import load_repo_module
 N = 1281167
 
 
 def _module(path):
-  spec = importlib.util.spec_from_file_location(
-      'recipe_test_' + os.path.basename(path)[:-3], os.path.join(ROOT, path))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
+  module = load_repo_module('recipe_test_' + os.path.basename(path)[:-3], path)
   return module
 
 

@@ -1,6 +1,6 @@
 """Seeds as a sweep axis, their aggregation and the study reports.
 
-nfnet_jax/analysis/report.py, scripts/report.py, ``--repeats`` in
+nfnet_jax/analysis/report/, scripts/report.py, ``--repeats`` in
 scripts/sweep.py and the study configs in configs/studies/. The sweep-runner
 tests use an instant fake training command (as tests/test_sweep.py does);
 the study configs' ``local`` forms train for real, in-process.
@@ -18,9 +18,9 @@ import pytest
 
 from nfnet_jax.analysis import report as report_lib
 from nfnet_jax.analysis import sweeps as sweep_lib
-from repo_files import load_repo_module
+from conftest import load_repo_module
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import ROOT
 FASHION_DIR = '/usr/share/datasets/fashion-mnist'
 have_fashion = pytest.mark.skipif(
     not os.path.exists(os.path.join(FASHION_DIR, 'train-images-idx3-ubyte.gz')),
@@ -211,7 +211,7 @@ def test_repeats_from_config_and_double_seed_axes(tmp_path):
     sweep_lib.repeat_axis(2, None, axes=[('seed', [0, 1])])
   with pytest.raises(ValueError, match='>= 1'):
     sweep_lib.repeat_axis(0)
-  r = subprocess.run([sys.executable, os.path.join(REPO, 'scripts', 'sweep.py'), '--config',
+  r = subprocess.run([sys.executable, os.path.join(ROOT, 'scripts', 'sweep.py'), '--config',
                       str(cfg), '--workdir', str(tmp_path / 'w'), '--sweep', 'seed=0,1',
                       '--print_commands'], capture_output=True, text=True, check=False)
   assert r.returncode == 2 and 'seeds are swept twice' in r.stderr
@@ -228,7 +228,7 @@ def test_study_grids_validate(name):
   from nfnet_jax.config import load as config_load  # pylint: disable=g-import-not-at-top
   from nfnet_jax.train.validate import validate_config  # pylint: disable=g-import-not-at-top
   study = _load_study(name)
-  path = os.path.join(REPO, 'configs', 'studies', f'{name}.py')
+  path = os.path.join(ROOT, 'configs', 'studies', f'{name}.py')
   grid = study.get_sweep()
   seeds = {p['seed'] for p in grid}
   assert len(seeds) >= 3
@@ -248,7 +248,7 @@ def test_study_local_form_end_to_end(name, tmp_path):
   """The ``local`` grid trains (in-process, 3 steps) and the report reads it."""
   from nfnet_jax.config import load as config_load  # pylint: disable=g-import-not-at-top
   from nfnet_jax.train import loop  # pylint: disable=g-import-not-at-top
-  spec = os.path.join(REPO, 'configs', 'studies', f'{name}.py:local')
+  spec = os.path.join(ROOT, 'configs', 'studies', f'{name}.py:local')
   grid = sweep_lib.sweep_from_config(spec)
   wd = str(tmp_path / name)
   for point in grid:

@@ -10,7 +10,7 @@ from nfnet_jax import errors
 from nfnet_jax.config import load
 from nfnet_jax.train import checkpoint as ckpt_lib
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import ROOT
 FASHION = os.path.join(ROOT, 'configs', 'fashion_mnist.py:tiny')
 
 

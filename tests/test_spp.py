@@ -1,6 +1,5 @@
 """Tests for the Signal Propagation Plot tools (nfnet_jax/analysis/spp.py, scripts/spp.py)."""
 import csv
-import importlib.util
 import json
 import os
 
@@ -9,7 +8,9 @@ import pytest
 
 from nfnet_jax.analysis import spp as spp_lib
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import ROOT
+from conftest import load_repo_config
+from conftest import load_repo_module
 
 
 def test_resolve_spec_table_patterns_and_overrides():
@@ -109,10 +110,8 @@ def test_zero_skip_gain_hides_the_residual_branches():
 
 
 def _spp_main():
-  spec = importlib.util.spec_from_file_location('spp_script', os.path.join(REPO, 'scripts',
-                                                                           'spp.py'))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
+  module = load_repo_module('spp_script', 'scripts',
+                                                                           'spp.py')
   return module.main
 
 
@@ -183,17 +182,12 @@ def test_misspelled_model_override_names_the_closest_field():
 
 def test_spp_checkpoint_on_an_official_format_file(tmp_path):
   """scripts/spp.py --checkpoint FILE: a tiny NFNet saved in the official format."""
-  import importlib.util as ilu
   import json
   import jax
   import jax.numpy as jnp
   from nfnet_jax import models, pretrained
-  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  cfg_path = os.path.join(root, 'configs', 'nfnet.py')
-  spec = ilu.spec_from_file_location('nfnet_cfg_spp', cfg_path)
-  mod = ilu.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  model_cfg = mod.get_config('F0,local').model
+  cfg_path = os.path.join(ROOT, 'configs', 'nfnet.py')
+  model_cfg = load_repo_config('nfnet', 'F0,local', 'nfnet_cfg_spp').model
   net = models.create_model(model_cfg, 7)
   params, _ = jax.jit(net.init, static_argnums=2)(jax.random.PRNGKey(3),
                                                   jnp.zeros((1, 32, 32, 3)), True)
@@ -202,9 +196,7 @@ def test_spp_checkpoint_on_an_official_format_file(tmp_path):
             for m, d in params.items()}
   path = str(tmp_path / 'tiny_haiku.npz')
   pretrained.save_official(params, path)
-  spec = ilu.spec_from_file_location('spp_script', os.path.join(root, 'scripts', 'spp.py'))
-  script = ilu.module_from_spec(spec)
-  spec.loader.exec_module(script)
+  script = load_repo_module('spp_script', 'scripts', 'spp.py')
   out = tmp_path / 'out'
   assert script.main(['--checkpoint', path, '--model_config', cfg_path + ':F0,local',
                       '--out', str(out), '--resolution', '32', '--batch', '4', '--jit']) == 0

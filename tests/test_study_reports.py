@@ -1,6 +1,6 @@
 """The study reports' statistics and the committed study tables.
 
-Welch's t-test of nfnet_jax/analysis/report.py against a hand computation,
+Welch's t-test of nfnet_jax/analysis/report/ against a hand computation,
 closed forms of Student's t and (when installed) scipy; the baseline
 comparison tables; train top-1 and the train-test gap; and every committed
 study table rebuilt byte for byte from its committed results.csv by
@@ -13,9 +13,9 @@ import os
 import pytest
 
 from nfnet_jax.analysis import report as report_lib
-from repo_files import load_repo_module
+from conftest import load_repo_module
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import ROOT
 
 # The arguments each study page's report command passes (docs/studies/<name>.md).
 STUDY_REPORTS = {
@@ -118,8 +118,8 @@ def test_comparison_and_train_columns():
 
 
 def _committed(name):
-  csv_dir = os.path.join(REPO, 'docs', 'studies', 'results', name)
-  table = os.path.join(REPO, 'docs', 'studies', f'{name}_results.md')
+  csv_dir = os.path.join(ROOT, 'docs', 'studies', 'results', name)
+  table = os.path.join(ROOT, 'docs', 'studies', f'{name}_results.md')
   return csv_dir, table
 
 
@@ -146,7 +146,7 @@ def test_nf_regnet_vs_efficientnet_page_shows_the_scripts_table(tmp_path, capsys
   assert all(abs(r['our_gflops'] / r['nf_regnet_gflops_read_off'] - 1) < 0.04 for r in rows)
   assert script.main(['--out_png', str(tmp_path / 'f.png')]) == 0
   table = capsys.readouterr().out.split('[figure]')[0]
-  with open(os.path.join(REPO, 'docs', 'studies', 'nf_regnet_vs_efficientnet.md')) as f:
+  with open(os.path.join(ROOT, 'docs', 'studies', 'nf_regnet_vs_efficientnet.md')) as f:
     assert table in f.read()
   assert os.path.getsize(tmp_path / 'f.png') > 10_000
 

@@ -7,7 +7,6 @@ scripts/train.py run costs a minute of compilation and evaluation here; the
 real sweep is docs/sweep_results.md).
 """
 import csv
-import importlib.util
 import json
 import os
 import subprocess
@@ -19,8 +18,10 @@ import pytest
 
 from nfnet_jax.analysis import sweeps as sweep_lib
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SWEEP_SCRIPT = os.path.join(REPO, 'scripts', 'sweep.py')
+from conftest import ROOT
+from conftest import load_repo_module
+
+SWEEP_SCRIPT = os.path.join(ROOT, 'scripts', 'sweep.py')
 
 # A stand-in for scripts/train.py: parses --workdir and --config.a.b=v, appends
 # one line to calls.txt next to the sweep workdir (to count launches), and
@@ -77,10 +78,7 @@ CONFIG_TEXT = textwrap.dedent('''
 
 
 def _sweep_main():
-  spec = importlib.util.spec_from_file_location('sweep_script', SWEEP_SCRIPT)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.main
+  return load_repo_module('sweep_script', os.path.relpath(SWEEP_SCRIPT, ROOT)).main
 
 
 @pytest.fixture
@@ -157,7 +155,7 @@ def test_print_commands(config_file, tmp_path):
       [sys.executable, SWEEP_SCRIPT, '--config', config_file, '--workdir', str(tmp_path / 'w'),
        '--sweep', 'model.alpha=0.1,0.2', '--sweep', 'optimizer.clipping=0.01,None',
        '--print_commands', '--config.train.total_steps=7'],
-      capture_output=True, text=True, check=True, cwd=REPO).stdout
+      capture_output=True, text=True, check=True, cwd=ROOT).stdout
   lines = out.strip().splitlines()
   assert len(lines) == 4
   assert all('-m nfnet_jax.commands.train' in l and '--config.train.total_steps=7' in l for l in lines)
@@ -253,7 +251,7 @@ def test_get_sweep_from_config_module(fake_train, tmp_path):
 
 def test_nothing_to_sweep_is_a_clear_error(config_file, tmp_path):
   res = subprocess.run([sys.executable, SWEEP_SCRIPT, '--config', config_file, '--workdir',
-                        str(tmp_path)], capture_output=True, text=True, cwd=REPO)
+                        str(tmp_path)], capture_output=True, text=True, cwd=ROOT)
   assert res.returncode != 0 and 'nothing to sweep' in res.stderr
 
 

@@ -16,7 +16,8 @@ import sys
 import textwrap
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import ROOT
+from conftest import subprocess_env
 SWEEP = os.path.join(ROOT, 'scripts', 'sweep.py')
 
 FAKE_TRAIN = textwrap.dedent('''
@@ -71,7 +72,7 @@ def test_killed_driver_rerun_starts_no_run_twice_and_loses_none(tmp_path):
   argv = [sys.executable, SWEEP, '--config', str(cfg), '--workdir', str(wd),
           '--sweep', 'model.alpha=0.1,0.2,0.3', '--parallel', '1',
           '--train_cmd', f'{sys.executable} {fake}']
-  env = dict(os.environ, PYTHONPATH=ROOT)
+  env = subprocess_env()
   first_run = wd / 'alpha=0.1'
   driver = subprocess.Popen(argv, env=env, cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)

@@ -17,13 +17,14 @@ import pytest
 from nfnet_jax.analysis import sweeps as sweep_lib
 from nfnet_jax.analysis.sweeps import runner
 from nfnet_jax.data import fashion_mnist
+from nfnet_jax.testing import fake_data
 from nfnet_jax.train import checkpoint as ckpt_lib
-from nfnet_jax.train.metrics import read_jsonl
+from nfnet_jax.train.logs import read_jsonl
 from nfnet_jax import errors
 from nfnet_jax.train import loop
-from nfnet_jax.train import steplog
-from repo_files import ROOT
-from repo_files import load_repo_module
+from nfnet_jax.train import logs
+from conftest import ROOT
+from conftest import load_repo_module
 
 # configs/fashion_mnist.py:local cut to a few steps of 32x32 images.
 CONFIG = '''
@@ -63,9 +64,9 @@ def _write_dataset(directory, rng):
   os.makedirs(directory, exist_ok=True)
   for split, n in (('train', 64), ('test', 32)):
     img_stem, lbl_stem = fashion_mnist.FILES[split]
-    fashion_mnist.write_idx(os.path.join(directory, img_stem),
+    fake_data.write_idx(os.path.join(directory, img_stem),
                             rng.integers(0, 256, (n, 28, 28)).astype(np.uint8))
-    fashion_mnist.write_idx(os.path.join(directory, lbl_stem),
+    fake_data.write_idx(os.path.join(directory, lbl_stem),
                             rng.integers(0, 10, (n,)).astype(np.uint8))
 
 
@@ -119,7 +120,7 @@ def _fake_train(calls, preempt=(0.5,)):
     if alpha == 0.3:
       raise RuntimeError('boom at alpha 0.3')
     if alpha == 0.4:
-      raise steplog.TrainingDiverged('2 consecutive non-finite steps')
+      raise logs.TrainingDiverged('2 consecutive non-finite steps')
     if alpha == 0.45:
       raise ckpt_lib.CheckpointSaveError('disk full')
     os.makedirs(workdir, exist_ok=True)

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from nfnet_jax.interop import timm as timm_lib
-from repo_files import load_repo_module
+from conftest import load_repo_module
 
 timm_lib.avoid_triton_after_tensorflow()
 torch = pytest.importorskip('torch')

@@ -266,12 +266,13 @@ def _finetune_config(path, model):
   from nfnet_jax import config as config_lib  # pylint: disable=g-import-not-at-top
   from nfnet_jax import data as data_lib  # pylint: disable=g-import-not-at-top
   from nfnet_jax.data import fashion_mnist  # pylint: disable=g-import-not-at-top
+  from nfnet_jax.testing import fake_data  # pylint: disable=g-import-not-at-top
   directory = os.path.join(os.path.dirname(path), 'idx')
   os.makedirs(directory, exist_ok=True)
   for split in ('train', 'test'):
     images, labels = fashion_mnist.FILES[split]
-    fashion_mnist.write_idx(os.path.join(directory, images), np.zeros((16, 28, 28), np.uint8))
-    fashion_mnist.write_idx(os.path.join(directory, labels), np.arange(16, dtype=np.uint8) % 10)
+    fake_data.write_idx(os.path.join(directory, images), np.zeros((16, 28, 28), np.uint8))
+    fake_data.write_idx(os.path.join(directory, labels), np.arange(16, dtype=np.uint8) % 10)
   c = config_lib.base_config()
   c.data.name = 'fashion_mnist'
   data_lib.apply_dataset_defaults(c.data)
@@ -322,11 +323,8 @@ def test_finetune_from_timm_file(tmp_path):
 
 
 def test_convert_script_timm_to_npz_and_back(tmp_path, capsys):
-  import importlib.util  # pylint: disable=g-import-not-at-top
-  spec = importlib.util.spec_from_file_location(
-      'convert_script', os.path.join(os.path.dirname(__file__), '..', 'scripts', 'convert.py'))
-  script = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(script)
+  from conftest import load_repo_module  # pylint: disable=g-import-not-at-top
+  script = load_repo_module('convert_script', 'scripts', 'convert.py')
   sd = _randomized_timm('nf_resnet26').state_dict()
   src = str(tmp_path / 'r26.safetensors')
   __import__('safetensors.torch', fromlist=['_']).save_file(sd, src)

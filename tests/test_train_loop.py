@@ -17,7 +17,7 @@ import pytest
 
 from nfnet_jax.config import load as config_load
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import ROOT
 # One epoch longer than any test run: the data pipeline builds the next
 # epoch in a background thread, and tfds.testing.mock_data patches file
 # access process-wide while it does, which races with the main thread

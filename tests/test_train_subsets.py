@@ -15,6 +15,7 @@ from nfnet_jax import config as config_lib
 from nfnet_jax import data
 from nfnet_jax.data import datasets
 from nfnet_jax.data import fashion_mnist
+from nfnet_jax.testing import fake_data
 from nfnet_jax.data import image_folder
 
 N_TRAIN, N_TEST = 200, 40
@@ -28,8 +29,8 @@ def idx_dir(tmp_path_factory):
     images = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
     labels = (np.arange(n) * 7 % 10).astype(np.uint8)
     img_stem, lbl_stem = fashion_mnist.FILES[split]
-    fashion_mnist.write_idx(str(d / (img_stem + '.gz')), images)
-    fashion_mnist.write_idx(str(d / (lbl_stem + '.gz')), labels)
+    fake_data.write_idx(str(d / (img_stem + '.gz')), images)
+    fake_data.write_idx(str(d / (lbl_stem + '.gz')), labels)
   return str(d)
 
 

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import ROOT
 DOCS = os.path.join(ROOT, 'docs')
 nbformat = pytest.importorskip('nbformat')
 pytest.importorskip('nbclient')

@@ -17,7 +17,7 @@ import pytest
 from nfnet_jax import errors
 from nfnet_jax.train import workdir_lock
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import ROOT
 
 
 def _plant(workdir, **fields):
@@ -165,13 +165,5 @@ def test_train_command_on_a_held_workdir_exits_2_naming_the_holder(tmp_path):
 
 
 def _idx_dir(tmp_path):
-  import numpy as np  # pylint: disable=g-import-not-at-top
-  from nfnet_jax.data import fashion_mnist  # pylint: disable=g-import-not-at-top
-  d = tmp_path / 'idx'
-  d.mkdir(exist_ok=True)
-  rng = np.random.default_rng(0)
-  for split, n in (('train', 32), ('test', 16)):
-    img, lbl = fashion_mnist.FILES[split]
-    fashion_mnist.write_idx(str(d / img), rng.integers(0, 256, (n, 28, 28), np.uint8))
-    fashion_mnist.write_idx(str(d / lbl), (np.arange(n) % 10).astype(np.uint8))
-  return str(d)
+  from nfnet_jax.testing import fake_data  # pylint: disable=g-import-not-at-top
+  return fake_data.write_fake_fashion_mnist(str(tmp_path / 'idx'), 32, 16)

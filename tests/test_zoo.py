@@ -14,6 +14,8 @@ from nfnet_jax import nn as nfnn
 from nfnet_jax.models import nf_regnet
 from nfnet_jax.models import nfnet as nfnet_mod
 
+from conftest import load_repo_module
+
 
 def param_shapes(model_config, num_classes=1000, res=32):
   """{module: {param: shape}} via eval_shape (nothing is compiled)."""
@@ -292,14 +294,8 @@ def test_official_macs_of_a_tiny_regnet_by_hand():
 
 
 def test_model_table_script_on_one_variant(tmp_path, capsys):
-  import importlib.util
   import json
-  import os
-  path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                      'scripts', 'model_table.py')
-  spec = importlib.util.spec_from_file_location('model_table_script', path)
-  script = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(script)
+  script = load_repo_module('model_table_script', 'scripts', 'model_table.py')
   assert script.main(['--models', 'NFRegNet:B0', '--lowered', '--json',
                       str(tmp_path / 'zoo.json')]) == 0
   out = capsys.readouterr().out
@@ -328,14 +324,7 @@ def test_cosine_floor_of_the_schedule():
 
 
 def _load_config(name):
-  import importlib.util
-  import os
-  path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                      'configs', f'{name}.py')
-  spec = importlib.util.spec_from_file_location(f'cfg_zoo_{name}', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  return load_repo_module(f'cfg_zoo_{name}', 'configs', f'{name}.py')
 
 
 @pytest.mark.parametrize('variant', sorted(OFFICIAL_NF_REGNET_PARAMS))

@@ -1,7 +1,7 @@
 """Where and how hard AGC clipped during a run: a figure from metrics.jsonl.
 
 Reads the ``'agc'`` rows the training loop writes with AGC telemetry on
-(`nfnet_jax.train.telemetry.AGCLog`) and draws
+(`nfnet_jax.train.logs.AGCLog`) and draws
 
 * left: the fraction of clipped units per parameter group (network depth,
   input at the top) x training step;
@@ -16,7 +16,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 
 from nfnet_jax.optim import agc as agc_lib
-from nfnet_jax.train.metrics import read_jsonl
+from nfnet_jax.train.logs import read_jsonl
 
 CLIPPED = 'agc/clipped/'
 MEDIAN = 'agc/ratio_median/'

@@ -29,6 +29,7 @@ from nfnet_jax import models
 from nfnet_jax import optim
 from nfnet_jax.config import schema as config_schema
 from nfnet_jax.data import imagenet
+from nfnet_jax.testing import fake_data
 from nfnet_jax.train import parallel as parallel_lib
 from nfnet_jax.train import state as state_lib
 from nfnet_jax.train import step as step_lib
@@ -447,8 +448,8 @@ def prepare_synthetic_imagenet(root: str = SYNTHETIC_DIR, num_classes=4,
   names = [l.strip() for l in open(os.fspath(tfds.core.tfds_path(
       'datasets/imagenet2012/labels.txt')))][:num_classes]
   manual = os.path.join(root, 'manual')
-  imagenet.write_fake_manual_tars(manual, names, per_class,
-                                  list(range(1, num_val + 1)))
+  fake_data.write_fake_manual_tars(manual, names, per_class,
+                                   list(range(1, num_val + 1)))
   imagenet.prepare_imagenet2012(data_dir, manual, progress=False)
   open(done, 'w').close()
   return data_dir

@@ -25,6 +25,7 @@ import tempfile
 import textwrap
 from typing import Callable, Optional, Sequence
 
+from nfnet_jax import console
 from nfnet_jax.config import load as config_load
 
 EXIT_USAGE = 2   # bad flags or flag values (argparse's own status)
@@ -112,7 +113,6 @@ def quiet_console() -> None:
   if not any(isinstance(f, _QuietFinder) for f in sys.meta_path):
     sys.meta_path.insert(0, _QuietFinder(QUIET_MODULES))
   # Orbax's echoes of a failed checkpoint read/write (reported in one line).
-  from nfnet_jax import console  # pylint: disable=g-import-not-at-top
   console.quiet_checkpoint_noise()
   # absl's Python logging (orbax logs each file operation at INFO).
   try:

@@ -3,6 +3,7 @@ import json
 from typing import Optional, Sequence
 
 from nfnet_jax.commands import base
+from nfnet_jax.config import load as config_load
 
 EXAMPLES = (
     'nfnet-benchmark --config configs/nfnet.py:F0 --batch 8 --resolution 128',
@@ -57,9 +58,7 @@ def parser() -> base.ArgumentParser:
   return p
 
 
-def _config(args, overrides):
-  from nfnet_jax.analysis import benchmark  # pylint: disable=g-import-not-at-top
-  from nfnet_jax.config import load as config_load  # pylint: disable=g-import-not-at-top
+def _config(args, overrides, benchmark):
   if args.config:
     cfg = config_load.load_config(args.config)
   else:
@@ -77,8 +76,7 @@ def _config(args, overrides):
   return cfg
 
 
-def _print(r) -> None:
-  from nfnet_jax.analysis import benchmark  # pylint: disable=g-import-not-at-top
+def _print(r, benchmark) -> None:
   if isinstance(r, benchmark.Result):
     print(r.line(), flush=True)
   else:  # data mode: the pipeline's own record
@@ -99,16 +97,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
       p.error(f'--{name} must be >= 1, got {value}')
   if args.warmup < 0:
     p.error(f'--warmup must be >= 0, got {args.warmup}')
-  from nfnet_jax.config import load as config_load  # pylint: disable=g-import-not-at-top
-  cfg = config_load.exit_on_error(_config, args, overrides)
+  # JAX and the model zoo: imported after the flags parse (--help stays fast).
   from nfnet_jax.analysis import benchmark  # pylint: disable=g-import-not-at-top
+  cfg = config_load.exit_on_error(_config, args, overrides, benchmark)
   results = benchmark.run_benchmark(
       cfg, mode=args.mode, batch=args.batch or 8, resolution=args.resolution or 128,
       synthetic=args.synthetic, num_classes=args.num_classes, steps=args.steps,
       warmup=args.warmup, agc_ema_share=args.agc_ema_share, measure_peak=args.peak,
       name=args.name)
   for r in results:
-    _print(r)
+    _print(r, benchmark)
   if args.json_out:
     with open(args.json_out, 'a') as f:
       for r in results:

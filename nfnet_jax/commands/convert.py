@@ -26,6 +26,7 @@ def parser() -> base.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
   args = parser().parse_args(argv)
+  # JAX (through the analysis package): imported after the flags parse (--help stays fast).
   from nfnet_jax.analysis import convert  # pylint: disable=g-import-not-at-top
   try:
     config, params = convert.read_weights(args.source, use_ema=not args.no_ema)

@@ -7,6 +7,8 @@ made before the command module (and TensorFlow) is imported.
 import importlib
 import sys
 
+from nfnet_jax.commands import base   # light: argparse and the config loader
+
 # console-script name -> module of nfnet_jax.commands
 COMMANDS = {
     'nfnet-train': 'train',
@@ -26,7 +28,6 @@ COMMANDS = {
 
 
 def run(module: str, argv=None) -> None:
-  from nfnet_jax.commands import base  # pylint: disable=g-import-not-at-top
   base.quiet_console()
   main = importlib.import_module(f'nfnet_jax.commands.{module}').main
   sys.exit(main(argv) or 0)

@@ -2,7 +2,9 @@
 import os
 from typing import Optional, Sequence
 
+from nfnet_jax import errors
 from nfnet_jax.commands import base
+from nfnet_jax.config import load as config_load
 
 EXAMPLES = (
     'nfnet-evaluate --config configs/fashion_mnist.py --checkpoint workdirs/quickstart',
@@ -39,8 +41,7 @@ def parser() -> base.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
   p = parser()
   args, overrides = p.parse_with_overrides(argv)
-  from nfnet_jax.config import load as config_load  # pylint: disable=g-import-not-at-top
-  from nfnet_jax import errors  # pylint: disable=g-import-not-at-top
+  # JAX and orbax: imported after the flags parse (--help stays fast).
   from nfnet_jax.train import checkpoint as ckpt_lib  # pylint: disable=g-import-not-at-top
   config = None
   if args.config is not None:

@@ -1,6 +1,5 @@
 """nfnet-export: folded-WS inference params, a jax.export artifact, a SavedModel."""
 import json
-import os
 import sys
 
 from nfnet_jax.commands import base
@@ -48,61 +47,15 @@ def main(argv=None) -> int:
     print(f'nfnet-export: --formats must be a subset of {FORMATS} (got {bad}), --image_size and '
           f'--channels positive', file=sys.stderr)
     return base.EXIT_USAGE
-  from nfnet_jax import export, pretrained  # pylint: disable=g-import-not-at-top
-  from nfnet_jax.analysis import convert  # pylint: disable=g-import-not-at-top
-  from nfnet_jax.models import validate_model_config  # pylint: disable=g-import-not-at-top
+  # JAX, the models and jax2tf: imported after the flags parse (--help stays fast).
+  from nfnet_jax.analysis import export_bundle  # pylint: disable=g-import-not-at-top
   try:
-    config, params = convert.read_weights(args.source, use_ema=not args.no_ema)
-    if args.model:
-      config = dict(config or {}, **json.loads(args.model))
-    if config is None:
-      raise ValueError(f'{args.source}: the source holds no model config; pass --model JSON')
-    num_classes = pretrained.classifier_classes(params)
-    if num_classes is None:
-      raise ValueError(f'{args.source}: cannot find the classifier bias <root>/~/linear/b')
-    validate_model_config(config, num_classes)
-    folded, fconfig = export.fold_ws(params, config)
-    # Every name and shape against the folded model before anything compiles.
-    import jax  # pylint: disable=g-import-not-at-top
-    from nfnet_jax.models import create_model  # pylint: disable=g-import-not-at-top
-    model = create_model(fconfig, num_classes)
-    spec = jax.ShapeDtypeStruct((1, args.image_size, args.image_size, args.channels), 'float32')
-    expected, _ = jax.eval_shape(lambda x: model.init(jax.random.PRNGKey(0), x, False), spec)
-    pretrained.check_params(folded, {m: {n: v.shape for n, v in d.items()}
-                                     for m, d in expected.items()}, what=args.source)
+    config, folded, fconfig, num_classes = export_bundle.load_folded(
+        args.source, args.image_size, args.channels, args.model, use_ema=not args.no_ema)
   except (ValueError, FileNotFoundError, ImportError, json.JSONDecodeError) as e:
     print(f'nfnet-export: {e}', file=sys.stderr)
     return base.EXIT_USAGE
-  os.makedirs(args.out, exist_ok=True)
-  pretrained.save_official(folded, os.path.join(args.out, 'params_folded.npz'))
-  # How an image becomes the input: the source's eval preprocessing at the
-  # exported size (nfnet_jax.data.inference; nfnet-predict reads it).
-  from nfnet_jax.data import inference  # pylint: disable=g-import-not-at-top
-  try:
-    prep = convert.read_preprocessing(args.source, config, num_classes)
-    if prep is not None:
-      prep = inference.record(
-          (args.image_size, args.image_size, args.channels),
-          **{k: prep[k] for k in ('source_channels', 'resize', 'crop_padding', 'interpolation',
-                                  'mean', 'std', 'num_classes', 'dataset')},
-          class_names=prep.get('class_names'))
-  except (ValueError, KeyError, OSError) as e:
-    print(f'nfnet-export: note: no preprocessing recorded ({e})', file=sys.stderr)
-    prep = None
-  with open(os.path.join(args.out, 'model.json'), 'w') as f:
-    json.dump({'model': fconfig, 'num_classes': num_classes,
-               'input_shape': [None, args.image_size, args.image_size, args.channels],
-               'preprocessing': prep, 'source': args.source}, f, indent=1)
-  if 'stablehlo' in formats:
-    path = os.path.join(args.out, 'model.stablehlo')
-    export.export_stablehlo(folded, fconfig, num_classes, args.image_size, path,
-                            channels=args.channels)
-    print(f'[export] wrote {path}')
-  if 'savedmodel' in formats:
-    path = os.path.join(args.out, 'saved_model')
-    export.export_saved_model(folded, fconfig, num_classes, args.image_size, path,
-                              channels=args.channels)
-    print(f'[export] wrote {path}')
+  export_bundle.write_bundle(args.source, args.out, formats, args.image_size, args.channels,
+                             config, folded, fconfig, num_classes)
   print(f'[export] folded params and model.json in {args.out}')
   return 0
-

@@ -32,12 +32,13 @@ def parser() -> base.ArgumentParser:
 def main(argv=None):
   p = parser()
   args = p.parse_args(argv)
+  # JAX and every model: imported after the flags parse (--help stays fast).
   from nfnet_jax.analysis import zoo  # pylint: disable=g-import-not-at-top
 
   if args.from_json:
     with open(args.from_json) as f:
       rows = json.load(f)['rows']
-    return _write(rows, args)
+    return _write(rows, args, zoo)
 
   entries = zoo.zoo_entries()
   if args.models:
@@ -58,11 +59,10 @@ def main(argv=None):
   if args.json:
     with open(args.json, 'w') as f:
       json.dump({'compiled': not args.lowered, 'rows': rows}, f, indent=1)
-  return _write(rows, args)
+  return _write(rows, args, zoo)
 
 
-def _write(rows, args) -> int:
-  from nfnet_jax.analysis import zoo  # pylint: disable=g-import-not-at-top
+def _write(rows, args, zoo) -> int:
   table = zoo.markdown_table(rows)
   print(table)
   if args.out:

@@ -3,6 +3,8 @@ import sys
 from typing import Optional, Sequence
 
 from nfnet_jax.commands import base
+from nfnet_jax.data import fashion_mnist
+from nfnet_jax.data import imagenet
 
 EXAMPLES = (
     'nfnet-prepare-data --dataset imagenet2012 --data_dir /data/tfds '
@@ -33,8 +35,6 @@ def parser() -> base.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
   p = parser()
   args = p.parse_args(argv)
-  from nfnet_jax.data import fashion_mnist  # pylint: disable=g-import-not-at-top
-  from nfnet_jax.data import imagenet  # pylint: disable=g-import-not-at-top
   if args.dataset == 'fashion_mnist':
     d = args.data_dir or fashion_mnist.DEFAULT_DIR
     missing = fashion_mnist.missing_files(d)

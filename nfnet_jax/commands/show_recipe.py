@@ -3,7 +3,9 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
+from nfnet_jax import recipes
 from nfnet_jax.commands import base
+from nfnet_jax.config import load
 
 EXAMPLES = (
     'nfnet-show-recipe --config configs/nfnet.py:F0',
@@ -34,8 +36,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   if (args.config is None) == (args.config_arg is None):
     p.error('give one experiment config, e.g. --config configs/nfnet.py:F0')
   spec = args.config or args.config_arg
-  from nfnet_jax import recipes  # pylint: disable=g-import-not-at-top
-  from nfnet_jax.config import load  # pylint: disable=g-import-not-at-top
   try:
     config = load.load_config(spec, overrides)
     # A config module may name the official experiment it follows

@@ -76,6 +76,7 @@ def parser() -> base.ArgumentParser:
 def main(argv=None):
   p = parser()
   args, pairs = p.parse_with_overrides(argv)
+  # JAX and the models: imported after the flags parse (--help stays fast).
   from nfnet_jax.analysis import spp as spp_lib  # pylint: disable=g-import-not-at-top
   overrides = {k[len('model.'):]: parse_value(v) for k, v in pairs
                if k.startswith('model.')}
@@ -99,7 +100,7 @@ def main(argv=None):
   if skip_gain is not None and not isinstance(skip_gain, (int, float)):
     p.error(f'--skip_gain must be a number or "none", got {args.skip_gain!r}')
   if args.checkpoint:
-    return _trained(p, args, overrides, skip_gain, data_cfg)
+    return _trained(p, args, overrides, skip_gain, data_cfg, spp_lib)
   args.resolution = args.resolution or 224
   if args.resolution < 1 or args.batch < 2:
     p.error('--resolution must be >= 1 and --batch >= 2 (variances need 2 samples)')
@@ -150,9 +151,8 @@ def main(argv=None):
   return 0
 
 
-def _trained(p, args, overrides, skip_gain, data_cfg):
+def _trained(p, args, overrides, skip_gain, data_cfg, spp_lib):
   """--checkpoint: the trained model's SPP, optionally over its init."""
-  from nfnet_jax.analysis import spp as spp_lib  # pylint: disable=g-import-not-at-top
   if overrides:
     p.error('--config.model.* overrides do not apply to --checkpoint (the model is the '
             "checkpoint's)")

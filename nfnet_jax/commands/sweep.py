@@ -25,6 +25,7 @@ DESCRIPTION = (
 
 
 def parser() -> base.ArgumentParser:
+  # JAX (through the analysis package): imported after the flags parse (--help stays fast).
   from nfnet_jax.analysis.sweeps import cli  # pylint: disable=g-import-not-at-top
   p = base.ArgumentParser('nfnet-sweep', DESCRIPTION, EXAMPLES, config_overrides=True)
   cli.add_arguments(p)
@@ -32,5 +33,6 @@ def parser() -> base.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+  # JAX (through the analysis package): imported after the flags parse (--help stays fast).
   from nfnet_jax.analysis.sweeps import cli  # pylint: disable=g-import-not-at-top
   return cli.main(argv, parser=parser())

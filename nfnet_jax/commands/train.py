@@ -2,6 +2,7 @@
 from typing import Optional, Sequence
 
 from nfnet_jax.commands import base
+from nfnet_jax.commands import entry
 
 EXAMPLES = (
     'nfnet-train --config configs/fashion_mnist.py:local --workdir /tmp/fmnist',
@@ -29,11 +30,11 @@ def parser() -> base.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
   args, overrides = parser().parse_with_overrides(argv)
+  # JAX and the training loop: imported after the flags parse (--help stays fast).
   from nfnet_jax.train import cli  # pylint: disable=g-import-not-at-top
   cli.run(args.config, args.workdir, overrides)
   return 0
 
 
 if __name__ == '__main__':   # python -m nfnet_jax.commands.train (the sweep runner's command)
-  from nfnet_jax.commands import entry  # pylint: disable=g-import-not-at-top
   entry.run('train')

@@ -70,24 +70,8 @@ def official_warmup_steps(epochs: float, batch_size: int,
   return epochs * examples / batch_size
 
 
-def base_config() -> ml_collections.ConfigDict:
-  """Returns the full config tree with the paper's ImageNet defaults."""
-  c = ml_collections.ConfigDict()
-  c.seed = 0
-  c.compute_dtype = 'float32'          # 'float32' | 'bfloat16' (f32 master weights)
-
-  # ---- model: every field except `name` is passed to the model constructor.
-  c.model = ml_collections.ConfigDict()
-  c.model.name = 'NFNet'               # registry name: NFNet | NFResNet | ResNet
-  c.model.variant = 'F0'
-  c.model.alpha = 0.2
-  c.model.stochdepth_rate = 0.25
-  c.model.drop_rate = None             # None: the variant's table value
-  c.model.activation = 'gelu'
-  c.model.se_ratio = 0.5
-  c.model.conv_impl = 'auto'           # grouped convs: auto | xla | split
-  add_nf_options(c.model)
-
+def _add_data_fields(c: ml_collections.ConfigDict) -> None:
+  """`base_config`'s ``data`` section."""
   # ---- data
   c.data = ml_collections.ConfigDict()
   c.data.name = 'imagenet2012'         # imagenet2012 | fashion_mnist | any tfds image dataset
@@ -125,6 +109,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.mean = None                   # per-channel, [0, 255] units; None: the data set's
   c.data.std = None                    # (ImageNet's for imagenet2012)
 
+
+def _add_optimizer_fields(c: ml_collections.ConfigDict) -> None:
+  """`base_config`'s ``optimizer`` section."""
   # ---- optimizer (the paper's chain: AGC -> coupled wd -> SGD Nesterov -> LR)
   c.optimizer = ml_collections.ConfigDict()
   c.optimizer.name = 'sgd'             # sgd | adam | adamw
@@ -147,6 +134,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.optimizer.ema_decay = 0.99999      # None disables the parameter EMA
   c.optimizer.label_smoothing = 0.1
 
+
+def _add_train_fields(c: ml_collections.ConfigDict) -> None:
+  """`base_config`'s ``train``, ``parallel`` and ``finetune`` sections."""
   # ---- training loop
   c.train = ml_collections.ConfigDict()
   c.train.batch_size = 4096            # global
@@ -175,7 +165,7 @@ def base_config() -> ml_collections.ConfigDict:
   # (whose cores the write would take from the step).
   c.train.async_checkpoints = 'auto'   # auto | on | off
   # With AGC on: per-module clipped fraction and ||G||/max(||W||, eps)
-  # median/max, logged every log_every steps (train/telemetry.py).
+  # median/max, logged every log_every steps (train/logs/agc.py).
   c.train.agc_telemetry = True
   # 'a,b': a jax.profiler trace of steps a..b into <workdir>/profile ('' = off).
   c.train.profile_steps = ''
@@ -194,6 +184,29 @@ def base_config() -> ml_collections.ConfigDict:
   c.finetune.reset_classifier = True
   c.finetune.format = 'auto'           # auto (official file / our checkpoint dir) | timm
   c.finetune.timm_name = None          # format='timm': timm model name, e.g. 'dm_nfnet_f0'
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """Returns the full config tree with the paper's ImageNet defaults."""
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.compute_dtype = 'float32'          # 'float32' | 'bfloat16' (f32 master weights)
+
+  # ---- model: every field except `name` is passed to the model constructor.
+  c.model = ml_collections.ConfigDict()
+  c.model.name = 'NFNet'               # registry name: NFNet | NFResNet | ResNet
+  c.model.variant = 'F0'
+  c.model.alpha = 0.2
+  c.model.stochdepth_rate = 0.25
+  c.model.drop_rate = None             # None: the variant's table value
+  c.model.activation = 'gelu'
+  c.model.se_ratio = 0.5
+  c.model.conv_impl = 'auto'           # grouped convs: auto | xla | split
+  add_nf_options(c.model)
+
+  _add_data_fields(c)
+  _add_optimizer_fields(c)
+  _add_train_fields(c)
   return c
 
 

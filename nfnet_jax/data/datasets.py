@@ -35,6 +35,7 @@ from nfnet_jax.config.schema import DATASET_DEFAULTS  # pylint: disable=unused-i
 from nfnet_jax.config.schema import apply_dataset_defaults  # pylint: disable=unused-import
 from nfnet_jax.data import fashion_mnist
 from nfnet_jax.data import image_folder
+from nfnet_jax.data import imagenet
 from nfnet_jax.utils import get_dotted
 from nfnet_jax.utils import is_number
 
@@ -540,7 +541,6 @@ def validate_data_config(data_config):
     if name == 'imagenet2012':
       # Say which manual files are missing and where they belong (the
       # builder's data_dir is <root>/imagenet2012/<version>).
-      from nfnet_jax.data import imagenet  # pylint: disable=g-import-not-at-top
       root = _get(data_config, 'data_dir') or (
           os.path.dirname(os.path.dirname(d)) if d else '<data_dir>')
       manual = imagenet.default_manual_dir(str(root))

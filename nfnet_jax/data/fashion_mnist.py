@@ -93,21 +93,6 @@ def read_idx(path: str) -> np.ndarray:
   return np.frombuffer(data, dtype=dtype, count=count).reshape(shape)
 
 
-def write_idx(path: str, array: np.ndarray):
-  """Writes `array` (uint8 or int32) as an idx file (gzip if path ends .gz)."""
-  array = np.asarray(array)
-  codes = {np.dtype(np.uint8): 0x08, np.dtype(np.int8): 0x09,
-           np.dtype('>i4'): 0x0C}
-  if array.dtype == np.int32:
-    array = array.astype('>i4')
-  code = codes[array.dtype]
-  header = bytes([0, 0, code, array.ndim]) + struct.pack(
-      '>' + 'I' * array.ndim, *array.shape)
-  opener = gzip.open if path.endswith('.gz') else open
-  with opener(path, 'wb') as f:
-    f.write(header + array.tobytes())
-
-
 def split_files(data_dir: str, split: str) -> Tuple[str, str]:
   """Returns (images_path, labels_path) for 'train' or 'test'."""
   stems = FILES[split]

@@ -57,29 +57,8 @@ def _field(opt_config, name: str, defaults=None):
   return value
 
 
-def validate_optimizer_config(opt_config, total_steps: Optional[int] = None
-                             ) -> None:
-  """Checks ``config.optimizer`` before anything is traced.
-
-  Every bad field gets its own line in the error, naming
-  ``config.optimizer.<field>``, the bad value and what is allowed. Missing
-  fields take their `nfnet_jax.config.base_config` defaults.
-
-  Args:
-    opt_config: ``config.optimizer`` (ConfigDict or dict).
-    total_steps: if given (``config.train.total_steps``), also checks
-      ``warmup_steps <= total_steps`` and ``accum_steps <= total_steps``.
-
-  Raises:
-    ValueError: listing every bad field.
-  """
-  defaults = _defaults()
-  get = lambda name: _field(opt_config, name, defaults)
-  errors: List[str] = []
-
-  def bad(field, value, allowed):
-    errors.append(f'config.optimizer.{field}={value!r} is invalid: {allowed}.')
-
+def _check_sgd_and_schedule(get, bad, total_steps: Optional[int]) -> None:
+  """`validate_optimizer_config`'s checks of the optimizer and its LR schedule."""
   name = get('name')
   if name not in OPTIMIZERS:
     bad('name', name, f'expected one of {OPTIMIZERS}')
@@ -119,6 +98,9 @@ def validate_optimizer_config(opt_config, total_steps: Optional[int] = None
     bad('warmup_steps', warmup, f'must be <= config.train.total_steps '
         f'({total_steps})')
 
+
+def _check_clipping_and_regularization(get, bad, total_steps: Optional[int]) -> None:
+  """`validate_optimizer_config`'s checks of AGC, weight decay, accumulation, SAM, EMA."""
   wd = get('weight_decay')
   if wd is not None and (not is_number(wd) or not wd >= 0):
     bad('weight_decay', wd, 'expected a number >= 0 or None (2e-5 in the '
@@ -176,6 +158,33 @@ def validate_optimizer_config(opt_config, total_steps: Optional[int] = None
   if not is_number(ls) or not 0.0 <= ls < 1.0:
     bad('label_smoothing', ls, 'expected a number in [0, 1) (0.1 in the '
         'paper)')
+
+
+def validate_optimizer_config(opt_config, total_steps: Optional[int] = None
+                             ) -> None:
+  """Checks ``config.optimizer`` before anything is traced.
+
+  Every bad field gets its own line in the error, naming
+  ``config.optimizer.<field>``, the bad value and what is allowed. Missing
+  fields take their `nfnet_jax.config.base_config` defaults.
+
+  Args:
+    opt_config: ``config.optimizer`` (ConfigDict or dict).
+    total_steps: if given (``config.train.total_steps``), also checks
+      ``warmup_steps <= total_steps`` and ``accum_steps <= total_steps``.
+
+  Raises:
+    ValueError: listing every bad field.
+  """
+  defaults = _defaults()
+  get = lambda name: _field(opt_config, name, defaults)
+  errors: List[str] = []
+
+  def bad(field, value, allowed):
+    errors.append(f'config.optimizer.{field}={value!r} is invalid: {allowed}.')
+
+  _check_sgd_and_schedule(get, bad, total_steps)
+  _check_clipping_and_regularization(get, bad, total_steps)
 
   if len(errors) == 1:
     raise ConfigError(errors[0])
@@ -273,6 +282,35 @@ def _wd_mask_fn(wd_exclude):
 SAM_MODES = ('train_step', 'opaque')
 
 
+def _outer_chain(get, update_schedule) -> optax.GradientTransformation:
+  """AGC -> coupled weight decay -> SGD/Adam/AdamW at ``update_schedule``."""
+  parts = []
+  clipping = get('clipping')
+  if clipping is not None:
+    parts.append(agc_lib.adaptive_grad_clip(
+        clipping, eps=get('clip_eps'), exclude=get('clip_exclude')))
+
+  name = get('name')
+  wd = get('weight_decay') or 0.0
+  wd_mask = _wd_mask_fn(get('wd_exclude'))
+  if wd and name in ('sgd', 'adam'):
+    # Coupled L2: added to the gradient after AGC, before momentum (the
+    # official SGD_AGC order), so the decay term is never clipped.
+    parts.append(optax.add_decayed_weights(wd, mask=wd_mask))
+
+  momentum = get('momentum')
+  if name == 'sgd':
+    parts.append(optax.sgd(update_schedule, momentum=momentum or None,
+                           nesterov=bool(get('nesterov'))))
+  elif name == 'adam':
+    parts.append(optax.adam(update_schedule, b1=momentum, b2=ADAM_B2,
+                            eps=ADAM_EPS))
+  else:  # adamw: decoupled decay p -= lr * wd * p, same mask.
+    parts.append(optax.adamw(update_schedule, b1=momentum, b2=ADAM_B2,
+                             eps=ADAM_EPS, weight_decay=wd, mask=wd_mask))
+  return optax.chain(*parts)
+
+
 def build_optimizer(opt_config, batch_size: int, total_steps: int, *,
                     sam_mode: str = 'train_step'
                    ) -> Tuple[optax.GradientTransformation,
@@ -353,31 +391,7 @@ def build_optimizer(opt_config, batch_size: int, total_steps: int, *,
     step = jnp.asarray(step)
     return train_step_schedule((step // k) * k)
 
-  parts = []
-  clipping = get('clipping')
-  if clipping is not None:
-    parts.append(agc_lib.adaptive_grad_clip(
-        clipping, eps=get('clip_eps'), exclude=get('clip_exclude')))
-
-  name = get('name')
-  wd = get('weight_decay') or 0.0
-  wd_mask = _wd_mask_fn(get('wd_exclude'))
-  if wd and name in ('sgd', 'adam'):
-    # Coupled L2: added to the gradient after AGC, before momentum (the
-    # official SGD_AGC order), so the decay term is never clipped.
-    parts.append(optax.add_decayed_weights(wd, mask=wd_mask))
-
-  momentum = get('momentum')
-  if name == 'sgd':
-    parts.append(optax.sgd(update_schedule, momentum=momentum or None,
-                           nesterov=bool(get('nesterov'))))
-  elif name == 'adam':
-    parts.append(optax.adam(update_schedule, b1=momentum, b2=ADAM_B2,
-                            eps=ADAM_EPS))
-  else:  # adamw: decoupled decay p -= lr * wd * p, same mask.
-    parts.append(optax.adamw(update_schedule, b1=momentum, b2=ADAM_B2,
-                             eps=ADAM_EPS, weight_decay=wd, mask=wd_mask))
-  tx = optax.chain(*parts)
+  tx = _outer_chain(get, update_schedule)
 
   sam_rho = get('sam_rho')
   if sam_rho is not None and sam_mode == 'opaque':

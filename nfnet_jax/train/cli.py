@@ -16,6 +16,7 @@ import sys
 
 from nfnet_jax import errors
 from nfnet_jax.config import load as config_load
+from nfnet_jax.train import loop
 
 EXIT_PREEMPTED = errors.EXIT_PREEMPTED
 EXIT_BAD_CONFIG = errors.EXIT_BAD_INPUT
@@ -33,7 +34,6 @@ def run(config_spec: str, workdir: str, overrides=()) -> None:
   config = errors.exit_on_error(config_load.load_config, config_spec,
                                 overrides)
   config.lock()   # the loop reads the config; a new field would be a bug
-  from nfnet_jax.train import loop  # pylint: disable=g-import-not-at-top
   # Every anticipated failure is an errors.NFNetError: its line(s) and its
   # exit status; anything else is a bug and keeps its traceback.
   summary = errors.exit_on_error(loop.train_and_evaluate, config, workdir)

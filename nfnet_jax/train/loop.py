@@ -18,24 +18,28 @@ and the partial logging window is stored in the checkpoint's metadata, so a
 run interrupted and resumed ends with the same params and metrics as one that
 never stopped.
 """
+import json
 import os
 import time
-from typing import Any, Optional
+from typing import Any, NamedTuple, Optional
 
 import jax
 
+from nfnet_jax import data as data_lib
 from nfnet_jax import errors
+from nfnet_jax import models as models_lib
+from nfnet_jax import optim as optim_lib
+from nfnet_jax.data import inference
 from nfnet_jax.train.validate import validate_config
 from nfnet_jax.train import checkpoint as ckpt_lib
 from nfnet_jax.train import evaluator as evaluator_lib
 from nfnet_jax.train import lost_host
-from nfnet_jax.train import metrics as metrics_lib
+from nfnet_jax.train import logs
 from nfnet_jax.train import parallel as parallel_lib
 from nfnet_jax.train import preemption
+from nfnet_jax.train import profiler as profiler_lib
 from nfnet_jax.train import state as state_lib
 from nfnet_jax.train import step as step_lib
-from nfnet_jax.train import steplog
-from nfnet_jax.train import telemetry
 from nfnet_jax.train import workdir_lock
 
 PyTree = Any
@@ -77,8 +81,6 @@ def _config_json(config) -> Optional[str]:
 
 def _preprocessing_json(config) -> Optional[str]:
   """The eval preprocessing record (nfnet_jax.data.inference) saved with a checkpoint."""
-  import json  # pylint: disable=g-import-not-at-top
-  from nfnet_jax.data import inference  # pylint: disable=g-import-not-at-top
   try:
     return json.dumps(inference.from_data_config(config.data))
   except Exception:  # pylint: disable=broad-except
@@ -139,7 +141,7 @@ def use_async_checkpoints(setting: str, backend: Optional[str] = None) -> bool:
   return setting == 'on'
 
 
-def save_checkpoint(checkpointer, par, state, step, log: steplog.StepLog,
+def save_checkpoint(checkpointer, par, state, step, log: logs.StepLog,
                     wall_time_s: float, config) -> bool:
   """Writes checkpoint ``step`` with the metadata a resume needs."""
   meta = dict(log.meta(), cumulative_wall_time_s=wall_time_s,
@@ -196,7 +198,7 @@ def make_summary(*, status, step, config, final_eval, evaluator, log,
 
 def write_summary(summary: dict, evaluator, writer) -> None:
   """``<workdir>/summary.json`` and the closing lines (process 0)."""
-  metrics_lib.write_json_atomic(
+  logs.write_json_atomic(
       os.path.join(summary['workdir'], 'summary.json'), summary)
   final, best = summary['final_eval'], summary['best_eval']
   print(f'[done] final top-1 {100 * final["top1"]:.2f}% (best '
@@ -227,15 +229,12 @@ def train_and_evaluate(config, workdir: str) -> dict:
     errors.BadInputError: (a ValueError) a bad config (before anything is
       compiled), data, workdir or checkpoint; WorkdirLockedError: the
       workdir is held by another live run.
-    steplog.NonfiniteStepError: a non-finite step with
+    logs.NonfiniteStepError: a non-finite step with
       ``train.nonfinite='raise'`` (a FloatingPointError).
-    steplog.TrainingDiverged: too many consecutive non-finite steps.
+    logs.TrainingDiverged: too many consecutive non-finite steps.
     Both are errors.DivergedError (exit status 3).
   """
   t_start = time.time()
-  from nfnet_jax import data as data_lib  # pylint: disable=g-import-not-at-top
-  from nfnet_jax import models as models_lib  # pylint: disable=g-import-not-at-top
-  from nfnet_jax import optim as optim_lib  # pylint: disable=g-import-not-at-top
 
   # ---- 1. Config, devices, model, optimizer.
   par = setup_devices(config)
@@ -288,9 +287,22 @@ def prepare_workdir(workdir: str) -> str:
   return workdir
 
 
-def _train(config, workdir, par, info, model, tx, schedule, t_start) -> dict:
-  """The body of :func:`train_and_evaluate`, the workdir held."""
-  from nfnet_jax import data as data_lib  # pylint: disable=g-import-not-at-top
+class _Run(NamedTuple):
+  """What :func:`_train` works with once the state and the steps are ready."""
+  checkpointer: Any
+  writer: Any
+  evaluate: Any
+  log: Any
+  profiler: Any
+  train_step: Any
+  save: Any
+  prior_wall: float
+  start_step: int
+  state: Any
+
+
+def _set_up_run(config, workdir, par, info, model, tx, schedule, t_start) -> _Run:
+  """Sections 2-3 of :func:`_train`: the state, the steps, the logs."""
   tcfg, is_main = config.train, jax.process_index() == 0
 
   # ---- 2. State: resume, else fine-tune, else fresh.
@@ -302,7 +314,7 @@ def _train(config, workdir, par, info, model, tx, schedule, t_start) -> dict:
   init = state_lib.initial_state(model, tx, config, info.image_shape,
                                  checkpointer, log=checkpointer.log)
   step = init.start_step
-  writer = metrics_lib.MetricWriter(
+  writer = logs.MetricWriter(
       workdir, total_steps=tcfg.total_steps, start_step=step,
       images_per_step=tcfg.batch_size, enabled=is_main)
   writer.log(_describe_run(config, info, par, step))
@@ -313,17 +325,30 @@ def _train(config, workdir, par, info, model, tx, schedule, t_start) -> dict:
   evaluate = evaluator_lib.Evaluator(config, par, eval_step, writer,
                                      par.topology(),
                                      writer.rows() if is_main else ())
-  log = steplog.StepLog(tcfg, writer, init.meta, fetch=par.get_metrics,
-                        agc_log=telemetry.AGCLog.for_config(config, init.state.params))
-  profiler = telemetry.StepProfiler(
-      telemetry.parse_profile_steps(tcfg.get('profile_steps', '')),
+  log = logs.StepLog(tcfg, writer, init.meta, fetch=par.get_metrics,
+                        agc_log=logs.AGCLog.for_config(config, init.state.params))
+  profiler = profiler_lib.StepProfiler(
+      profiler_lib.parse_profile_steps(tcfg.get('profile_steps', '')),
       os.path.join(workdir, 'profile'), log=writer.log)
   prior_wall = float(init.meta.get('cumulative_wall_time_s', 0.0))
   save = lambda state, step: save_checkpoint(  # pylint: disable=g-long-lambda
       checkpointer, par, state, step, log,
       prior_wall + time.time() - t_start, config)
-  state = par.put_replicated(init.state)
-  del init
+  return _Run(checkpointer=checkpointer, writer=writer, evaluate=evaluate, log=log,
+              profiler=profiler, train_step=train_step, save=save, prior_wall=prior_wall,
+              start_step=step, state=par.put_replicated(init.state))
+
+
+def _train(config, workdir, par, info, model, tx, schedule, t_start) -> dict:
+  """The body of :func:`train_and_evaluate`, the workdir held."""
+  tcfg, is_main = config.train, jax.process_index() == 0
+
+  run = _set_up_run(config, workdir, par, info, model, tx, schedule, t_start)
+  checkpointer, writer, evaluate, log, profiler = (
+      run.checkpointer, run.writer, run.evaluate, run.log, run.profiler)
+  train_step, save, prior_wall, step, state = (
+      run.train_step, run.save, run.prior_wall, run.start_step, run.state)
+  del run
 
   # ---- 4. Train: log, evaluate and checkpoint at their boundaries.
   status, start, train_time, train_decode_errors = 'completed', step, 0.0, 0

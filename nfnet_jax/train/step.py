@@ -93,6 +93,55 @@ def step_rng(base_key_data: jnp.ndarray, step: jnp.ndarray,
   return key
 
 
+def _agc_stats_fn(optimizer: Mapping[str, Any]) -> Optional[Callable[..., dict]]:
+  """`agc.agc_telemetry` of the AGC settings (None with AGC off)."""
+  if optimizer.get('clipping') is None:
+    return None
+  return agc_lib.agc_telemetry(
+      optimizer['clipping'], eps=optimizer.get('clip_eps', 1e-3),
+      exclude=optimizer.get('clip_exclude', agc_lib.CLASSIFIER_REGEX))
+
+
+def _guarded_update(state: TrainState, finite, new_params, new_model_state, new_opt_state,
+                    new_ema) -> TrainState:
+  """The next state: the new values if ``finite``, else the old ones (counters advance)."""
+  keep = lambda new, old: jax.tree.map(  # pylint: disable=g-long-lambda
+      lambda n, o: jax.lax.select(
+          jnp.broadcast_to(finite, jnp.shape(n)), n, o), new, old)
+  nonfinite = (~finite).astype(jnp.int32)
+  return TrainState(
+      step=state.step + 1,
+      params=keep(new_params, state.params),
+      model_state=keep(new_model_state, state.model_state),
+      opt_state=keep(new_opt_state, state.opt_state),
+      ema_params=keep(new_ema, state.ema_params),
+      rng=state.rng,
+      nonfinite_total=state.nonfinite_total + nonfinite,
+      nonfinite_consecutive=(state.nonfinite_consecutive + 1) * nonfinite,
+  )
+
+
+def _step_metrics(state: TrainState, new_state: TrainState, labels, logits, loss, grad_norm,
+                  new_param_norm, finite) -> dict:
+  """The step's metrics (global: top-1 averaged over the ``'batch'`` axis)."""
+  if labels.ndim == 2:
+    hard = jnp.argmax(labels, axis=-1)
+  else:
+    hard = labels
+  top1 = jnp.mean((jnp.argmax(logits, -1) == hard).astype(jnp.float32))
+  return {
+      'loss': loss,
+      'top1': jax.lax.pmean(top1, AXIS),
+      'grad_norm': grad_norm,
+      'param_norm': jnp.where(finite, new_param_norm,
+                              optax.tree.norm(state.params)),
+      'finite': finite.astype(jnp.float32),
+      'step': state.step,
+      'nonfinite_total': new_state.nonfinite_total,
+      'nonfinite_consecutive': new_state.nonfinite_consecutive,
+  }
+
+
 def make_train_step(
     apply_fn: Callable[..., Any],
     tx: optax.GradientTransformation,
@@ -131,11 +180,7 @@ def make_train_step(
   label_smoothing = optimizer.get('label_smoothing') or 0.0
   ema_decay = optimizer.get('ema_decay')
   sam_rho = optimizer.get('sam_rho')
-  agc_stats = None
-  if agc_telemetry and optimizer.get('clipping') is not None:
-    agc_stats = agc_lib.agc_telemetry(
-        optimizer['clipping'], eps=optimizer.get('clip_eps', 1e-3),
-        exclude=optimizer.get('clip_exclude', agc_lib.CLASSIFIER_REGEX))
+  agc_stats = _agc_stats_fn(optimizer) if agc_telemetry else None
 
   def loss_fn(params, model_state, images, labels, rng):
     outputs, new_model_state = apply_fn(
@@ -186,37 +231,10 @@ def make_train_step(
     new_param_norm = optax.tree.norm(new_params)
     finite = (jnp.isfinite(loss) & jnp.isfinite(grad_norm)
               & jnp.isfinite(new_param_norm))
-    keep = lambda new, old: jax.tree.map(  # pylint: disable=g-long-lambda
-        lambda n, o: jax.lax.select(
-            jnp.broadcast_to(finite, jnp.shape(n)), n, o), new, old)
-    nonfinite = (~finite).astype(jnp.int32)
-    new_state = TrainState(
-        step=state.step + 1,
-        params=keep(new_params, state.params),
-        model_state=keep(new_model_state, state.model_state),
-        opt_state=keep(new_opt_state, state.opt_state),
-        ema_params=keep(new_ema, state.ema_params),
-        rng=state.rng,
-        nonfinite_total=state.nonfinite_total + nonfinite,
-        nonfinite_consecutive=(state.nonfinite_consecutive + 1) * nonfinite,
-    )
-
-    if labels.ndim == 2:
-      hard = jnp.argmax(labels, axis=-1)
-    else:
-      hard = labels
-    top1 = jnp.mean((jnp.argmax(logits, -1) == hard).astype(jnp.float32))
-    metrics = {
-        'loss': loss,
-        'top1': jax.lax.pmean(top1, AXIS),
-        'grad_norm': grad_norm,
-        'param_norm': jnp.where(finite, new_param_norm,
-                                optax.tree.norm(state.params)),
-        'finite': finite.astype(jnp.float32),
-        'step': state.step,
-        'nonfinite_total': new_state.nonfinite_total,
-        'nonfinite_consecutive': new_state.nonfinite_consecutive,
-    }
+    new_state = _guarded_update(state, finite, new_params, new_model_state, new_opt_state,
+                                new_ema)
+    metrics = _step_metrics(state, new_state, labels, logits, loss, grad_norm,
+                            new_param_norm, finite)
     if agc_stats is not None:
       metrics['agc'] = agc_stats(grads, state.params)
     if schedule is not None:

@@ -17,7 +17,7 @@ from nfnet_jax import optim as optim_lib
 from nfnet_jax.config import load as load_lib
 from nfnet_jax.config import schema
 from nfnet_jax.interop import timm as timm_lib
-from nfnet_jax.train.telemetry import parse_profile_steps
+from nfnet_jax.train.profiler import parse_profile_steps
 from nfnet_jax.utils import get_dotted
 from nfnet_jax.utils import is_int
 from nfnet_jax.utils import is_number

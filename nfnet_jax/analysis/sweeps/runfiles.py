@@ -8,7 +8,7 @@ The keys read are the ones the training loop writes (``summary.json``:
 import json
 from typing import Any, Dict, List, Optional
 
-from nfnet_jax.train.metrics import read_jsonl
+from nfnet_jax.train.logs import read_jsonl
 
 __all__ = ['read_json', 'read_jsonl', 'as_float', 'final_train_loss', 'final_top1',
            'train_losses', 'wall_time_s']

@@ -8,7 +8,7 @@ checkpoint's metadata (:meth:`meta` / the ``meta`` argument), so a resumed
 run logs exactly what an uninterrupted one would.
 """
 from nfnet_jax import errors
-from nfnet_jax.train import metrics as metrics_lib
+from nfnet_jax.train.logs import writer as writer_lib
 
 _WINDOW_KEYS = ('loss', 'top1', 'grad_norm', 'param_norm')
 
@@ -31,10 +31,10 @@ class StepLog:
   Args:
     train_config: ``config.train`` (nonfinite, max_consecutive_nonfinite,
       total_steps).
-    writer: the run's ``metrics.MetricWriter``.
+    writer: the run's ``logs.MetricWriter``.
     meta: the restored checkpoint's metadata ({} for a fresh run).
     fetch: device metrics -> host metrics (``Parallel.get_metrics``).
-    agc_log: a ``telemetry.AGCLog`` pooling the step's AGC statistics
+    agc_log: a ``logs.AGCLog`` pooling the step's AGC statistics
       (``metrics['agc']``) over each log window; None: no telemetry.
   """
 
@@ -112,7 +112,7 @@ class StepLog:
     steps_s, images_s = writer.rate(step)
     scalars = {}
     if self.window:
-      mean = metrics_lib.mean_of(self.window)
+      mean = writer_lib.mean_of(self.window)
       scalars = {f'train/{k}': v for k, v in mean.items()}
       scalars['train/lr'] = self.window[-1]['lr']
     scalars['train/steps_per_s'] = steps_s
@@ -132,4 +132,4 @@ class StepLog:
           f'[train] step {step}/{total}: loss {scalars["train/loss"]:.4f} '
           f'top-1 {100 * scalars["train/top1"]:.1f}% lr '
           f'{scalars["train/lr"]:.4g} | {steps_s:.2f} steps/s '
-          f'{images_s:.0f} images/s | ETA {metrics_lib.format_eta(eta)}')
+          f'{images_s:.0f} images/s | ETA {writer_lib.format_eta(eta)}')

@@ -1,4 +1,4 @@
-"""Metric outputs: progress bar, TensorBoard, ``metrics.jsonl``, ``summary.json``.
+"""Metric outputs: console/progress bar, TensorBoard, ``metrics.jsonl``, ``summary.json``.
 
 Only process 0 writes. Files in the workdir:
 

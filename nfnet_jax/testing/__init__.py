@@ -1,0 +1,1 @@
+"""Helpers for tests and benchmarks: fake data sets written to disk (`fake_data`)."""
