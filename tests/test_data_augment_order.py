@@ -23,6 +23,7 @@ from nfnet_jax.data import preprocess as pp
 from nfnet_jax.data import randaugment
 from nfnet_jax.data import sources
 from nfnet_jax.data import tail as tail_lib
+from nfnet_jax.testing import fake_data
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 N_TRAIN, BATCH, SEED = 64, 8, 4
@@ -47,9 +48,9 @@ def idx_dir(tmp_path_factory):
   rng = np.random.default_rng(3)
   for split, n in (('train', N_TRAIN), ('test', 16)):
     img_stem, lbl_stem = fashion_mnist.FILES[split]
-    fashion_mnist.write_idx(str(d / (img_stem + '.gz')),
+    fake_data.write_idx(str(d / (img_stem + '.gz')),
                             rng.integers(0, 256, (n, 28, 28), dtype=np.uint8))
-    fashion_mnist.write_idx(str(d / (lbl_stem + '.gz')),
+    fake_data.write_idx(str(d / (lbl_stem + '.gz')),
                             (np.arange(n) % 10).astype(np.uint8))
   return str(d)
 

@@ -20,7 +20,8 @@ import pytest
 
 from nfnet_jax.analysis import sweeps as sweep_lib
 
-from test_sweep import CONFIG_TEXT, FAKE_TRAIN, REPO, SWEEP_SCRIPT, _read_csv, _sweep_main
+from conftest import ROOT as REPO
+from test_sweep import CONFIG_TEXT, FAKE_TRAIN, SWEEP_SCRIPT, _read_csv, _sweep_main
 
 submitit = pytest.importorskip('submitit')
 
