@@ -12,4 +12,4 @@ if [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then
   fi
 fi
 # constraints.txt: the exact tested versions (setup.py states ranges).
-python -m pip install -q --disable-pip-version-check -e ".[test]" -c constraints.txt
+python -m pip install -q --disable-pip-version-check --root-user-action=ignore -e ".[test]" -c constraints.txt
