@@ -98,7 +98,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   if args.warmup < 0:
     p.error(f'--warmup must be >= 0, got {args.warmup}')
   # JAX and the model zoo: imported after the flags parse (--help stays fast).
-  from nfnet_jax.analysis import benchmark  # pylint: disable=g-import-not-at-top
+  benchmark = base.library('nfnet_jax.analysis.benchmark')
   cfg = config_load.exit_on_error(_config, args, overrides, benchmark)
   results = benchmark.run_benchmark(
       cfg, mode=args.mode, batch=args.batch or 8, resolution=args.resolution or 128,

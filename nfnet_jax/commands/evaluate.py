@@ -42,7 +42,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   p = parser()
   args, overrides = p.parse_with_overrides(argv)
   # JAX and orbax: imported after the flags parse (--help stays fast).
-  from nfnet_jax.train import checkpoint as ckpt_lib  # pylint: disable=g-import-not-at-top
+  ckpt_lib = base.library('nfnet_jax.train.checkpoint')
   config = None
   if args.config is not None:
     config = config_load.exit_on_error(config_load.load_config, args.config, overrides)
@@ -52,7 +52,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                 config, args.config, overrides)
   if args.max_batches is not None and args.max_batches < 1:
     p.error(f'--max_batches must be >= 1, got {args.max_batches}')
-  from nfnet_jax.analysis import evaluate as eval_lib  # pylint: disable=g-import-not-at-top
+  eval_lib = base.library('nfnet_jax.analysis.evaluate')
   result = eval_lib.evaluate(config, args.checkpoint, args.resolutions,
                              use_ema=not args.no_ema, max_batches=args.max_batches)
   out = args.out

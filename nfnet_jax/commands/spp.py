@@ -77,7 +77,7 @@ def main(argv=None):
   p = parser()
   args, pairs = p.parse_with_overrides(argv)
   # JAX and the models: imported after the flags parse (--help stays fast).
-  from nfnet_jax.analysis import spp as spp_lib  # pylint: disable=g-import-not-at-top
+  spp_lib = base.library('nfnet_jax.analysis.spp')
   overrides = {k[len('model.'):]: parse_value(v) for k, v in pairs
                if k.startswith('model.')}
   other = [(k, v) for k, v in pairs if not k.startswith('model.')]

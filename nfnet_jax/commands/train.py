@@ -31,7 +31,7 @@ def parser() -> base.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
   args, overrides = parser().parse_with_overrides(argv)
   # JAX and the training loop: imported after the flags parse (--help stays fast).
-  from nfnet_jax.train import cli  # pylint: disable=g-import-not-at-top
+  cli = base.library('nfnet_jax.train.cli')
   cli.run(args.config, args.workdir, overrides)
   return 0
 
