@@ -144,6 +144,11 @@ class ArgumentParser(argparse.ArgumentParser):
                      allow_abbrev=False, **kwargs)
     self.config_overrides = config_overrides
 
+  def add_config(self, help: str, required: bool = False) -> None:  # pylint: disable=redefined-builtin
+    """``--config FILE.py[:ARG]``: an experiment config file (every command that reads one)."""
+    self.add_argument('--config', required=required, default=None,
+                      metavar='FILE.py[:ARG]', help=help)
+
   def error(self, message):
     self.exit(EXIT_USAGE, f'{self.prog}: error: {message} (see {self.prog} --help)\n')
 

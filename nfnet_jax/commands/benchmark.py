@@ -26,8 +26,7 @@ def parser() -> base.ArgumentParser:
       '--json_out. In train mode the AGC+EMA share is measured by timing, '
       'alternately, the same step without AGC and EMA.',
       EXAMPLES, config_overrides=True)
-  p.add_argument('--config', default=None, metavar='FILE.py[:ARG]',
-                 help='experiment config file')
+  p.add_config(help='experiment config file')
   p.add_argument('--model', default=None,
                  help='model name (NFNet | NFResNet | ResNet) when no --config')
   p.add_argument('--variant', default=None,

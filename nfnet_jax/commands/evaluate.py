@@ -22,10 +22,9 @@ def parser() -> base.ArgumentParser:
       'Results are printed and written as JSON to --out (default '
       '<workdir>/eval_results.json for our workdirs, ./eval_results.json else).',
       EXAMPLES, config_overrides=True)
-  p.add_argument('--config', default=None, metavar='FILE.py[:ARG]',
-                 help='experiment config file (its data and model); default for '
-                      'our workdirs: the config saved with the checkpoint (a '
-                      '--config that contradicts it is refused)')
+  p.add_config(help='experiment config file (its data and model); default for '
+                    'our workdirs: the config saved with the checkpoint (a '
+                    '--config that contradicts it is refused)')
   p.add_argument('--checkpoint', required=True,
                  help='workdir, checkpoints/<step> dir or official F*_haiku.npz')
   p.add_argument('--resolutions', type=base.int_list, default=None, metavar='R1,R2',

@@ -50,9 +50,8 @@ def parser() -> base.ArgumentParser:
                       '--cell x --cell squares (NF-RegNets/NFNets average-pool at '
                       'transitions); data: real images')
   p.add_argument('--cell', type=int, default=32, help='cell size of --input smooth (px)')
-  p.add_argument('--config', default=None, metavar='FILE.py[:ARG]',
-                 help='experiment config: its model is plotted and its eval split '
-                      'feeds --input data')
+  p.add_config(help='experiment config: its model is plotted and its eval split '
+                    'feeds --input data')
   p.add_argument('--data_config', default=None, metavar='FILE.py[:ARG]',
                  help='config whose eval split feeds --input data (default: --config, '
                       'else configs/fashion_mnist.py of the checkout)')
