@@ -28,7 +28,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   p = parser()
   args = p.parse_args(argv)
   # JAX (through the analysis package): imported after the flags parse (--help stays fast).
-  from nfnet_jax.analysis import agc_report  # pylint: disable=g-import-not-at-top
+  agc_report = base.library('nfnet_jax.analysis.agc_report')
   for w in args.workdirs:
     if not os.path.isfile(os.path.join(w, 'metrics.jsonl')):
       p.error(f'{w} has no metrics.jsonl: give a training workdir')

@@ -13,9 +13,14 @@ feature notices, ``WARNING: All log messages before absl::InitializeLog() is
 called ...``) are written to file descriptor 2 while ``tensorflow`` is
 imported; they are dropped there, and every other line of that import
 (a real error) is written through.
+
+:func:`library` is how a command reaches the JAX/TensorFlow parts of the
+package: after its flags have parsed, so ``--help`` and flag errors stay
+fast and never import JAX or TensorFlow.
 """
 import argparse
 import contextlib
+import importlib
 import importlib.abc
 import importlib.util
 import os
@@ -139,6 +144,11 @@ class ArgumentParser(argparse.ArgumentParser):
                      allow_abbrev=False, **kwargs)
     self.config_overrides = config_overrides
 
+  def add_config(self, help: str, required: bool = False) -> None:  # pylint: disable=redefined-builtin
+    """``--config FILE.py[:ARG]``: an experiment config file (every command that reads one)."""
+    self.add_argument('--config', required=required, default=None,
+                      metavar='FILE.py[:ARG]', help=help)
+
   def error(self, message):
     self.exit(EXIT_USAGE, f'{self.prog}: error: {message} (see {self.prog} --help)\n')
 
@@ -164,6 +174,17 @@ def int_list(text: str) -> list:
   if not values or any(v < 1 for v in values):
     raise argparse.ArgumentTypeError(f'expected positive integers, got {text!r}')
   return values
+
+
+def library(module: str):
+  """The library module ``module`` (``'nfnet_jax.analysis.spp'``), imported now.
+
+  The commands' one way to the heavy parts of the package (JAX, Haiku,
+  orbax, TensorFlow): a command module imports only argparse-level modules at
+  its top and calls this after its flags parse, so ``nfnet-* --help`` and a
+  bad flag stay fast and JAX-free (tests/test_commands.py checks it).
+  """
+  return importlib.import_module(module)
 
 
 def run(main: Callable[[Optional[Sequence[str]]], Optional[int]],

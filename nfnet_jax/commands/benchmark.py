@@ -26,8 +26,7 @@ def parser() -> base.ArgumentParser:
       '--json_out. In train mode the AGC+EMA share is measured by timing, '
       'alternately, the same step without AGC and EMA.',
       EXAMPLES, config_overrides=True)
-  p.add_argument('--config', default=None, metavar='FILE.py[:ARG]',
-                 help='experiment config file')
+  p.add_config(help='experiment config file')
   p.add_argument('--model', default=None,
                  help='model name (NFNet | NFResNet | ResNet) when no --config')
   p.add_argument('--variant', default=None,
@@ -98,7 +97,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   if args.warmup < 0:
     p.error(f'--warmup must be >= 0, got {args.warmup}')
   # JAX and the model zoo: imported after the flags parse (--help stays fast).
-  from nfnet_jax.analysis import benchmark  # pylint: disable=g-import-not-at-top
+  benchmark = base.library('nfnet_jax.analysis.benchmark')
   cfg = config_load.exit_on_error(_config, args, overrides, benchmark)
   results = benchmark.run_benchmark(
       cfg, mode=args.mode, batch=args.batch or 8, resolution=args.resolution or 128,

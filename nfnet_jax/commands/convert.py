@@ -27,7 +27,7 @@ def parser() -> base.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
   args = parser().parse_args(argv)
   # JAX (through the analysis package): imported after the flags parse (--help stays fast).
-  from nfnet_jax.analysis import convert  # pylint: disable=g-import-not-at-top
+  convert = base.library('nfnet_jax.analysis.convert')
   try:
     config, params = convert.read_weights(args.source, use_ema=not args.no_ema)
     what = convert.write_weights(args.dest, params, config)

@@ -9,22 +9,13 @@ import sys
 
 from nfnet_jax.commands import base   # light: argparse and the config loader
 
+# The modules of nfnet_jax.commands; module x_y is the console script nfnet-x-y.
+MODULES = ('train', 'evaluate', 'convert', 'export', 'report', 'agc_report',
+           'prepare_data', 'show_recipe', 'model_table', 'benchmark', 'spp',
+           'predict', 'sweep')
+
 # console-script name -> module of nfnet_jax.commands
-COMMANDS = {
-    'nfnet-train': 'train',
-    'nfnet-evaluate': 'evaluate',
-    'nfnet-convert': 'convert',
-    'nfnet-export': 'export',
-    'nfnet-report': 'report',
-    'nfnet-agc-report': 'agc_report',
-    'nfnet-prepare-data': 'prepare_data',
-    'nfnet-show-recipe': 'show_recipe',
-    'nfnet-model-table': 'model_table',
-    'nfnet-benchmark': 'benchmark',
-    'nfnet-spp': 'spp',
-    'nfnet-predict': 'predict',
-    'nfnet-sweep': 'sweep',
-}
+COMMANDS = {f'nfnet-{m.replace("_", "-")}': m for m in MODULES}
 
 
 def run(module: str, argv=None) -> None:
@@ -41,16 +32,8 @@ def _entry(module):
   return entry
 
 
-train = _entry('train')
-evaluate = _entry('evaluate')
-convert = _entry('convert')
-export = _entry('export')
-report = _entry('report')
-agc_report = _entry('agc_report')
-prepare_data = _entry('prepare_data')
-show_recipe = _entry('show_recipe')
-model_table = _entry('model_table')
-benchmark = _entry('benchmark')
-spp = _entry('spp')
-predict = _entry('predict')
-sweep = _entry('sweep')
+# One entry function per command, named as its module: setup.py's
+# console_scripts point at them (nfnet-train=nfnet_jax.commands.entry:train).
+for _module in MODULES:
+  globals()[_module] = _entry(_module)
+del _module

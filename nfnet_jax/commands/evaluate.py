@@ -22,10 +22,9 @@ def parser() -> base.ArgumentParser:
       'Results are printed and written as JSON to --out (default '
       '<workdir>/eval_results.json for our workdirs, ./eval_results.json else).',
       EXAMPLES, config_overrides=True)
-  p.add_argument('--config', default=None, metavar='FILE.py[:ARG]',
-                 help='experiment config file (its data and model); default for '
-                      'our workdirs: the config saved with the checkpoint (a '
-                      '--config that contradicts it is refused)')
+  p.add_config(help='experiment config file (its data and model); default for '
+                    'our workdirs: the config saved with the checkpoint (a '
+                    '--config that contradicts it is refused)')
   p.add_argument('--checkpoint', required=True,
                  help='workdir, checkpoints/<step> dir or official F*_haiku.npz')
   p.add_argument('--resolutions', type=base.int_list, default=None, metavar='R1,R2',
@@ -42,7 +41,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   p = parser()
   args, overrides = p.parse_with_overrides(argv)
   # JAX and orbax: imported after the flags parse (--help stays fast).
-  from nfnet_jax.train import checkpoint as ckpt_lib  # pylint: disable=g-import-not-at-top
+  ckpt_lib = base.library('nfnet_jax.train.checkpoint')
   config = None
   if args.config is not None:
     config = config_load.exit_on_error(config_load.load_config, args.config, overrides)
@@ -52,7 +51,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                 config, args.config, overrides)
   if args.max_batches is not None and args.max_batches < 1:
     p.error(f'--max_batches must be >= 1, got {args.max_batches}')
-  from nfnet_jax.analysis import evaluate as eval_lib  # pylint: disable=g-import-not-at-top
+  eval_lib = base.library('nfnet_jax.analysis.evaluate')
   result = eval_lib.evaluate(config, args.checkpoint, args.resolutions,
                              use_ema=not args.no_ema, max_batches=args.max_batches)
   out = args.out

@@ -48,7 +48,7 @@ def main(argv=None) -> int:
           f'--channels positive', file=sys.stderr)
     return base.EXIT_USAGE
   # JAX, the models and jax2tf: imported after the flags parse (--help stays fast).
-  from nfnet_jax.analysis import export_bundle  # pylint: disable=g-import-not-at-top
+  export_bundle = base.library('nfnet_jax.analysis.export_bundle')
   try:
     config, folded, fconfig, num_classes = export_bundle.load_folded(
         args.source, args.image_size, args.channels, args.model, use_ema=not args.no_ema)

@@ -33,7 +33,7 @@ def main(argv=None):
   p = parser()
   args = p.parse_args(argv)
   # JAX and every model: imported after the flags parse (--help stays fast).
-  from nfnet_jax.analysis import zoo  # pylint: disable=g-import-not-at-top
+  zoo = base.library('nfnet_jax.analysis.zoo')
 
   if args.from_json:
     with open(args.from_json) as f:

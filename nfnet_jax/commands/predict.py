@@ -37,7 +37,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   if args.top < 1 or args.batch < 1:
     p.error('--top and --batch must be >= 1')
   # JAX, PIL and the models: imported after the flags parse (--help stays fast).
-  from nfnet_jax.analysis import predict as predict_lib  # pylint: disable=g-import-not-at-top
+  predict_lib = base.library('nfnet_jax.analysis.predict')
   try:
     paths = predict_lib.list_images(args.images)
     results = predict_lib.predict(args.source, paths, args.top, args.batch, use_ema=not args.no_ema)

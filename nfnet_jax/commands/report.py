@@ -41,7 +41,7 @@ def parser() -> base.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
   args = parser().parse_args(argv)
   # JAX (through the analysis package): imported after the flags parse (--help stays fast).
-  from nfnet_jax.analysis import report as report_lib  # pylint: disable=g-import-not-at-top
+  report_lib = base.library('nfnet_jax.analysis.report')
   try:
     out = report_lib.write_report(args.workdir, args.out, collect=args.collect, title=args.title,
                                   baselines=args.baseline, line=args.line, x_scale=args.x_scale,

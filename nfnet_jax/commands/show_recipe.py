@@ -23,8 +23,7 @@ def parser() -> base.ArgumentParser:
       'the value of DeepMind\'s official experiment file for the same model where '
       'one exists, and whether they agree (nfnet_jax/recipes.py). Exit status 2 '
       'for a bad config or override.', EXAMPLES, config_overrides=True)
-  p.add_argument('--config', default=None, metavar='FILE.py[:ARG]',
-                 help='experiment config file (also accepted as the one positional argument)')
+  p.add_config(help='experiment config file (also accepted as the one positional argument)')
   p.add_argument('config_arg', nargs='?', default=None, metavar='CONFIG',
                  help=argparse.SUPPRESS)
   return p

@@ -50,9 +50,8 @@ def parser() -> base.ArgumentParser:
                       '--cell x --cell squares (NF-RegNets/NFNets average-pool at '
                       'transitions); data: real images')
   p.add_argument('--cell', type=int, default=32, help='cell size of --input smooth (px)')
-  p.add_argument('--config', default=None, metavar='FILE.py[:ARG]',
-                 help='experiment config: its model is plotted and its eval split '
-                      'feeds --input data')
+  p.add_config(help='experiment config: its model is plotted and its eval split '
+                    'feeds --input data')
   p.add_argument('--data_config', default=None, metavar='FILE.py[:ARG]',
                  help='config whose eval split feeds --input data (default: --config, '
                       'else configs/fashion_mnist.py of the checkout)')
@@ -77,7 +76,7 @@ def main(argv=None):
   p = parser()
   args, pairs = p.parse_with_overrides(argv)
   # JAX and the models: imported after the flags parse (--help stays fast).
-  from nfnet_jax.analysis import spp as spp_lib  # pylint: disable=g-import-not-at-top
+  spp_lib = base.library('nfnet_jax.analysis.spp')
   overrides = {k[len('model.'):]: parse_value(v) for k, v in pairs
                if k.startswith('model.')}
   other = [(k, v) for k, v in pairs if not k.startswith('model.')]

@@ -1,6 +1,7 @@
 """nfnet-sweep: a grid of training runs, locally, in this process or as a SLURM array."""
 from typing import Optional, Sequence
 
+from nfnet_jax.analysis.sweeps import flags   # light: argparse only (--help stays JAX-free)
 from nfnet_jax.commands import base
 
 EXAMPLES = (
@@ -25,14 +26,14 @@ DESCRIPTION = (
 
 
 def parser() -> base.ArgumentParser:
-  # JAX (through the analysis package): imported after the flags parse (--help stays fast).
-  from nfnet_jax.analysis.sweeps import cli  # pylint: disable=g-import-not-at-top
   p = base.ArgumentParser('nfnet-sweep', DESCRIPTION, EXAMPLES, config_overrides=True)
-  cli.add_arguments(p)
+  flags.add_arguments(p)
   return p
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+  p = parser()
+  p.parse_known_args(argv)   # --help and missing or bad flags: answered before JAX loads
   # JAX (through the analysis package): imported after the flags parse (--help stays fast).
-  from nfnet_jax.analysis.sweeps import cli  # pylint: disable=g-import-not-at-top
-  return cli.main(argv, parser=parser())
+  cli = base.library('nfnet_jax.analysis.sweeps.cli')
+  return cli.main(argv, parser=p)

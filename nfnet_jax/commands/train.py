@@ -20,8 +20,7 @@ def parser() -> base.ArgumentParser:
       '3 diverged, 75 a lost process of a multi-host job (relaunch), 143 '
       'stopped by SIGTERM after a checkpoint (re-run to continue).',
       EXAMPLES, config_overrides=True)
-  p.add_argument('--config', required=True, metavar='FILE.py[:ARG]',
-                 help='experiment config file, e.g. configs/nfnet.py:F0')
+  p.add_config(help='experiment config file, e.g. configs/nfnet.py:F0', required=True)
   p.add_argument('--workdir', required=True,
                  help='checkpoints, TensorBoard logs, metrics.jsonl and '
                       'summary.json go here; an existing one is resumed')
@@ -31,7 +30,7 @@ def parser() -> base.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
   args, overrides = parser().parse_with_overrides(argv)
   # JAX and the training loop: imported after the flags parse (--help stays fast).
-  from nfnet_jax.train import cli  # pylint: disable=g-import-not-at-top
+  cli = base.library('nfnet_jax.train.cli')
   cli.run(args.config, args.workdir, overrides)
   return 0
 

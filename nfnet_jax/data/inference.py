@@ -102,6 +102,9 @@ def preprocess(images: Sequence[np.ndarray], rec: Mapping[str, Any]) -> np.ndarr
   Grey images become RGB (and back) as the record's source channels say; the
   rest is the eval pipeline's per-example preprocessing.
   """
+  # Lazy: TensorFlow (preprocess imports it at its top) only when images are
+  # preprocessed; checkpoints, exports and the GPU image (no TensorFlow) read
+  # and write the record through this module without it.
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from nfnet_jax.data import preprocess as pp  # pylint: disable=g-import-not-at-top
   size, _, out_c = rec['input_size']

@@ -32,6 +32,7 @@ import time
 from typing import Callable, Optional
 
 from nfnet_jax import errors
+from nfnet_jax.utils.atomic import atomic_write
 
 DEFAULT_TIMEOUT_S = 30.0
 HOSTS_DIR = 'hosts'
@@ -132,10 +133,7 @@ class PeerWatch:
     info = {'process': self.index, 'host': socket.gethostname(),
             'pid': os.getpid(), 'beat': self._beat, 'time': time.time(),
             'done': done}
-    tmp = self._path(self.index) + f'.tmp{os.getpid()}'
-    with open(tmp, 'w') as f:
-      json.dump(info, f)
-    os.replace(tmp, self._path(self.index))
+    atomic_write(self._path(self.index), lambda f: json.dump(info, f), binary=False)
 
   def _silent_peers(self) -> list[int]:
     now = time.monotonic()

@@ -30,6 +30,7 @@ import uuid
 from typing import Callable, Optional
 
 from nfnet_jax import errors
+from nfnet_jax.utils.atomic import atomic_write
 
 LOCK_NAME = 'train.lock'
 DEFAULT_STALE_AFTER_S = 300.0
@@ -126,10 +127,7 @@ class WorkdirLock:
 
   def _write(self):
     self.info['heartbeat'] = time.time()
-    tmp = f'{self.path}.{self.info["token"]}'
-    with open(tmp, 'w') as f:
-      json.dump(self.info, f)
-    os.replace(tmp, self.path)
+    atomic_write(self.path, lambda f: json.dump(self.info, f), binary=False)
 
   def _beat(self, interval_s: float):
     while not self._stop.wait(interval_s):

@@ -21,44 +21,69 @@ status recorded) is reused, not re-run; an unfinished one resumes from its
 checkpoints. :func:`collect_results` reads each run's files into one row
 with its outcome (:mod:`.outcomes`, the vocabulary reports share),
 :func:`write_results_csv` writes ``W/results.csv`` and :func:`plot_heatmap`
-draws ``W/heatmap.png``; the command line is :mod:`.cli`.
-"""
-from nfnet_jax.analysis.sweeps.grid import Overrides
-from nfnet_jax.analysis.sweeps.grid import expand_grid
-from nfnet_jax.analysis.sweeps.grid import format_value
-from nfnet_jax.analysis.sweeps.grid import parse_sweep_flag
-from nfnet_jax.analysis.sweeps.grid import parse_value
-from nfnet_jax.analysis.sweeps.grid import run_name
-from nfnet_jax.analysis.sweeps.grid import swept_keys
-from nfnet_jax.analysis.sweeps.hooks import repeat_axis
-from nfnet_jax.analysis.sweeps.hooks import sweep_from_config
-from nfnet_jax.analysis.sweeps.outcomes import OUTCOMES
-from nfnet_jax.analysis.sweeps.outcomes import RUN_RECORD
-from nfnet_jax.analysis.sweeps.outcomes import classify_run
-from nfnet_jax.analysis.sweeps.outcomes import is_finished
-from nfnet_jax.analysis.sweeps.outcomes import last_error_line
-from nfnet_jax.analysis.sweeps.runfiles import final_top1
-from nfnet_jax.analysis.sweeps.runfiles import final_train_loss
-from nfnet_jax.analysis.sweeps.runfiles import read_json
-from nfnet_jax.analysis.sweeps.runfiles import train_losses
-from nfnet_jax.analysis.sweeps.results import RESULT_COLUMNS
-from nfnet_jax.analysis.sweeps.results import collect_results
-from nfnet_jax.analysis.sweeps.results import results_markdown
-from nfnet_jax.analysis.sweeps.results import write_results_csv
-from nfnet_jax.analysis.sweeps.plots import heatmap_axes
-from nfnet_jax.analysis.sweeps.plots import plot_heatmap
-from nfnet_jax.analysis.sweeps.plots import write_agc_reports
-from nfnet_jax.analysis.sweeps.runner import build_command
-from nfnet_jax.analysis.sweeps.runner import shell_join
-from nfnet_jax.analysis.sweeps.local import print_commands
-from nfnet_jax.analysis.sweeps.local import run_sweep
-from nfnet_jax.analysis.sweeps.inproc import run_sweep_inproc
-from nfnet_jax.analysis.sweeps.slurm import SUBMITIT_FLAGS
-from nfnet_jax.analysis.sweeps.slurm import TrainJob
-from nfnet_jax.analysis.sweeps.slurm import import_submitit
-from nfnet_jax.analysis.sweeps.slurm import make_executor
-from nfnet_jax.analysis.sweeps.slurm import run_sweep_submitit
-from nfnet_jax.analysis.sweeps.slurm import still_queued
-from nfnet_jax.analysis.sweeps.slurm import submitit_parameters
+draws ``W/heatmap.png``; the command line is :mod:`.cli` (its flags:
+:mod:`.flags`).
 
-LAUNCHERS = ('local', 'inproc', 'submitit', 'print')
+The names below are looked up lazily (PEP 562 module ``__getattr__``):
+importing this package, or its light :mod:`.flags` (``nfnet-sweep --help``),
+loads neither JAX nor matplotlib; ``sweeps.collect_results`` imports
+:mod:`.results` on first use.
+"""
+import importlib
+
+from nfnet_jax.analysis.sweeps.flags import LAUNCHERS
+
+# public name -> the submodule that defines it
+_EXPORTS = {
+    'Overrides': 'grid',
+    'expand_grid': 'grid',
+    'format_value': 'grid',
+    'parse_sweep_flag': 'grid',
+    'parse_value': 'grid',
+    'run_name': 'grid',
+    'swept_keys': 'grid',
+    'repeat_axis': 'hooks',
+    'sweep_from_config': 'hooks',
+    'OUTCOMES': 'outcomes',
+    'RUN_RECORD': 'outcomes',
+    'classify_run': 'outcomes',
+    'is_finished': 'outcomes',
+    'last_error_line': 'outcomes',
+    'final_top1': 'runfiles',
+    'final_train_loss': 'runfiles',
+    'read_json': 'runfiles',
+    'train_losses': 'runfiles',
+    'RESULT_COLUMNS': 'results',
+    'collect_results': 'results',
+    'results_markdown': 'results',
+    'write_results_csv': 'results',
+    'heatmap_axes': 'plots',
+    'plot_heatmap': 'plots',
+    'write_agc_reports': 'plots',
+    'build_command': 'runner',
+    'shell_join': 'runner',
+    'print_commands': 'local',
+    'run_sweep': 'local',
+    'run_sweep_inproc': 'inproc',
+    'SUBMITIT_FLAGS': 'slurm',
+    'TrainJob': 'slurm',
+    'import_submitit': 'slurm',
+    'make_executor': 'slurm',
+    'run_sweep_submitit': 'slurm',
+    'still_queued': 'slurm',
+    'submitit_parameters': 'slurm',
+}
+
+__all__ = ['LAUNCHERS', *_EXPORTS]
+
+
+def __getattr__(name):
+  if name not in _EXPORTS:
+    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
+  value = getattr(importlib.import_module(f'{__name__}.{_EXPORTS[name]}'), name)
+  globals()[name] = value   # later look-ups skip this function
+  return value
+
+
+def __dir__():
+  return sorted(set(globals()) | set(_EXPORTS))

@@ -11,38 +11,10 @@ from ``nfnet_jax.train.checkpoint``):
 * ``config_diff.py`` and ``trained_config.py``: the config a checkpoint was
   trained with, and a ``--config`` checked against it.
 
-Layout: ``<workdir>/checkpoints/<step>/`` written by an
-``orbax.checkpoint.CheckpointManager``. Orbax writes every checkpoint into a
-temporary directory (``<step>.orbax-checkpoint-tmp-*``) and renames it only
-when complete, so a process killed mid-save leaves no directory that looks
-finished; such leftovers are never listed (and are cleaned up at start-up).
-
-The state is stored as a flat mapping ``{'000000': leaf, ...}`` plus JSON
-metadata holding each leaf's tree path, shape and dtype. Restoring checks
-the paths and shapes against the state the current config builds, so a
-checkpoint of another model fails with a clear message instead of a cryptic
-tree mismatch (and optax's NamedTuple states need no orbax support).
-
-Readers without a template (evaluation, fine-tuning, conversion) use
-:func:`load_train_checkpoint`, which rebuilds the ``params`` /
-``ema_params`` / ``model_state`` sub-trees from the stored paths, so they need
-neither the optimizer nor the train-state class.
-
-If the newest checkpoint cannot be read (truncated, corrupt, half-copied),
-the error is reported, the directory is moved to
-``<workdir>/corrupt_checkpoints/`` (kept for inspection, out of orbax's way)
-and the previous checkpoint is used.
-
-Asynchronous saves (``async_save=True``, the default on accelerators): orbax
-writes in background threads and ``save`` returns at once, so training
-continues while a checkpoint is written. The state handed over is a host
-copy made for the save, so later steps cannot change it. ``wait()`` blocks
-until the save in flight is complete; the next ``save`` and ``close`` wait
-too, and the loop waits after the SIGTERM and the final save. A save that
-fails (disk full, permission denied, ...), in the foreground or in the
-background, raises :class:`CheckpointSaveError` at the next of these points,
-with one line naming the checkpoint path, the error and the last good
-checkpoint.
+The checkpoint layout (``<workdir>/checkpoints/<step>/``, orbax's atomic
+rename), the stored format (a flat leaf mapping plus path/shape/dtype
+metadata), the recovery from a corrupt newest checkpoint and asynchronous
+saves are described once, in ``manager.py``'s docstring.
 """
 
 from nfnet_jax.train.checkpoint.config_diff import RUN_ONLY_FIELDS

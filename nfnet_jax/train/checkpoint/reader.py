@@ -5,9 +5,10 @@
 neither the optimizer nor the train-state class.
 """
 import ast
+import contextlib
 import os
 import re
-from typing import Any, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 import numpy as np
 
@@ -75,6 +76,31 @@ def find_checkpoint_dir(path: str) -> tuple[str, Optional[int]]:
   return path, None
 
 
+@contextlib.contextmanager
+def open_checkpoints(path: str, label: str
+                     ) -> Iterator[tuple[Checkpointer, str, Optional[int]]]:
+  """A read-only :class:`Checkpointer` of the checkpoints ``path`` names, closed after.
+
+  Args:
+    path: a workdir, its ``checkpoints/`` dir or a ``checkpoints/<step>`` dir.
+    label: how error messages name ``path`` (``"--checkpoint 'W'"``).
+
+  Yields:
+    ``(reader, checkpoints dir, the step path names or None)``.
+
+  Raises:
+    errors.NotFoundError: no such directory.
+  """
+  ckpt_dir, named_step = find_checkpoint_dir(path)
+  if not os.path.isdir(ckpt_dir):
+    raise errors.NotFoundError(f'{label}: no such directory')
+  reader = Checkpointer(ckpt_dir, read_only=True)
+  try:
+    yield reader, ckpt_dir, named_step
+  finally:
+    reader.close()
+
+
 TREES = ('params', 'ema_params', 'model_state')
 
 
@@ -96,11 +122,7 @@ def load_train_checkpoint(path: str, step: Optional[int] = None
     FileNotFoundError: no finished checkpoint (or no such step) at ``path``.
     ValueError: the checkpoint holds no params.
   """
-  ckpt_dir, named_step = find_checkpoint_dir(path)
-  if not os.path.isdir(ckpt_dir):
-    raise errors.NotFoundError(f'--checkpoint {path!r}: no such directory')
-  reader = Checkpointer(ckpt_dir, read_only=True)
-  try:
+  with open_checkpoints(path, f'--checkpoint {path!r}') as (reader, ckpt_dir, named_step):
     steps = reader.steps()
     if not steps:
       raise errors.NotFoundError(
@@ -120,8 +142,6 @@ def load_train_checkpoint(path: str, step: Optional[int] = None
           f'unreadable ({describe_read_error(e)})',
           hint=(f'older checkpoints: {older}; name one as {ckpt_dir}/<step>'
                 if older else None)) from None
-  finally:
-    reader.close()
   paths = list(flat)
   leaves = [flat[p] for p in paths]
   trees = {}

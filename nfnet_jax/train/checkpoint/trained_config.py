@@ -10,8 +10,7 @@ from nfnet_jax.config import load as config_load
 from nfnet_jax.train.checkpoint.config_diff import tuplify
 from nfnet_jax.train.checkpoint.config_diff import config_differences
 from nfnet_jax.train.checkpoint.failures import describe_read_error
-from nfnet_jax.train.checkpoint.manager import Checkpointer
-from nfnet_jax.train.checkpoint.reader import find_checkpoint_dir
+from nfnet_jax.train.checkpoint.reader import open_checkpoints
 
 
 def read_meta(path: str, step: Optional[int] = None) -> tuple[dict, int]:
@@ -25,11 +24,7 @@ def read_meta(path: str, step: Optional[int] = None) -> tuple[dict, int]:
     errors.NotFoundError: no finished checkpoint there.
     errors.WeightsError: its metadata cannot be read.
   """
-  ckpt_dir, named_step = find_checkpoint_dir(path)
-  if not os.path.isdir(ckpt_dir):
-    raise errors.NotFoundError(f'{path!r}: no such directory')
-  reader = Checkpointer(ckpt_dir, read_only=True)
-  try:
+  with open_checkpoints(path, repr(path)) as (reader, ckpt_dir, named_step):
     steps = reader.steps()
     if step is None:
       step = named_step if named_step is not None else (
@@ -45,8 +40,6 @@ def read_meta(path: str, step: Optional[int] = None) -> tuple[dict, int]:
       raise errors.WeightsError(
           f'checkpoint {ckpt_dir}/{step}: metadata unreadable '
           f'({describe_read_error(e)})') from None
-  finally:
-    reader.close()
   return dict(meta), step
 
 

@@ -19,6 +19,8 @@ from typing import Any, Iterable, Optional
 import jax
 import numpy as np
 
+from nfnet_jax.utils.atomic import atomic_write
+
 try:
   import tqdm as _tqdm  # pylint: disable=g-import-not-at-top
 except ImportError:  # pragma: no cover
@@ -56,11 +58,10 @@ def read_jsonl(path: str) -> list[dict]:
 
 def write_json_atomic(path: str, obj: Any) -> None:
   """Writes JSON via a temporary file and a rename (never half a file)."""
-  tmp = path + '.tmp'
-  with open(tmp, 'w') as f:
+  def write(f):
     json.dump(obj, f, indent=2, sort_keys=True)
     f.write('\n')
-  os.replace(tmp, path)
+  atomic_write(path, write, binary=False)
 
 
 class MetricWriter:
@@ -119,11 +120,8 @@ class MetricWriter:
       return
     rows = [r for r in read_jsonl(self.jsonl_path)
             if int(r.get('step', 0)) <= step]
-    tmp = self.jsonl_path + '.tmp'
-    with open(tmp, 'w') as f:
-      for r in rows:
-        f.write(json.dumps(r, sort_keys=True) + '\n')
-    os.replace(tmp, self.jsonl_path)
+    atomic_write(self.jsonl_path, lambda f: f.writelines(
+        json.dumps(r, sort_keys=True) + '\n' for r in rows), binary=False)
 
   def rows(self) -> list[dict]:
     return read_jsonl(self.jsonl_path)
