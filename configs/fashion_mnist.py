@@ -16,6 +16,12 @@ Variants (``get_config(arg)``, comma-separated):
              (train top-1 93.1%);
   wide       the quickstart recipe at width 1.0 (1.2M parameters) for 28
              epochs: measured 93.43% test top-1 (best 93.51%) in 51 min;
+  best       the recipe for the 60-minute budget (issue 25): `wide`'s network
+             (the fastest per parameter on this CPU: 696 img/s at 48 px vs
+             483 at 28 px with the small stem, 474 at depth 2, 412 at width
+             1.5) for 44 epochs with weight decay 1e-4, eval every 4 epochs
+             and train top-1 on 12,000 training images at the end; result and
+             curve in docs/results/fashion_mnist_best/;
   local/tiny a few steps of a tiny model (smoke test, ~1 minute).
 
 Data: Debian's ``dataset-fashion-mnist`` idx files in
@@ -39,10 +45,10 @@ def _steps(epochs: float, batch: int) -> int:
 def get_config(arg: str = '') -> ml_collections.ConfigDict:
   """The Fashion-MNIST config; ``arg`` picks a variant (see module doc)."""
   opts = [a.strip() for a in (arg or '').split(',') if a.strip()]
-  unknown = set(opts) - {'long', 'wide', 'local', 'tiny', 'quick'}
+  unknown = set(opts) - {'long', 'wide', 'best', 'local', 'tiny', 'quick'}
   if unknown:
     raise ValueError(f'configs/fashion_mnist.py: unknown variant(s) '
-                     f'{sorted(unknown)}; allowed: long, wide, local (tiny), quick')
+                     f'{sorted(unknown)}; allowed: long, wide, best, local (tiny), quick')
   c = base_lib.base_config()
   c.seed = 0
 
@@ -128,6 +134,20 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
     c.optimizer.warmup_steps = _steps(1, batch)
     c.train.eval_every = _steps(4, batch)
     c.train.checkpoint_every = _steps(2, batch)
+
+  if 'best' in opts:
+    # Measured in the first 150 steps of the training loop (batch 256,
+    # quiet machine): 3.4 steps/s, so 44 epochs (10,313 steps) take ~51 min
+    # and the evals, compile and start-up fit in the remaining 9.
+    c.model.width = 1.0
+    c.model.stem_width = 32
+    epochs = 44
+    c.train.total_steps = _steps(epochs, batch)
+    c.optimizer.warmup_steps = _steps(1, batch)
+    c.optimizer.weight_decay = 1e-4
+    c.data.train_eval_split = 'train[:20%]'
+    c.train.eval_every = _steps(4, batch)
+    c.train.checkpoint_every = _steps(2.5, batch)
 
   if 'local' in opts or 'tiny' in opts:
     c.data.image_size = 32

@@ -24,10 +24,16 @@ Exit statuses (also in docs/fault_tolerance.md):
 75 is ``EX_TEMPFAIL`` of BSD's sysexits.h ("try again later"), distinct
 from 2 and 3 so a scheduler can requeue on it.
 
-This module imports nothing of the package (every layer may raise these).
+The root class, :class:`NFNetError`, and the config layer's ``ConfigError``
+(a bad-input failure, exit status 2) are defined in the bottom layer,
+``nfnet_jax.config.load``, which imports nothing of the package; this module
+is the one above it that every other layer imports.
 """
 import sys
-from typing import Callable, Optional, TypeVar
+from typing import Callable, TypeVar
+
+from nfnet_jax.config.load import ConfigError  # re-exported
+from nfnet_jax.config.load import NFNetError  # re-exported
 
 EXIT_OK = 0
 EXIT_BAD_INPUT = 2
@@ -38,25 +44,6 @@ EXIT_PREEMPTED = 143
 T = TypeVar('T')
 
 
-class NFNetError(Exception):
-  """An anticipated failure: one line of message, an exit status, a hint.
-
-  Attributes:
-    exit_code: the command line's exit status for this failure.
-    hint: an optional second line (what to do), or None.
-  """
-  exit_code = 1
-
-  def __init__(self, message: str, hint: Optional[str] = None):
-    super().__init__(message)
-    self.hint = hint
-
-  def lines(self) -> list[str]:
-    """``['error: ...']`` plus ``'hint: ...'`` when there is one."""
-    out = [f'error: {self}']
-    if self.hint:
-      out.append(f'hint: {self.hint}')
-    return out
 
 
 class BadInputError(NFNetError, ValueError):

@@ -85,6 +85,31 @@ def test_wheel_installs_every_command_and_help_works_outside_the_checkout(instal
 
 
 @pytest.mark.parametrize('module', sorted(set(entry.COMMANDS.values())))
+def test_help_is_the_module_docstring(module):
+  """--help = the module docstring: its summary's command name, description and examples."""
+  import importlib  # pylint: disable=g-import-not-at-top
+  mod = importlib.import_module(f'nfnet_jax.commands.{module}')
+  p = mod.parser()
+  prog = mod.__doc__.split(':', 1)[0]
+  assert p.prog == prog and prog.startswith('nfnet-')
+  text = p.format_help()
+  described = ' '.join(mod.__doc__.split('\n\n')[1].split())
+  assert ' '.join(p.description.split()) == described
+  examples = text.split('examples:\n', 1)[1].splitlines()
+  assert examples and all(e.startswith(f'  {prog}') for e in examples if e.strip()
+                          and not e.startswith('--config.')), examples
+
+
+def test_help_from_a_docstring_without_a_command_name_is_refused():
+  with pytest.raises(ValueError, match='nfnet-NAME: summary'):
+    base.ArgumentParser.from_doc('Trains a model.\n\nMore text.')
+  p = base.ArgumentParser.from_doc('nfnet-x: does y.\n\nLong  text\nhere.\n\n'
+                                   'Examples:\n  nfnet-x --a 1\n  nfnet-x --b\n')
+  assert (p.prog, p.description) == ('nfnet-x', 'Long text here.')
+  assert p.epilog == 'examples:\n  nfnet-x --a 1\n  nfnet-x --b'
+
+
+@pytest.mark.parametrize('module', sorted(set(entry.COMMANDS.values())))
 def test_unknown_flag_is_one_line_and_exit_2(module, capsys):
   import importlib  # pylint: disable=g-import-not-at-top
   main = importlib.import_module(f'nfnet_jax.commands.{module}').main

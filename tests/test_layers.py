@@ -1,24 +1,30 @@
-"""Dependencies point one way: errors/utils -> config -> nn -> models -> optim/data/... -> train -> analysis -> commands.
+"""Dependencies point one way: config/utils -> errors -> nn -> models -> optim/data/... -> train -> analysis -> commands.
 
 Every ``nfnet_jax`` import of every module of the package (function-level
 imports too, ``recipes.py`` and the other top-level modules included) is read
 with ``ast``. A module may import its own part and the layers below;
-``config`` (schema, loading, overrides) imports nothing of the package but
-the leaves ``errors`` and ``utils``; validation that spans the parts lives
-above them (``train/validate.py``). The graph of parts has no cycle, and
+``config`` (schema, loading, overrides) and the small checks in ``utils``
+import nothing of the package; ``errors`` imports only ``config`` (where the
+root error class lives); validation that spans the parts lives above them
+(``train/validate.py``). The graph of parts has no cycle, and
 imports inside functions are few and counted.
 """
 import ast
 import os
 
+import pytest
+
+from nfnet_jax import errors
+from nfnet_jax.config import load
+
 from conftest import ROOT
 PACKAGE = os.path.join(ROOT, 'nfnet_jax')
 
-LAYER = {'errors': 0, 'utils': 0, 'config': 1, 'nn': 2, 'models': 3,
+LAYER = {'config': 0, 'utils': 0, 'errors': 1, 'nn': 2, 'models': 3,
          'optim': 4, 'data': 4, 'pretrained': 4, 'interop': 4, 'export': 4,
          'train': 5, 'analysis': 6, 'recipes': 6, 'testing': 6,
          'console': 7, 'commands': 7}
-CONFIG_MAY_IMPORT = {'config', 'errors', 'utils'}
+
 # Imports of package modules inside functions (to keep a command's --help
 # fast or to reach a heavy part lazily). The issue's goal is 10; this is
 # where the count stands: lower it with each move, never raise it.
@@ -85,7 +91,7 @@ def test_no_module_imports_a_higher_layer():
     if top not in LAYER:
       continue
     for dep in _imports(path):
-      ok = dep in CONFIG_MAY_IMPORT if top == 'config' else LAYER[dep] <= LAYER[top]
+      ok = LAYER[dep] <= LAYER[top]
       if not ok:
         bad.append(f'{os.path.relpath(path, ROOT)} imports nfnet_jax.{dep}')
   assert not bad, bad
@@ -97,8 +103,8 @@ def test_config_and_the_leaves_import_nothing_above_them():
     if top in ('config', 'errors', 'utils'):
       seen[os.path.relpath(path, ROOT)] = _imports(path) - {top}
   assert len(seen) >= 5
-  assert all(deps <= {'errors', 'utils'} for deps in seen.values()), seen
-  assert all(not deps for p, deps in seen.items() if not p.startswith('nfnet_jax/config')), seen
+  assert all(not deps for p, deps in seen.items() if not p.endswith('errors.py')), seen
+  assert seen['nfnet_jax/errors.py'] == {'config'}, seen
 
 
 def test_parts_form_no_cycle():
@@ -162,3 +168,19 @@ def test_train_does_not_import_analysis():
   train = [p for top, p in _modules() if top == 'train']
   assert len(train) >= 8   # the checker sees the package
   assert all('analysis' not in _imports(p) for p in train)
+
+
+def test_config_error_is_a_typed_bad_input_failure(capsys):
+  """config/ defines the root error without importing errors.py: the exit statuses agree."""
+  assert errors.NFNetError is load.NFNetError and errors.ConfigError is load.ConfigError
+  assert load.EXIT_BAD_CONFIG == errors.EXIT_BAD_INPUT == 2
+  err = load.ConfigError('config.model.widht: no such field', hint='did you mean model.width?')
+  assert isinstance(err, errors.NFNetError) and isinstance(err, ValueError)
+
+  def bad():
+    raise err
+  with pytest.raises(SystemExit) as e:
+    errors.exit_on_error(bad)
+  assert e.value.code == 2
+  assert capsys.readouterr().err.splitlines() == [
+      'error: config.model.widht: no such field', 'hint: did you mean model.width?']

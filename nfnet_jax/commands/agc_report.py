@@ -1,23 +1,23 @@
-"""nfnet-agc-report: where and how hard AGC clipped during a run."""
+"""nfnet-agc-report: where and how hard AGC clipped during a run.
+
+Draws, for training workdirs whose runs had AGC and its telemetry on
+(config.train.agc_telemetry, the default), the fraction of clipped units by
+layer depth x training step and the distribution of ||G_i|| / max(||W_i||,
+eps) per layer against lambda; several workdirs are drawn one under the
+other. Writes WORKDIR/agc_report.png (or --out).
+
+Examples:
+  nfnet-agc-report workdirs/quickstart
+  nfnet-agc-report W/clipping=0.01 W/clipping=0.16 --out agc_telemetry.png
+"""
 import os
 from typing import Optional, Sequence
 
 from nfnet_jax.commands import base
 
-EXAMPLES = (
-    'nfnet-agc-report workdirs/quickstart',
-    'nfnet-agc-report W/clipping=0.01 W/clipping=0.16 --out agc_telemetry.png',
-)
-
 
 def parser() -> base.ArgumentParser:
-  p = base.ArgumentParser(
-      'nfnet-agc-report',
-      'Draws, for training workdirs whose runs had AGC and its telemetry on '
-      '(config.train.agc_telemetry, the default), the fraction of clipped units '
-      'by layer depth x training step and the distribution of ||G_i|| / '
-      'max(||W_i||, eps) per layer against lambda; several workdirs are drawn one '
-      'under the other. Writes WORKDIR/agc_report.png (or --out).', EXAMPLES)
+  p = base.ArgumentParser.from_doc(__doc__)
   p.add_argument('workdirs', nargs='+', help='training workdirs (holding metrics.jsonl)')
   p.add_argument('--out', default=None, help='image path (default WORKDIR/agc_report.png)')
   p.add_argument('--title', default=None)

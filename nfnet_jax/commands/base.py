@@ -144,6 +144,28 @@ class ArgumentParser(argparse.ArgumentParser):
                      allow_abbrev=False, **kwargs)
     self.config_overrides = config_overrides
 
+  @classmethod
+  def from_doc(cls, doc: str, config_overrides: bool = False) -> 'ArgumentParser':
+    """The parser of a command whose module docstring is its --help.
+
+    Args:
+      doc: ``"prog: summary"`` on the first line, then the description's
+        paragraphs, then (optionally) ``Examples:`` and one indented command
+        per line.
+      config_overrides: whether ``--config.a.b=value`` flags are accepted.
+
+    Raises:
+      ValueError: a docstring without the ``prog:`` first line.
+    """
+    head, _, body = doc.strip().partition('\n')
+    prog, colon, _ = head.partition(':')
+    if not colon or not prog.startswith('nfnet-'):
+      raise ValueError(f'a command docstring starts "nfnet-NAME: summary", not {head!r}')
+    text, _, examples = body.partition('\nExamples:\n')
+    return cls(prog, ' '.join(text.split()),
+               [line.strip() for line in examples.splitlines() if line.strip()],
+               config_overrides=config_overrides)
+
   def add_config(self, help: str, required: bool = False) -> None:  # pylint: disable=redefined-builtin
     """``--config FILE.py[:ARG]``: an experiment config file (every command that reads one)."""
     self.add_argument('--config', required=required, default=None,

@@ -1,31 +1,29 @@
-"""nfnet-benchmark: times a model's train step, eval step or input pipeline."""
+"""nfnet-benchmark: times a model's train step, eval step or input pipeline.
+
+Times the training loop's own steps (nfnet_jax/train/step.py) on one device,
+or the input pipeline. One line per measurement (median / min / max ms per
+step, images/s, compile time, XLA FLOPs per step, achieved GFLOP/s and % of
+a measured f32 matmul peak, XLA's peak-memory estimate and the RSS growth),
+plus one JSON record per measurement appended to --json_out. In train mode
+the AGC+EMA share is measured by timing, alternately, the same step without
+AGC and EMA.
+
+Examples:
+  nfnet-benchmark --config configs/nfnet.py:F0 --batch 8 --resolution 128
+  nfnet-benchmark --model NFNet --variant F0 --mode eval --batch 8 --resolution 256
+  nfnet-benchmark --model NFResNet --variant ResNet50 --batch 8 --resolution 128 --dtype bfloat16 --json_out /tmp/bench.jsonl
+  nfnet-benchmark --config configs/nfnet.py:F0 --mode data --steps 20 --config.data.data_dir=/data/tfds
+"""
 import json
 from typing import Optional, Sequence
 
+from nfnet_jax import errors
 from nfnet_jax.commands import base
 from nfnet_jax.config import load as config_load
 
-EXAMPLES = (
-    'nfnet-benchmark --config configs/nfnet.py:F0 --batch 8 --resolution 128',
-    'nfnet-benchmark --model NFNet --variant F0 --mode eval --batch 8 --resolution 256',
-    'nfnet-benchmark --model NFResNet --variant ResNet50 --batch 8 --resolution 128 '
-    '--dtype bfloat16 --json_out /tmp/bench.jsonl',
-    'nfnet-benchmark --config configs/nfnet.py:F0 --mode data --steps 20 '
-    '--config.data.data_dir=/data/tfds',
-)
-
 
 def parser() -> base.ArgumentParser:
-  p = base.ArgumentParser(
-      'nfnet-benchmark',
-      'Times the training loop\'s own steps (nfnet_jax/train/step.py) on one '
-      'device, or the input pipeline. One line per measurement (median / min / '
-      'max ms per step, images/s, compile time, XLA FLOPs per step, achieved '
-      'GFLOP/s and % of a measured f32 matmul peak, XLA\'s peak-memory estimate '
-      'and the RSS growth), plus one JSON record per measurement appended to '
-      '--json_out. In train mode the AGC+EMA share is measured by timing, '
-      'alternately, the same step without AGC and EMA.',
-      EXAMPLES, config_overrides=True)
+  p = base.ArgumentParser.from_doc(__doc__, config_overrides=True)
   p.add_config(help='experiment config file')
   p.add_argument('--model', default=None,
                  help='model name (NFNet | NFResNet | ResNet) when no --config')
@@ -98,7 +96,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.error(f'--warmup must be >= 0, got {args.warmup}')
   # JAX and the model zoo: imported after the flags parse (--help stays fast).
   benchmark = base.library('nfnet_jax.analysis.benchmark')
-  cfg = config_load.exit_on_error(_config, args, overrides, benchmark)
+  cfg = errors.exit_on_error(_config, args, overrides, benchmark)
   results = benchmark.run_benchmark(
       cfg, mode=args.mode, batch=args.batch or 8, resolution=args.resolution or 128,
       synthetic=args.synthetic, num_classes=args.num_classes, steps=args.steps,

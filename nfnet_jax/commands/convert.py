@@ -1,23 +1,22 @@
-"""nfnet-convert: weights between DeepMind .npz, our checkpoints and timm files."""
+"""nfnet-convert: weights between DeepMind .npz, our checkpoints and timm files.
+
+Converts weights. Specs (nfnet_jax/analysis/convert.py): timm:NAME=PATH,
+official:PATH (or a .npz/.pkl path), ckpt:DIR (or a directory; EMA params
+unless --no_ema). Bad input: one line on stderr, exit status 2.
+
+Examples:
+  nfnet-convert --from timm:dm_nfnet_f0=dm_nfnet_f0.safetensors --to f0.npz
+  nfnet-convert --from F0_haiku.npz --to timm:dm_nfnet_f0=dm_nfnet_f0.pth
+  nfnet-convert --from ckpt:workdirs/run --to timm:nf_resnet50=run.safetensors
+"""
 import sys
 from typing import Optional, Sequence
 
 from nfnet_jax.commands import base
 
-EXAMPLES = (
-    'nfnet-convert --from timm:dm_nfnet_f0=dm_nfnet_f0.safetensors --to f0.npz',
-    'nfnet-convert --from F0_haiku.npz --to timm:dm_nfnet_f0=dm_nfnet_f0.pth',
-    'nfnet-convert --from ckpt:workdirs/run --to timm:nf_resnet50=run.safetensors',
-)
-
 
 def parser() -> base.ArgumentParser:
-  p = base.ArgumentParser(
-      'nfnet-convert',
-      'Converts weights. Specs (nfnet_jax/analysis/convert.py): timm:NAME=PATH, '
-      'official:PATH (or a .npz/.pkl path), ckpt:DIR (or a directory; EMA params '
-      'unless --no_ema). Bad input: one line on stderr, exit status 2.',
-      EXAMPLES)
+  p = base.ArgumentParser.from_doc(__doc__)
   p.add_argument('--from', dest='source', required=True, help='weight source spec')
   p.add_argument('--to', dest='dest', required=True, help='destination spec')
   p.add_argument('--no_ema', action='store_true', help='ckpt sources: raw params, not EMA')

@@ -1,4 +1,15 @@
-"""nfnet-evaluate: top-1, top-5 and loss of a checkpoint at one or several resolutions."""
+"""nfnet-evaluate: top-1, top-5 and loss of a checkpoint at one or several resolutions.
+
+Evaluates a checkpoint on the eval split of an experiment config: one of our
+workdirs (its newest checkpoint; EMA params when present), a
+checkpoints/<step> directory or an official DeepMind F*_haiku.npz. Results
+are printed and written as JSON to --out (default
+<workdir>/eval_results.json for our workdirs, ./eval_results.json else).
+
+Examples:
+  nfnet-evaluate --config configs/fashion_mnist.py --checkpoint workdirs/quickstart
+  nfnet-evaluate --config configs/nfnet.py:F0 --checkpoint F0_haiku.npz --resolutions 224,256,320 --config.data.data_dir=/data/tfds
+"""
 import os
 from typing import Optional, Sequence
 
@@ -6,22 +17,9 @@ from nfnet_jax import errors
 from nfnet_jax.commands import base
 from nfnet_jax.config import load as config_load
 
-EXAMPLES = (
-    'nfnet-evaluate --config configs/fashion_mnist.py --checkpoint workdirs/quickstart',
-    'nfnet-evaluate --config configs/nfnet.py:F0 --checkpoint F0_haiku.npz '
-    '--resolutions 224,256,320 --config.data.data_dir=/data/tfds',
-)
-
 
 def parser() -> base.ArgumentParser:
-  p = base.ArgumentParser(
-      'nfnet-evaluate',
-      'Evaluates a checkpoint on the eval split of an experiment config: one of '
-      'our workdirs (its newest checkpoint; EMA params when present), a '
-      'checkpoints/<step> directory or an official DeepMind F*_haiku.npz. '
-      'Results are printed and written as JSON to --out (default '
-      '<workdir>/eval_results.json for our workdirs, ./eval_results.json else).',
-      EXAMPLES, config_overrides=True)
+  p = base.ArgumentParser.from_doc(__doc__, config_overrides=True)
   p.add_config(help='experiment config file (its data and model); default for '
                     'our workdirs: the config saved with the checkpoint (a '
                     '--config that contradicts it is refused)')
@@ -44,7 +42,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   ckpt_lib = base.library('nfnet_jax.train.checkpoint')
   config = None
   if args.config is not None:
-    config = config_load.exit_on_error(config_load.load_config, args.config, overrides)
+    config = errors.exit_on_error(config_load.load_config, args.config, overrides)
   if not os.path.exists(args.checkpoint):
     p.error(f'--checkpoint {args.checkpoint!r} does not exist')
   config = errors.exit_on_error(ckpt_lib.config_for_checkpoint, args.checkpoint,

@@ -1,31 +1,29 @@
-"""nfnet-export: folded-WS inference params, a jax.export artifact, a SavedModel."""
+"""nfnet-export: folded-WS inference params, a jax.export artifact, a SavedModel.
+
+Exports a model for inference. Writes to --out: params_folded.npz (weight
+standardization and gains folded into the kernels, official-format pickle),
+model.json (the folded model config, classes, input shape), model.stablehlo
+(jax.export; load with nfnet_jax.export.load_stablehlo(path).call(images))
+and saved_model/ (a TensorFlow SavedModel through jax2tf, signature
+serving_default: images -> logits). --model JSON gives the model config when
+the source holds none. Bad input: one line on stderr, exit status 2.
+
+Examples:
+  nfnet-export --from timm:dm_nfnet_f0=dm_nfnet_f0.safetensors --image_size 256 --out exported/f0
+  nfnet-export --from F0_haiku.npz --image_size 256 --out exported/f0 --formats stablehlo
+  nfnet-export --from ckpt:workdirs/quickstart --image_size 48 --channels 1 --out exported/quickstart
+"""
 import json
 import sys
 
 from nfnet_jax.commands import base
 
-EXAMPLES = (
-    'nfnet-export --from timm:dm_nfnet_f0=dm_nfnet_f0.safetensors --image_size 256 '
-    '--out exported/f0',
-    'nfnet-export --from F0_haiku.npz --image_size 256 --out exported/f0 --formats stablehlo',
-    'nfnet-export --from ckpt:workdirs/quickstart --image_size 48 --channels 1 '
-    '--out exported/quickstart',
-)
 
 FORMATS = ('stablehlo', 'savedmodel')
 
 
 def parser() -> base.ArgumentParser:
-  p = base.ArgumentParser(
-      'nfnet-export',
-      'Exports a model for inference. Writes to --out: params_folded.npz (weight '
-      'standardization and gains folded into the kernels, official-format '
-      'pickle), model.json (the folded model config, classes, input shape), '
-      'model.stablehlo (jax.export; load with '
-      'nfnet_jax.export.load_stablehlo(path).call(images)) and saved_model/ (a '
-      'TensorFlow SavedModel through jax2tf, signature serving_default: images '
-      '-> logits). --model JSON gives the model config when the source holds '
-      'none. Bad input: one line on stderr, exit status 2.', EXAMPLES)
+  p = base.ArgumentParser.from_doc(__doc__)
   p.add_argument('--from', dest='source', required=True,
                       help='timm:NAME=PATH, official:PATH (.npz) or ckpt:WORKDIR')
   p.add_argument('--out', required=True, help='output directory')

@@ -1,22 +1,27 @@
-"""nfnet-model-table: params and FLOPs of every registered model and variant."""
+"""nfnet-model-table: params and FLOPs of every registered model and variant.
+
+Columns: parameters (1000 classes), the reference implementation's count
+where one was measured (DeepMind's code for NF-RegNets, timm for the light
+NFNets), XLA's cost-analysis FLOPs of one eval forward at the variant's test
+resolution with batch 1 (measured; a multiply-add is 2 FLOPs), the official
+`count_flops` multiply-adds (counted from the built modules by the official
+rule; the papers call these "FLOPs"), and the NFNet paper's published FLOPs
+and top-1. Conventions are explained in nfnet_jax/analysis/zoo.py.
+
+Examples:
+  nfnet-model-table                       # Markdown to stdout
+  nfnet-model-table --out docs/model_table.md --json docs/figures/zoo.json --plot docs/figures/flops_vs_top1.png
+  nfnet-model-table --models NFRegNet --lowered   # fast: no XLA compile
+"""
 import json
 import sys
 import time
 
 from nfnet_jax.commands import base
 
-DESCRIPTION = ('Columns: ' 'parameters (1000 classes), the reference implementation\'s count where one was measured (DeepMind\'s code for NF-RegNets, timm for the light NFNets), XLA\'s cost-analysis FLOPs of one eval forward at the variant\'s test resolution with batch 1 (measured; a multiply-add is 2 FLOPs), the official `count_flops` multiply-adds (counted from the built modules by the official rule; the papers call these "FLOPs"), and the NFNet paper\'s published FLOPs and top-1. Conventions are explained in nfnet_jax/analysis/zoo.py.')
-
-EXAMPLES = (
-    'nfnet-model-table                       # Markdown to stdout',
-    'nfnet-model-table --out docs/model_table.md --json docs/figures/zoo.json '
-    '--plot docs/figures/flops_vs_top1.png',
-    'nfnet-model-table --models NFRegNet --lowered   # fast: no XLA compile',
-)
-
 
 def parser() -> base.ArgumentParser:
-  p = base.ArgumentParser('nfnet-model-table', DESCRIPTION, EXAMPLES)
+  p = base.ArgumentParser.from_doc(__doc__)
   p.add_argument('--models', default=None,
                  help='comma-separated registry names or name:variant to keep (default: all)')
   p.add_argument('--lowered', action='store_true',

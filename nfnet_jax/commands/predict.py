@@ -1,27 +1,27 @@
-"""nfnet-predict: top-5 labels with probabilities for image files or folders."""
+"""nfnet-predict: top-5 labels with probabilities for image files or folders.
+
+Classifies images with a trained model, preprocessing them as the model was
+evaluated (the record saved with a checkpoint, the official NFNet eval for
+F*_haiku.npz, timm's pretrained_cfg for timm files, model.json of an nfnet-
+export directory). --from is a training workdir (ckpt:DIR), an official
+.npz, timm:NAME=PATH or an export directory. Prints the top labels and
+probabilities of each image.
+
+Examples:
+  nfnet-predict --from workdirs/quickstart shirt.png boots/
+  nfnet-predict --from F0_haiku.npz cat.jpg
+  nfnet-predict --from timm:dm_nfnet_f0=dm_nfnet_f0.safetensors cat.jpg --top 3
+  nfnet-predict --from exported/quickstart images/ --json_out predictions.json
+"""
 import json
 import sys
 from typing import Optional, Sequence
 
 from nfnet_jax.commands import base
 
-EXAMPLES = (
-    'nfnet-predict --from workdirs/quickstart shirt.png boots/',
-    'nfnet-predict --from F0_haiku.npz cat.jpg',
-    'nfnet-predict --from timm:dm_nfnet_f0=dm_nfnet_f0.safetensors cat.jpg --top 3',
-    'nfnet-predict --from exported/quickstart images/ --json_out predictions.json',
-)
-
 
 def parser() -> base.ArgumentParser:
-  p = base.ArgumentParser(
-      'nfnet-predict',
-      'Classifies images with a trained model, preprocessing them as the model '
-      'was evaluated (the record saved with a checkpoint, the official NFNet eval '
-      'for F*_haiku.npz, timm\'s pretrained_cfg for timm files, model.json of an '
-      'nfnet-export directory). --from is a training workdir (ckpt:DIR), an '
-      'official .npz, timm:NAME=PATH or an export directory. Prints the top '
-      'labels and probabilities of each image.', EXAMPLES)
+  p = base.ArgumentParser.from_doc(__doc__)
   p.add_argument('--from', dest='source', required=True, help='weights (see above)')
   p.add_argument('images', nargs='+', help='image files or folders of images')
   p.add_argument('--top', type=int, default=5, help='labels per image')

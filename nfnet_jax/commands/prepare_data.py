@@ -1,4 +1,16 @@
-"""nfnet-prepare-data: prepares a data set (ImageNet from its tars, or a check)."""
+"""nfnet-prepare-data: prepares a data set (ImageNet from its tars, or a check).
+
+imagenet2012: checks for ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar
+in --manual_dir (default DATA_DIR/downloads/manual), lists any that are
+missing and where they belong, then runs the tfds preparation with progress
+bars (partial tars holding a few classes work). fashion_mnist: checks the
+idx files (no preparation needed). Other names: tfds download_and_prepare
+(network). Exit status 1 when files are missing.
+
+Examples:
+  nfnet-prepare-data --dataset imagenet2012 --data_dir /data/tfds --manual_dir /data/tars
+  nfnet-prepare-data --dataset fashion_mnist
+"""
 import sys
 from typing import Optional, Sequence
 
@@ -6,23 +18,9 @@ from nfnet_jax.commands import base
 from nfnet_jax.data import fashion_mnist
 from nfnet_jax.data import imagenet
 
-EXAMPLES = (
-    'nfnet-prepare-data --dataset imagenet2012 --data_dir /data/tfds '
-    '--manual_dir /data/tars',
-    'nfnet-prepare-data --dataset fashion_mnist',
-)
-
 
 def parser() -> base.ArgumentParser:
-  p = base.ArgumentParser(
-      'nfnet-prepare-data',
-      'imagenet2012: checks for ILSVRC2012_img_train.tar and '
-      'ILSVRC2012_img_val.tar in --manual_dir (default '
-      'DATA_DIR/downloads/manual), lists any that are missing and where they '
-      'belong, then runs the tfds preparation with progress bars (partial tars '
-      'holding a few classes work). fashion_mnist: checks the idx files (no '
-      'preparation needed). Other names: tfds download_and_prepare (network). '
-      'Exit status 1 when files are missing.', EXAMPLES)
+  p = base.ArgumentParser.from_doc(__doc__)
   p.add_argument('--dataset', default='imagenet2012')
   p.add_argument('--data_dir', default=None,
                  help='tfds data_dir (imagenet2012/other) or idx folder (fashion_mnist)')

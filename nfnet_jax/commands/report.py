@@ -1,25 +1,25 @@
-"""nfnet-report: a finished sweep's report, a Markdown table and a PNG."""
+"""nfnet-report: a finished sweep's report, a Markdown table and a PNG.
+
+Reads SWEEP_WORKDIR/results.csv (written by nfnet-sweep; with --collect, or
+when it is missing, it is first rebuilt from the runs' files), groups runs
+that differ only in their seed, and writes PREFIX.md (mean +- std of the
+final eval top-1 and train loss, n, and how many runs finished, diverged,
+failed or are missing) and PREFIX.png (bars with error bars, one dot per
+seed). PREFIX defaults to SWEEP_WORKDIR/report.
+
+Examples:
+  nfnet-report workdirs/alpha_clipping
+  nfnet-report SWEEP_WORKDIR --out docs/studies/normalizers --collect
+  nfnet-report docs/studies/results/regularization --baseline 'model=ResNet (batchnorm)'
+"""
 import sys
 from typing import Optional, Sequence
 
 from nfnet_jax.commands import base
 
-EXAMPLES = (
-    'nfnet-report workdirs/alpha_clipping',
-    'nfnet-report SWEEP_WORKDIR --out docs/studies/normalizers --collect',
-    "nfnet-report docs/studies/results/regularization --baseline 'model=ResNet (batchnorm)'",
-)
-
 
 def parser() -> base.ArgumentParser:
-  p = base.ArgumentParser(
-      'nfnet-report',
-      'Reads SWEEP_WORKDIR/results.csv (written by nfnet-sweep; with --collect, '
-      'or when it is missing, it is first rebuilt from the runs\' files), groups '
-      'runs that differ only in their seed, and writes PREFIX.md (mean +- std of '
-      'the final eval top-1 and train loss, n, and how many runs finished, '
-      'diverged, failed or are missing) and PREFIX.png (bars with error bars, one '
-      'dot per seed). PREFIX defaults to SWEEP_WORKDIR/report.', EXAMPLES)
+  p = base.ArgumentParser.from_doc(__doc__)
   p.add_argument('workdir', help='the sweep workdir (nfnet-sweep --workdir)')
   p.add_argument('--out', default=None,
                  help='output prefix: writes PREFIX.md and PREFIX.png (default WORKDIR/report)')

@@ -1,4 +1,17 @@
-"""nfnet-show-recipe: the recipe a config resolves to, next to the official one."""
+"""nfnet-show-recipe: the recipe a config resolves to, next to the official one.
+
+Prints a Markdown table (docs/recipes.md's F0 table is this output): batch,
+steps, warm-up, LR, weight decay and its mask, AGC and its exclusions, EMA,
+label smoothing, augmentation and compute dtype as ours, the value of
+DeepMind's official experiment file for the same model where one exists, and
+whether they agree (nfnet_jax/recipes.py). Exit status 2 for a bad config or
+override.
+
+Examples:
+  nfnet-show-recipe --config configs/nfnet.py:F0
+  nfnet-show-recipe --config configs/nf_resnet.py:50,baseline
+  nfnet-show-recipe --config configs/nfnet.py:F1 --config.train.batch_size=1024
+"""
 import argparse
 import sys
 from typing import Optional, Sequence
@@ -7,22 +20,9 @@ from nfnet_jax import recipes
 from nfnet_jax.commands import base
 from nfnet_jax.config import load
 
-EXAMPLES = (
-    'nfnet-show-recipe --config configs/nfnet.py:F0',
-    'nfnet-show-recipe --config configs/nf_resnet.py:50,baseline',
-    'nfnet-show-recipe --config configs/nfnet.py:F1 --config.train.batch_size=1024',
-)
-
 
 def parser() -> base.ArgumentParser:
-  p = base.ArgumentParser(
-      'nfnet-show-recipe',
-      'Prints a Markdown table (docs/recipes.md\'s F0 table is this output): '
-      'batch, steps, warm-up, LR, weight decay and its mask, AGC and its '
-      'exclusions, EMA, label smoothing, augmentation and compute dtype as ours, '
-      'the value of DeepMind\'s official experiment file for the same model where '
-      'one exists, and whether they agree (nfnet_jax/recipes.py). Exit status 2 '
-      'for a bad config or override.', EXAMPLES, config_overrides=True)
+  p = base.ArgumentParser.from_doc(__doc__, config_overrides=True)
   p.add_config(help='experiment config file (also accepted as the one positional argument)')
   p.add_argument('config_arg', nargs='?', default=None, metavar='CONFIG',
                  help=argparse.SUPPRESS)

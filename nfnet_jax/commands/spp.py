@@ -1,7 +1,30 @@
-"""nfnet-spp: signal propagation plots of models at initialization or trained."""
+"""nfnet-spp: signal propagation plots of models at initialization or trained.
+
+Signal propagation plots (per-block average squared channel mean, average
+channel variance and residual-branch variance) of models at initialization,
+or of a trained model. Model specs are short names
+(nfnet_jax/analysis/spp.py: MODEL_SPECS and the patterns nf_resnetD,
+bn_resnetD_{bn_relu_conv,relu_bn_conv}, gn_resnetD, wsgn_resnetD,
+resnetD_plain, fixup_resnetD, nfnet_fN, nfnet_l0, eca_nfnet_lN,
+nf_regnet_bN) with optional overrides "name:key=val;key=val". --config FILE
+adds the model of an experiment config (the only model unless --models is
+given) and is the data of --input data. --config.model.k=v applies to every
+model that has the field; other --config.a.b=v overrides go to the config.
+Every SkipInit gain is set to --skip_gain (default 1; "none" keeps the init
+value 0). With --checkpoint, the trained model of a workdir or of an
+official-format file is plotted with its trained skip gains. Writes
+OUT/spp.csv, OUT/spp.json and OUT/spp.png.
+
+Examples:
+  nfnet-spp --out docs/figures --resolution 224 --batch 16   # the paper's comparison
+  nfnet-spp --models nf_resnet101,bn_resnet101_bn_relu_conv --out /tmp/spp --config.model.alpha=0.4
+  nfnet-spp --config configs/fashion_mnist.py --input data --batch 16 --out /tmp/spp_fm
+  nfnet-spp --checkpoint workdirs/quickstart --overlay_init --out /tmp/spp_trained
+"""
 import os
 import time
 
+from nfnet_jax import errors
 from nfnet_jax.commands import base
 from nfnet_jax.config import load as config_load
 from nfnet_jax.config.load import parse_value
@@ -12,32 +35,9 @@ DEFAULT_DATA_CONFIG = os.path.join(
     os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
     'configs', 'fashion_mnist.py')
 
-EXAMPLES = (
-    'nfnet-spp --out docs/figures --resolution 224 --batch 16   # the paper\'s comparison',
-    'nfnet-spp --models nf_resnet101,bn_resnet101_bn_relu_conv --out /tmp/spp '
-    '--config.model.alpha=0.4',
-    'nfnet-spp --config configs/fashion_mnist.py --input data --batch 16 --out /tmp/spp_fm',
-    'nfnet-spp --checkpoint workdirs/quickstart --overlay_init --out /tmp/spp_trained',
-)
-
-DESCRIPTION = (
-    'Signal propagation plots (per-block average squared channel mean, average '
-    'channel variance and residual-branch variance) of models at initialization, '
-    'or of a trained model. Model specs are short names (nfnet_jax/analysis/spp.py: '
-    'MODEL_SPECS and the patterns nf_resnetD, bn_resnetD_{bn_relu_conv,relu_bn_conv}, '
-    'gn_resnetD, wsgn_resnetD, resnetD_plain, fixup_resnetD, nfnet_fN, nfnet_l0, '
-    'eca_nfnet_lN, nf_regnet_bN) with optional overrides "name:key=val;key=val". '
-    '--config FILE adds the model of an experiment config (the only model unless '
-    '--models is given) and is the data of --input data. --config.model.k=v applies '
-    'to every model that has the field; other --config.a.b=v overrides go to the '
-    'config. Every SkipInit gain is set to --skip_gain (default 1; "none" keeps the '
-    'init value 0). With --checkpoint, the trained model of a workdir or of an '
-    'official-format file is plotted with its trained skip gains. Writes OUT/spp.csv, '
-    'OUT/spp.json and OUT/spp.png.')
-
 
 def parser() -> base.ArgumentParser:
-  p = base.ArgumentParser('nfnet-spp', DESCRIPTION, EXAMPLES, config_overrides=True)
+  p = base.ArgumentParser.from_doc(__doc__, config_overrides=True)
   p.add_argument('--models', default=None,
                  help='comma-separated model specs (default without --config: the '
                       "paper's four ResNet-50s, nfnet_jax/analysis/spp.py DEFAULT_MODELS)")
@@ -84,7 +84,7 @@ def main(argv=None):
   # overridden); a separate data config takes the non-model ones. They are
   # checked even when the input is Gaussian, so a misspelled field is never
   # silently ignored.
-  exp_cfg = (config_load.exit_on_error(config_load.load_config, args.config, pairs)
+  exp_cfg = (errors.exit_on_error(config_load.load_config, args.config, pairs)
              if args.config else None)
   data_spec = args.data_config or (None if args.config else DEFAULT_DATA_CONFIG)
   data_cfg = exp_cfg
@@ -94,7 +94,7 @@ def main(argv=None):
       if other or args.input == 'data':
         p.error('--input data and --config.a.b=v overrides need --config or --data_config')
     else:
-      data_cfg = config_load.exit_on_error(config_load.load_config, data_spec, other)
+      data_cfg = errors.exit_on_error(config_load.load_config, data_spec, other)
   skip_gain = parse_value(args.skip_gain)
   if skip_gain is not None and not isinstance(skip_gain, (int, float)):
     p.error(f'--skip_gain must be a number or "none", got {args.skip_gain!r}')
@@ -111,7 +111,7 @@ def main(argv=None):
     configs = {n: spp_lib.apply_overrides(spp_lib.resolve_spec(n), overrides) for n in names}
   except ValueError as e:
     p.error(str(e))
-  config_load.exit_on_error(spp_lib.check_model_overrides,
+  errors.exit_on_error(spp_lib.check_model_overrides,
                             [spp_lib.resolve_spec(n) for n in names], overrides)
   if exp_cfg is not None:   # its overrides were applied (and checked) by load_config
     configs[args.config] = exp_cfg.model.to_dict()
@@ -157,7 +157,7 @@ def _trained(p, args, overrides, skip_gain, data_cfg, spp_lib):
             "checkpoint's)")
   model_cfg = None
   if args.model_config:
-    model_cfg = config_load.exit_on_error(config_load.load_config,
+    model_cfg = errors.exit_on_error(config_load.load_config,
                                           args.model_config).model.to_dict()
   if not os.path.exists(args.checkpoint):
     p.error(f'--checkpoint {args.checkpoint}: no such file or directory')

@@ -1,25 +1,23 @@
-"""nfnet-train: trains and evaluates a config; resumes an existing workdir."""
+"""nfnet-train: trains and evaluates a config; resumes an existing workdir.
+
+Trains and evaluates the model of an experiment config. Re-running the same
+command resumes from the workdir's newest checkpoint. Exit status: 0
+completed, 2 bad input, a workdir in use or a failed checkpoint save, 3
+diverged, 75 a lost process of a multi-host job (relaunch), 143 stopped by
+SIGTERM after a checkpoint (re-run to continue).
+
+Examples:
+  nfnet-train --config configs/fashion_mnist.py:local --workdir /tmp/fmnist
+  nfnet-train --config configs/nfnet.py:F0 --workdir /ckpt/f0 --config.data.data_dir=/data/tfds --config.optimizer.clipping=0.02
+"""
 from typing import Optional, Sequence
 
 from nfnet_jax.commands import base
 from nfnet_jax.commands import entry
 
-EXAMPLES = (
-    'nfnet-train --config configs/fashion_mnist.py:local --workdir /tmp/fmnist',
-    'nfnet-train --config configs/nfnet.py:F0 --workdir /ckpt/f0 '
-    '--config.data.data_dir=/data/tfds --config.optimizer.clipping=0.02',
-)
-
 
 def parser() -> base.ArgumentParser:
-  p = base.ArgumentParser(
-      'nfnet-train',
-      'Trains and evaluates the model of an experiment config. Re-running the '
-      'same command resumes from the workdir\'s newest checkpoint. Exit status: '
-      '0 completed, 2 bad input, a workdir in use or a failed checkpoint save, '
-      '3 diverged, 75 a lost process of a multi-host job (relaunch), 143 '
-      'stopped by SIGTERM after a checkpoint (re-run to continue).',
-      EXAMPLES, config_overrides=True)
+  p = base.ArgumentParser.from_doc(__doc__, config_overrides=True)
   p.add_config(help='experiment config file, e.g. configs/nfnet.py:F0', required=True)
   p.add_argument('--workdir', required=True,
                  help='checkpoints, TensorBoard logs, metrics.jsonl and '

@@ -7,7 +7,11 @@ accept the same overrides, including fields whose default is None
 (``--config.data.data_dir=/data/tfds``) and setting a field to None
 (``--config.optimizer.clipping=None``). A field that does not exist is one
 :class:`ConfigError` naming it and the closest valid field; command lines turn
-it into one line on stderr and exit status 2 (:func:`exit_on_error`).
+it into one line on stderr and exit status 2 (``errors.exit_on_error``).
+
+``config/`` is the bottom layer and imports nothing of the package, so the
+root of the package's typed errors, :class:`NFNetError`, is defined here;
+``nfnet_jax.errors`` (one layer up) re-exports it and derives the others.
 """
 import ast
 import contextlib
@@ -18,16 +22,35 @@ import re
 import sys
 from typing import Any, Iterable, Optional, Sequence
 
-# The one package module config/ imports: typed errors, which import nothing.
-from nfnet_jax import errors
-
-EXIT_BAD_CONFIG = errors.EXIT_BAD_INPUT
+EXIT_BAD_CONFIG = 2   # errors.EXIT_BAD_INPUT (a test checks they agree)
 NONE_WORDS = ('none', 'null')
 OVERRIDE_PREFIX = '--config.'
 
 
-class ConfigError(errors.BadInputError):
+class NFNetError(Exception):
+  """An anticipated failure: one line of message, an exit status, a hint.
+
+  The root of the package's typed errors (``nfnet_jax.errors`` documents the
+  exit statuses and derives the others from it).
+
+  Attributes:
+    exit_code: the command line's exit status for this failure.
+    hint: an optional second line (what to do), or None.
+  """
+  exit_code = 1
+
+  def __init__(self, message: str, hint: Optional[str] = None):
+    super().__init__(message)
+    self.hint = hint
+
+  def lines(self) -> list[str]:
+    """``['error: ...']`` plus ``'hint: ...'`` when there is one."""
+    return [f'error: {self}'] + ([f'hint: {self.hint}'] if self.hint else [])
+
+
+class ConfigError(NFNetError, ValueError):
   """A bad config file, field or override value (one line, names the field)."""
+  exit_code = EXIT_BAD_CONFIG
 
 
 # ---------------------------------------------------------------------------
@@ -253,21 +276,3 @@ def split_overrides(argv: Sequence[str]) -> tuple[list[str], list[tuple[str, str
     else:
       rest.append(a)
   return rest, overrides
-
-
-def run_absl(main, argv: Optional[Sequence[str]] = None) -> None:
-  """``absl.app.run`` for a command line with ``--config.a.b=v`` overrides.
-
-  The overrides are taken out of ``argv`` before absl parses it and handed
-  to ``main(argv, overrides)``.
-  """
-  from absl import app  # pylint: disable=g-import-not-at-top
-  argv = list(sys.argv if argv is None else argv)
-  rest, overrides = exit_on_error(split_overrides, argv)
-  app.run(lambda remaining: main(remaining, overrides), argv=rest)
-
-
-def exit_on_error(fn, *args, **kwargs):
-  """Calls ``fn``; a :class:`ConfigError` (any ``errors.NFNetError``) becomes
-  its line(s) on stderr and its exit status (2 for bad input)."""
-  return errors.exit_on_error(fn, *args, **kwargs)

@@ -9,7 +9,6 @@ from typing import Any, Callable, Sequence
 
 import ml_collections
 
-from nfnet_jax.utils import get_dotted
 
 IMAGENET_TRAIN_EXAMPLES = 1_281_167
 
@@ -270,7 +269,7 @@ DATASET_DEFAULTS = {
 
 def apply_dataset_defaults(data_config):
   """Sets DATASET_DEFAULTS[data_config.name] fields in place (if any)."""
-  for k, v in DATASET_DEFAULTS.get(get_dotted(data_config, 'name'), {}).items():
+  for k, v in DATASET_DEFAULTS.get(data_config.get('name'), {}).items():
     data_config[k] = v
   return data_config
 

@@ -35,6 +35,7 @@ import copy
 import os
 import sys
 
+from nfnet_jax import errors
 from nfnet_jax.analysis import report as report_lib
 from nfnet_jax.analysis.sweeps import grid as grid_lib
 from nfnet_jax.analysis.sweeps import hooks
@@ -67,11 +68,11 @@ def build_grid(config: str, sweep_flags, repeats):
 
 def check_configs(config: str, grid, extra) -> None:
   """Every run's config, checked here (one line and exit 2 for an unknown field)."""
-  _, fixed = config_load.exit_on_error(config_load.split_overrides, extra)
-  base_config = config_load.exit_on_error(config_load.load_config, config)
+  _, fixed = errors.exit_on_error(config_load.split_overrides, extra)
+  base_config = errors.exit_on_error(config_load.load_config, config)
   if hasattr(base_config, 'keys'):  # (a stand-in config may be anything)
     for point in grid:
-      config_load.exit_on_error(config_load.apply_overrides, copy.deepcopy(base_config),
+      errors.exit_on_error(config_load.apply_overrides, copy.deepcopy(base_config),
                                 fixed + list(point.items()))
 
 
