@@ -81,6 +81,7 @@ setup(
             "nfnet-spp=nfnet_jax.commands.entry:spp",
             "nfnet-predict=nfnet_jax.commands.entry:predict",
             "nfnet-sweep=nfnet_jax.commands.entry:sweep",
+            "nfnet-curves=nfnet_jax.commands.entry:curves",
         ],
     },
 )

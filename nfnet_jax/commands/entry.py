@@ -12,7 +12,7 @@ from nfnet_jax.commands import base   # light: argparse and the config loader
 # The modules of nfnet_jax.commands; module x_y is the console script nfnet-x-y.
 MODULES = ('train', 'evaluate', 'convert', 'export', 'report', 'agc_report',
            'prepare_data', 'show_recipe', 'model_table', 'benchmark', 'spp',
-           'predict', 'sweep')
+           'predict', 'sweep', 'curves')
 
 # console-script name -> module of nfnet_jax.commands
 COMMANDS = {f'nfnet-{m.replace("_", "-")}': m for m in MODULES}
