@@ -61,6 +61,11 @@ def study_options(arg: str, study: str) -> list:
   return opts
 
 
+# The ``local`` variants evaluate on the first 500 test images: the smoke runs
+# (and the tests that train them) check that the pipeline works, not accuracy.
+LOCAL_EVAL_SPLIT = 'test[:500]'
+
+
 def batch_point(batch: int, epochs: float, local: bool = False,
                 examples: int = TRAIN_EXAMPLES) -> dict:
   """Sweep overrides for one batch size: steps for ``epochs`` epochs, warm-up a fifth.
@@ -142,6 +147,7 @@ def study_base(arm: str = 'nf', batch: int = 256, epochs: float = 1.0,
     c.train.total_steps = 3
     c.optimizer.warmup_steps = 1
     c.train.log_every = 1
+    c.data.eval_split = LOCAL_EVAL_SPLIT
   return c
 
 

@@ -56,7 +56,7 @@ def get_config(arg=''):
   c = common.study_base('nf', DEVICES * PER_DEVICE[-1], EPOCHS, local=local)
   c.parallel.num_devices = DEVICES
   c.optimizer.base_lr = BASE_LR
-  c.data.eval_split = EVAL_SPLIT
+  c.data.eval_split = common.LOCAL_EVAL_SPLIT if local else EVAL_SPLIT
   c.data.shuffle_buffer = 10_000
   if not local:
     c.model.widths = WIDTHS

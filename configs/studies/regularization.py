@@ -57,7 +57,7 @@ def get_config(arg=''):
   c.data.train_split = TRAIN_SPLIT
   c.data.train_eval_split = TRAIN_SPLIT
   c.data.shuffle_buffer = TRAIN_EXAMPLES
-  c.data.eval_split = EVAL_SPLIT
+  c.data.eval_split = common.LOCAL_EVAL_SPLIT if local else EVAL_SPLIT
   # No augmentation: the miniature has to overfit its 1,000 images within
   # the budget (with pad-crop + flip, 2,000 images and 40 epochs the
   # unregularized NF-ResNet still fit its training images only to 87.4%
