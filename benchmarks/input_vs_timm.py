@@ -70,12 +70,12 @@ def write_images(root: str, n: int, classes: int = 8, hw=(375, 500)) -> str:
   done = os.path.join(root, f'done_{n}_{classes}_{hw[0]}x{hw[1]}')
   if os.path.exists(done):
     return root
-  from nfnet_jax.data import imagenet  # pylint: disable=g-import-not-at-top
+  from nfnet_jax.testing import fake_data  # pylint: disable=g-import-not-at-top
   for i in range(n):
     d = os.path.join(root, 'train', f'class{i % classes:03d}')
     os.makedirs(d, exist_ok=True)
     with open(os.path.join(d, f'img{i:05d}.JPEG'), 'wb') as f:
-      f.write(imagenet._synthetic_jpeg(hw[0], hw[1], i))  # pylint: disable=protected-access
+      f.write(fake_data.synthetic_jpeg(hw[0], hw[1], i))
   open(done, 'w').close()
   return root
 

@@ -33,7 +33,7 @@ def write_idx(path: str, array: np.ndarray):
     f.write(header + array.tobytes())
 
 
-def _synthetic_jpeg(h, w, seed):
+def synthetic_jpeg(h, w, seed):
   """A smooth colour image with some texture (JPEG-size like a photo)."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top  (heavy, optional here)
   rng = np.random.default_rng(seed)
@@ -66,11 +66,11 @@ def write_fake_manual_tars(manual_dir, synsets, per_class, val_numbers,
       with tarfile.open(fileobj=buf, mode='w') as inner:
         for i in range(per_class):
           add(inner, f'{syn}_{i}.JPEG',
-              _synthetic_jpeg(h, w, seed + 1000 * ci + i))
+              synthetic_jpeg(h, w, seed + 1000 * ci + i))
       add(outer, f'{syn}.tar', buf.getvalue())
   with tarfile.open(os.path.join(manual_dir, imagenet.VAL_TAR), 'w') as val:
     for n in val_numbers:
-      add(val, f'ILSVRC2012_val_{n:08d}.JPEG', _synthetic_jpeg(h, w, 10**6 + seed + n))
+      add(val, f'ILSVRC2012_val_{n:08d}.JPEG', synthetic_jpeg(h, w, 10**6 + seed + n))
 
 
 def write_fake_fashion_mnist(directory: str, n_train: int = 256, n_test: int = 64, seed: int = 0,
