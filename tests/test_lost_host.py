@@ -8,6 +8,7 @@ one line naming process 1, the last complete checkpoint and the relaunch
 command. Relaunching both processes resumes and ends with the same params as
 an uninterrupted 2-process run (launched alongside).
 """
+import json
 import os
 import re
 import signal
@@ -132,6 +133,51 @@ def test_silent_peer_is_reported_once_with_exit_75(tmp_path):
   assert 'process 0 stops, ' in line
   assert f'the last complete checkpoint is {tmp_path}/checkpoints/20;' in line
   assert 'relaunch: ' in line
+  watch.close()
+
+
+def _write_peer_beat(tmp_path, beat):
+  info = {'process': 1, 'host': 'another-host', 'pid': 1, 'beat': beat,
+          'time': time.time(), 'done': False}
+  with open(tmp_path / 'hosts' / 'process_1.json.tmp', 'w') as f:
+    json.dump(info, f)
+  os.replace(tmp_path / 'hosts' / 'process_1.json.tmp', tmp_path / 'hosts' / 'process_1.json')
+
+
+def test_a_beat_written_just_before_the_peer_died_is_not_taken_for_life(tmp_path):
+  """explain_failure: a peer's last beat, read only after the failure, is the baseline.
+
+  The watcher has seen beat 5; the peer writes beat 6 and dies; the main
+  thread's collective fails right after. Beat 6 must not count as "the peer
+  beat again since the failure": the lost host is reported (exit 75).
+  """
+  exits = []
+  os.makedirs(tmp_path / 'hosts')
+  _write_peer_beat(tmp_path, 5)
+  watch = lost_host.PeerWatch(str(tmp_path), 0, 2, timeout_s=1.0,
+                              exit=exits.append, argv=['train.py'])
+  deadline = time.time() + 10
+  while watch._seen.get(1, (None,))[0] != 5 and time.time() < deadline:  # pylint: disable=protected-access
+    time.sleep(0.01)
+  assert watch._seen[1][0] == 5   # pylint: disable=protected-access
+  _write_peer_beat(tmp_path, 6)   # the last beat; then the peer is gone
+  watch.explain_failure()         # the main thread's collective just failed
+  assert exits == [errors.EXIT_LOST_HOST]
+  assert watch.lost_line.startswith('error: lost process 1 (host another-host, pid 1): '
+                                    'no heartbeat for 1 s'), watch.lost_line
+  watch.close()
+
+
+def test_explain_failure_returns_while_the_peer_beats(tmp_path):
+  exits = []
+  watch = lost_host.PeerWatch(str(tmp_path), 0, 2, timeout_s=1.0, exit=exits.append)
+  peer = lost_host.PeerWatch(str(tmp_path), 1, 2, timeout_s=1.0, exit=lambda c: None)
+  time.sleep(0.5)
+  t0 = time.time()
+  watch.explain_failure()         # not a lost host: the error is the caller's to raise
+  # Back after the peer's next beat (every 0.2 s), not after the 1 s timeout.
+  assert not exits and time.time() - t0 < 0.9
+  peer.close()
   watch.close()
 
 

@@ -215,6 +215,16 @@ class PeerWatch:
     ``timeout_s``; returns (the failure is not a lost host) in the first case.
     """
     t0 = time.monotonic()
+    # The baseline is a fresh read, not the watcher's last one (up to one
+    # interval old): a beat the peer wrote just before it died would
+    # otherwise look like a beat after the failure, and a lost host like a
+    # live one (seen in CI: a peer SIGKILLed during a checkpoint save, the
+    # survivor's gloo error reported as a failed save, exit 2, not 75).
+    lost = self._silent_peers()
+    if lost:
+      self._stop.set()
+      self._report_and_exit(lost)
+      return
     first = {k: v[0] for k, v in self._seen.items()}
     while time.monotonic() - t0 < self.timeout_s + 2 * self.interval_s:
       if self.lost_line is not None:
