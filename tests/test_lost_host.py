@@ -168,6 +168,28 @@ def test_a_beat_written_just_before_the_peer_died_is_not_taken_for_life(tmp_path
   watch.close()
 
 
+def test_explain_failure_after_the_watcher_reported_neither_repeats_nor_hangs(tmp_path):
+  """The watcher thread found the lost peer first; then the main thread's collective fails.
+
+  explain_failure must not report a second time, nor wait forever for an
+  exit that a test's `exit` never performs (seen in a suite run under load:
+  the old code slept an hour when the watcher had won the race).
+  """
+  exits = []
+  os.makedirs(tmp_path / 'hosts')
+  _write_peer_beat(tmp_path, 5)   # and never again
+  watch = lost_host.PeerWatch(str(tmp_path), 0, 2, timeout_s=0.5,
+                              exit=exits.append, argv=['train.py'])
+  deadline = time.time() + 10
+  while not exits and time.time() < deadline:
+    time.sleep(0.01)
+  assert exits == [errors.EXIT_LOST_HOST]   # reported by the watcher thread
+  t0 = time.time()
+  watch.explain_failure()
+  assert exits == [errors.EXIT_LOST_HOST] and time.time() - t0 < 5
+  watch.close()
+
+
 def test_explain_failure_returns_while_the_peer_beats(tmp_path):
   exits = []
   watch = lost_host.PeerWatch(str(tmp_path), 0, 2, timeout_s=1.0, exit=exits.append)

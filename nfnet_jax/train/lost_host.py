@@ -118,6 +118,10 @@ class PeerWatch:
     self._gone = {}   # peers on this host whose process is gone
     self._start_wall = time.time()
     self._stop = threading.Event()
+    # The watcher thread and explain_failure (main thread) both read the
+    # peers' beats; the lock makes each read-and-decide atomic, so exactly
+    # one of them reports a lost peer.
+    self._lock = threading.Lock()
     self.lost_line: Optional[str] = None
     os.makedirs(self.dir, exist_ok=True)
     self._write()
@@ -187,8 +191,22 @@ class PeerWatch:
     return (f'error: lost {names}: {why}; process {self.index} stops, '
             f'{last}; relaunch: {relaunch_command(self.count, self._argv)}')
 
-  def _report_and_exit(self, lost: list[int]):
-    self.lost_line = self._line(lost)
+  def _check(self, watcher: bool = False) -> bool:
+    """Reads the peers' beats; True once a lost peer is (being) reported.
+
+    The thread whose read finds the lost peer reports it and ends the
+    process; a later call from either thread only returns True.
+    """
+    with self._lock:
+      if self.lost_line is not None:
+        return True
+      if watcher and self._stop.is_set():
+        return False   # closed (or explain_failure decided) meanwhile
+      lost = self._silent_peers()
+      if not lost:
+        return False
+      self._stop.set()
+      self.lost_line = self._line(lost)
     try:
       if self.on_lost is not None:
         self.on_lost()
@@ -196,6 +214,7 @@ class PeerWatch:
       sys.stdout.flush()
       print(self.lost_line, file=sys.stderr, flush=True)
       self._exit(errors.EXIT_LOST_HOST)
+    return True
 
   def _run(self):
     while not self._stop.wait(self.interval_s):
@@ -203,10 +222,13 @@ class PeerWatch:
         self._write()
       except OSError:
         pass
-      lost = self._silent_peers()
-      if lost and not self._stop.is_set():
-        self._report_and_exit(lost)
+      if self._check(watcher=True):
         return
+
+  def _lost_reported(self) -> None:
+    """Waits for the watcher thread, which may be the one ending the process."""
+    if threading.current_thread() is not self._thread:
+      self._thread.join()
 
   def explain_failure(self) -> None:
     """After the main thread failed: report a lost peer, if one is.
@@ -220,22 +242,21 @@ class PeerWatch:
     # otherwise look like a beat after the failure, and a lost host like a
     # live one (seen in CI: a peer SIGKILLed during a checkpoint save, the
     # survivor's gloo error reported as a failed save, exit 2, not 75).
-    lost = self._silent_peers()
-    if lost:
-      self._stop.set()
-      self._report_and_exit(lost)
+    if self._check():
+      self._lost_reported()
       return
-    first = {k: v[0] for k, v in self._seen.items()}
+    with self._lock:
+      first = {k: v[0] for k, v in self._seen.items()}
     while time.monotonic() - t0 < self.timeout_s + 2 * self.interval_s:
-      if self.lost_line is not None:
-        time.sleep(3600)   # the watcher thread is ending the process
-      lost = self._silent_peers()
-      if lost:
-        self._stop.set()
-        self._report_and_exit(lost)
+      if self._check():
+        # Reported by this thread (the process has ended, unless a test
+        # replaced `exit`) or by the watcher thread (joined: it ends it).
+        self._lost_reported()
         return
-      if all(k in self._seen and self._seen[k][0] != first.get(k)
-             for k in range(self.count) if k != self.index):
+      with self._lock:
+        beat_again = all(k in self._seen and self._seen[k][0] != first.get(k)
+                         for k in range(self.count) if k != self.index)
+      if beat_again:
         return
       time.sleep(self.interval_s / 2)
 
