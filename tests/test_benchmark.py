@@ -49,9 +49,11 @@ def test_result_derived_fields():
 
 def test_train_step_updates_params_and_ema():
   """The benchmark times the loop's own step (one device): params, EMA, step."""
+  # The next test's config: the same step program, so with the suite's
+  # persistent compilation cache the second of the two compiles is a hit.
   cfg = _tiny_config()
   cfg.optimizer.warmup_steps = 0
-  cfg.optimizer.schedule = 'constant'
+  cfg.train.total_steps = 10
   net, params, ms = bench.build_model(cfg, 10, 32, 2)
   images, labels = bench._fake_batch(2, 32, 10)  # pylint: disable=protected-access
   run = bench.compile_train_step(cfg, net, params, ms, images, labels)
@@ -68,6 +70,7 @@ def test_train_step_updates_params_and_ema():
                              0.1 * p0 + 0.9 * np.asarray(p1), rtol=1e-5, atol=1e-15)
 
 
+@pytest.mark.heavy(cpu_s=18)
 def test_benchmark_step_is_the_training_step():
   """Same params, batch and seed: the benchmark's step and the loop's agree."""
   from nfnet_jax import optim  # pylint: disable=import-outside-toplevel
@@ -95,9 +98,12 @@ def test_benchmark_step_is_the_training_step():
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
 
 
+@pytest.mark.heavy(cpu_s=27)
 def test_run_benchmark_records():
   mode = 'train'  # eval is covered by the script test below
   cfg = _tiny_config()
+  cfg.optimizer.warmup_steps = 0   # the step program of the two tests above
+  cfg.train.total_steps = 10
   res = bench.run_benchmark(cfg, mode=mode, batch=2, resolution=32, num_classes=10,
                             steps=2, warmup=1, measure_peak=False)
   assert len(res) == 1
