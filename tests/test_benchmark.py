@@ -70,7 +70,6 @@ def test_train_step_updates_params_and_ema():
                              0.1 * p0 + 0.9 * np.asarray(p1), rtol=1e-5, atol=1e-15)
 
 
-@pytest.mark.heavy(cpu_s=18)
 def test_benchmark_step_is_the_training_step():
   """Same params, batch and seed: the benchmark's step and the loop's agree."""
   from nfnet_jax import optim  # pylint: disable=import-outside-toplevel
@@ -98,7 +97,6 @@ def test_benchmark_step_is_the_training_step():
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
 
 
-@pytest.mark.heavy(cpu_s=27)
 def test_run_benchmark_records():
   mode = 'train'  # eval is covered by the script test below
   cfg = _tiny_config()
