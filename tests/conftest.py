@@ -115,3 +115,83 @@ def fake_fashion_mnist(tmp_path_factory):
   """A small fake Fashion-MNIST idx directory (256 train / 64 test, cyclic labels)."""
   from nfnet_jax.testing import fake_data  # pylint: disable=g-import-not-at-top
   return fake_data.write_fake_fashion_mnist(str(tmp_path_factory.mktemp('fake_fmnist')))
+
+
+# ---------------------------------------------------------------------------
+# `--cpu-report=FILE`: where the suite's CPU time goes (docs/getting_started.md).
+# Wall time (`--durations`) hides how much of a test's cost is its own
+# compiles and how much the training subprocesses it waits for: each test's
+# setup + call + teardown is charged its process's user+system CPU and that
+# of the children it reaped (every `subprocess.run`), one JSON line per test
+# in FILE (each xdist worker appends its own); the session prints the sums.
+
+
+def pytest_addoption(parser):
+  parser.addoption('--cpu-report', default=None, metavar='FILE',
+                   help='append per-test CPU seconds (own, children) to FILE '
+                        'as JSON lines and print the largest at the end')
+
+
+def pytest_configure(config):
+  path = config.getoption('--cpu-report')
+  if path and not hasattr(config, 'workerinput') and os.path.exists(path):
+    os.remove(path)  # a new session's report, not appended to the last one's
+
+
+def _cpu_seconds():
+  import resource  # pylint: disable=g-import-not-at-top
+  own = resource.getrusage(resource.RUSAGE_SELF)
+  children = resource.getrusage(resource.RUSAGE_CHILDREN)
+  return own.ru_utime + own.ru_stime, children.ru_utime + children.ru_stime
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+  path = item.config.getoption('--cpu-report')
+  if not path:
+    yield
+    return
+  import json  # pylint: disable=g-import-not-at-top
+  import time  # pylint: disable=g-import-not-at-top
+  own0, children0 = _cpu_seconds()
+  wall0 = time.perf_counter()
+  yield
+  own1, children1 = _cpu_seconds()
+  record = {'test': item.nodeid, 'own_s': round(own1 - own0, 3),
+            'children_s': round(children1 - children0, 3),
+            'wall_s': round(time.perf_counter() - wall0, 3)}
+  with open(path, 'a', encoding='utf-8') as f:  # one short write per line: workers interleave whole lines
+    f.write(json.dumps(record) + '\n')
+
+
+def cpu_report_lines(records, top=15):
+  """The summary `--cpu-report` prints: totals, the largest tests and files."""
+  own = sum(r['own_s'] for r in records)
+  children = sum(r['children_s'] for r in records)
+  lines = [f'CPU seconds of {len(records)} tests: {own + children:,.0f} '
+           f'({own:,.0f} in the pytest processes, {children:,.0f} in their subprocesses)']
+  by_test = sorted(records, key=lambda r: -(r['own_s'] + r['children_s']))
+  lines.append(f'largest {top} tests (own + subprocesses, wall):')
+  for r in by_test[:top]:
+    lines.append(f'  {r["own_s"] + r["children_s"]:7.1f} = {r["own_s"]:6.1f} + '
+                 f'{r["children_s"]:6.1f}  ({r["wall_s"]:6.1f} s wall)  {r["test"]}')
+  by_file = {}
+  for r in records:
+    name = r['test'].split('::')[0]
+    by_file[name] = by_file.get(name, 0.0) + r['own_s'] + r['children_s']
+  lines.append(f'largest {top} files:')
+  for name, seconds in sorted(by_file.items(), key=lambda kv: -kv[1])[:top]:
+    lines.append(f'  {seconds:7.1f}  {name}')
+  return lines
+
+
+def pytest_terminal_summary(terminalreporter, config):
+  path = config.getoption('--cpu-report')
+  if not path or hasattr(config, 'workerinput') or not os.path.exists(path):
+    return
+  import json  # pylint: disable=g-import-not-at-top
+  with open(path, encoding='utf-8') as f:
+    records = [json.loads(line) for line in f if line.strip()]
+  terminalreporter.section('CPU report')
+  for line in cpu_report_lines(records):
+    terminalreporter.write_line(line)
