@@ -279,3 +279,30 @@ def test_misspelled_override_exits_2_with_one_line():
   assert proc.stderr.strip() == ('error: config.optimizer.clipingg is not a field of '
                                  'this config; did you mean config.optimizer.clipping?')
   assert not os.path.exists(os.path.join(ROOT, 'unused'))
+
+
+def test_quickstart_agc_excludes_exactly_the_classifier_and_the_skip_gains():
+  """A renamed parameter must not slip into (or out of) the quickstart's AGC.
+
+  The skip gains start at 0, where AGC's eps floor would hold them (see
+  configs/fashion_mnist.py); every other parameter, the classifier bias
+  included, is clipped.
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  from nfnet_jax import models  # pylint: disable=g-import-not-at-top
+  from nfnet_jax.optim import masks  # pylint: disable=g-import-not-at-top
+  from conftest import load_repo_config  # pylint: disable=g-import-not-at-top
+  cfg = load_repo_config('fashion_mnist', '')
+  assert cfg.optimizer.clipping == 0.04
+  net = models.create_model(cfg.model, 10)
+  shapes = jax.eval_shape(lambda x: net.init(jax.random.PRNGKey(0), x, True),
+                          jax.ShapeDtypeStruct((2, 48, 48, 1), 'float32'))[0]
+  paths = masks.param_paths(shapes)
+  excluded = masks.compile_selector(cfg.optimizer.clip_exclude)
+  skipped = sorted(p for p in paths if excluded(p, None))
+  skip_gains = sorted(p for p in paths if p.endswith('/skip_gain'))
+  assert len(skip_gains) == 4                   # one block per stage
+  assert skipped == sorted(skip_gains + ['NF_ResNet/~/linear/w']), skipped
+  assert 'NF_ResNet/~/linear/b' in paths and 'NF_ResNet/~/linear/b' not in skipped
+  for name in ('wide', 'best'):                # measured without AGC
+    assert load_repo_config('fashion_mnist', name).optimizer.clipping is None

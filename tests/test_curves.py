@@ -66,3 +66,20 @@ def test_command_draws_two_runs_and_refuses_bad_flags(tmp_path, capsys):
     assert e.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and what in err[0], err
+
+
+def test_log_loss_puts_the_loss_axis_on_a_log_scale(tmp_path, monkeypatch):
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  from matplotlib import figure  # pylint: disable=g-import-not-at-top
+  scales = []
+  save = figure.Figure.savefig
+  def spy(fig, *args, **kwargs):
+    scales.append(fig.axes[0].get_yscale())
+    return save(fig, *args, **kwargs)
+  monkeypatch.setattr(figure.Figure, 'savefig', spy)
+  a = str(tmp_path / 'a')
+  _write_metrics(a, _rows())
+  assert curves_cmd.main([a, '--out', str(tmp_path / 'lin.png')]) == 0
+  assert curves_cmd.main([a, '--out', str(tmp_path / 'log.png'), '--log_loss']) == 0
+  assert scales == ['linear', 'log']

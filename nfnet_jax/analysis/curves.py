@@ -49,7 +49,7 @@ def _series(rows: Sequence[dict], key: str, x_scale: float):
 
 def plot_curves(workdirs: Sequence[str], path: str, title: Optional[str] = None,
                 steps_per_epoch: Optional[float] = None,
-                labels: Optional[Sequence[str]] = None) -> str:
+                labels: Optional[Sequence[str]] = None, log_loss: bool = False) -> str:
   """Draws the curves of ``workdirs`` (one colour each) into the PNG ``path``.
 
   Args:
@@ -58,6 +58,8 @@ def plot_curves(workdirs: Sequence[str], path: str, title: Optional[str] = None,
     title: figure title (default: the workdirs' names).
     steps_per_epoch: when given, the x axis is in epochs (step / this).
     labels: legend names of the runs (default: the workdirs' base names).
+    log_loss: the loss on a log axis (a diverged run's loss, 1e5 and more,
+      beside ones near 1).
 
   Returns:
     ``path``.
@@ -98,6 +100,8 @@ def plot_curves(workdirs: Sequence[str], path: str, title: Optional[str] = None,
   x_label = 'epoch' if steps_per_epoch else 'step'
   ax_loss.set_xlabel(x_label)
   ax_loss.set_ylabel('training loss (solid)')
+  if log_loss:
+    ax_loss.set_yscale('log')
   ax_lr.set_ylabel('learning rate (dotted)')
   ax_loss.grid(alpha=0.3)
   ax_loss.legend(fontsize=8, loc='upper right')

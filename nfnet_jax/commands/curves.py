@@ -9,6 +9,7 @@ Examples:
   nfnet-curves workdirs/quickstart
   nfnet-curves W/clipping=0.01 W/clipping=0.16 --labels 0.01,0.16 --out clipping.png
   nfnet-curves docs/results/fashion_mnist_best --steps_per_epoch 234.375
+  nfnet-curves W/seed=0 W/seed=1 --labels seed0,seed1 --log_loss --out stability.png
 """
 import os
 from typing import Optional, Sequence
@@ -24,6 +25,8 @@ def parser() -> base.ArgumentParser:
   p.add_argument('--labels', default=None, help='comma-separated legend names, one per workdir')
   p.add_argument('--steps_per_epoch', type=float, default=None,
                  help='x axis in epochs: training examples / global batch')
+  p.add_argument('--log_loss', action='store_true',
+                 help='the training loss on a log axis (runs that diverged beside ones that did not)')
   return p
 
 
@@ -42,7 +45,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   curves = base.library('nfnet_jax.analysis.curves')
   try:
     path = curves.plot_curves(args.workdirs, args.out or os.path.join(args.workdirs[0], 'curves.png'),
-                              args.title, args.steps_per_epoch, labels)
+                              args.title, args.steps_per_epoch, labels, args.log_loss)
   except ValueError as e:
     p.error(str(e))
   print(f'wrote {path}')
