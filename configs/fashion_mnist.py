@@ -99,7 +99,7 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   # which AGC's `eps` floor would hold near zero (each step at most
   # ~lr * lambda * 1e-3: 36% vs 72% train top-1 after 150 steps, measured).
   c.optimizer.clipping = 0.04
-  c.optimizer.clip_exclude = r'(^[^/]+/~/linear/w$)|(skip_gain$)'
+  c.optimizer.clip_exclude = f'({base_lib.CLASSIFIER_WEIGHT})|(skip_gain$)'
   c.optimizer.label_smoothing = 0.1
   c.optimizer.ema_decay = 0.999
   c.train.total_steps = _steps(epochs, batch)

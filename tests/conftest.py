@@ -1,6 +1,9 @@
 """Test set-up: 8 fake CPU devices, quiet TensorFlow, no GPU for TF; shared fixtures."""
+import json
 import os
+import resource
 import tempfile
+import time
 
 import pytest
 
@@ -139,7 +142,6 @@ def pytest_configure(config):
 
 
 def _cpu_seconds():
-  import resource  # pylint: disable=g-import-not-at-top
   own = resource.getrusage(resource.RUSAGE_SELF)
   children = resource.getrusage(resource.RUSAGE_CHILDREN)
   return own.ru_utime + own.ru_stime, children.ru_utime + children.ru_stime
@@ -151,8 +153,6 @@ def pytest_runtest_protocol(item, nextitem):
   if not path:
     yield
     return
-  import json  # pylint: disable=g-import-not-at-top
-  import time  # pylint: disable=g-import-not-at-top
   own0, children0 = _cpu_seconds()
   wall0 = time.perf_counter()
   yield
@@ -189,7 +189,6 @@ def pytest_terminal_summary(terminalreporter, config):
   path = config.getoption('--cpu-report')
   if not path or hasattr(config, 'workerinput') or not os.path.exists(path):
     return
-  import json  # pylint: disable=g-import-not-at-top
   with open(path, encoding='utf-8') as f:
     records = [json.loads(line) for line in f if line.strip()]
   terminalreporter.section('CPU report')
