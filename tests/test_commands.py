@@ -154,8 +154,11 @@ def test_int_list():
 
 def test_tensorflow_start_up_lines_are_what_the_filter_drops():
   """The lines TensorFlow prints while importing, as they are, are all noise."""
-  proc = subprocess.run([sys.executable, '-c', 'import tensorflow'], capture_output=True,
-                        env=subprocess_env(TF_CPP_MIN_LOG_LEVEL=None), timeout=300)
+  proc = subprocess.run([sys.executable, '-c', 'import sys, tensorflow; print("keras" in sys.modules)'],
+                        capture_output=True, timeout=300,
+                        env=subprocess_env(TF_CPP_MIN_LOG_LEVEL=None, TF_USE_LEGACY_KERAS=None))
+  # The control of `skip_keras_import` (below): left alone, TensorFlow imports Keras.
+  assert proc.stdout == b'True\n', proc.stdout
   lines = proc.stderr.splitlines(keepends=True)
   assert any(NOISE_RE.search(l.decode()) for l in lines), proc.stderr  # the control
   assert all(base.is_noise(l) for l in lines), [l for l in lines if not base.is_noise(l)]
@@ -172,14 +175,18 @@ def test_a_command_that_imports_tensorflow_prints_only_its_own_lines():
           f'  entry.run("benchmark", ["--config", {os.path.join(ROOT, "configs", "fashion_mnist.py:local")!r},\n'
           '             "--mode", "data", "--steps", "2", "--warmup", "1", "--nopeak", "--batch", "8"])\n'
           'finally:\n'
-          '  print("tensorflow imported:", "tensorflow" in sys.modules)\n')
+          '  print("tensorflow imported:", "tensorflow" in sys.modules)\n'
+          '  print("keras imported:", "keras" in sys.modules)\n')
   proc = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
-                        env=subprocess_env(TF_CPP_MIN_LOG_LEVEL=None), timeout=300, cwd='/')
+                        env=subprocess_env(TF_CPP_MIN_LOG_LEVEL=None, TF_USE_LEGACY_KERAS=None),
+                        timeout=300, cwd='/')
   assert proc.returncode == 0, proc.stderr
   assert proc.stderr == '', proc.stderr
   out = proc.stdout.splitlines()
-  assert len(out) == 2 and out[0].startswith('bench: data fashion_mnist b8@32 | '), out
+  assert len(out) == 3 and out[0].startswith('bench: data fashion_mnist b8@32 | '), out
   assert out[1] == 'tensorflow imported: True'
+  # The entry point kept TensorFlow from importing Keras (`base.skip_keras_import`).
+  assert out[2] == 'keras imported: False'
 
 
 def test_real_errors_still_reach_stderr():

@@ -6,7 +6,7 @@ Process 1 is killed while the second checkpoint is written; the survivor must st
 ``config.train.lost_host_timeout_s`` (plus a margin) with exit status 75 and
 one line naming process 1, the last complete checkpoint and the relaunch
 command. Relaunching both processes resumes and ends with the same params as
-an uninterrupted 2-process run (launched alongside).
+an uninterrupted 2-process run (launched alongside the relaunch).
 """
 import json
 import os
@@ -221,8 +221,6 @@ def test_killed_process_is_named_and_relaunch_resumes_exactly(tmp_path):
   logs = str(tmp_path)
   work, ref = str(tmp_path / 'work'), str(tmp_path / 'ref')
   t0 = time.time()
-  # The uninterrupted reference, alongside.
-  reference = _launch(cfg, ref, _free_port(), logs, 'ref')
   run = _launch(cfg, work, _free_port(), logs, 'run')
   try:
     deadline = time.time() + 600
@@ -267,8 +265,12 @@ def test_killed_process_is_named_and_relaunch_resumes_exactly(tmp_path):
   assert 'Traceback' not in out0 and 'Check failure' not in out0, out0[-3000:]
   print(f'\n[lost host] survivor stopped {t_stop:.1f}s after the kill: {lines[0]}')
 
-  # Relaunch both: resumes from a checkpoint and finishes.
+  # Relaunch both: resumes from a checkpoint and finishes. The uninterrupted
+  # reference runs alongside, started only now: its processes load the
+  # programs the killed run compiled from the session's compilation cache
+  # instead of compiling them a second time at the start.
   again = _launch(cfg, work, _free_port(), logs, 'again')
+  reference = _launch(cfg, ref, _free_port(), logs, 'ref')
   assert _wait(again, 600) == [0, 0], open(
       os.path.join(logs, 'again0.log')).read()[-3000:]
   out = open(os.path.join(logs, 'again0.log')).read()

@@ -1,8 +1,8 @@
 """Console-script entry points: a quiet console, then the command's ``main``.
 
 ``nfnet-<name>`` (setup.py) and ``scripts/<name>.py`` both come here, so the
-process-wide settings of :func:`nfnet_jax.commands.base.quiet_console` are
-made before the command module (and TensorFlow) is imported.
+process-wide settings of :func:`nfnet_jax.commands.base.quiet_console` and
+:func:`~nfnet_jax.commands.base.skip_keras_import` are made before the command module (and TensorFlow) is imported.
 """
 import importlib
 import sys
@@ -20,6 +20,7 @@ COMMANDS = {f'nfnet-{m.replace("_", "-")}': m for m in MODULES}
 
 def run(module: str, argv=None) -> None:
   base.quiet_console()
+  base.skip_keras_import()
   main = importlib.import_module(f'nfnet_jax.commands.{module}').main
   sys.exit(main(argv) or 0)
 

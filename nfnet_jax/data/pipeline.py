@@ -278,6 +278,7 @@ def eval_iterator(config, *, layout: str = 'pmap',
   passthrough = (src.kind == 'memory' and src.fixed_size == (size, size) and
                  padding == 0)
 
+  @pp.no_autograph
   def prep(pos, ex):
     image, label = ex
     if passthrough:
@@ -299,6 +300,7 @@ def eval_iterator(config, *, layout: str = 'pmap',
       '_pos': tf.constant(-1, tf.int64)}).repeat()
   ds = ds.concatenate(pad).batch(host_batch).take(num_batches)
 
+  @pp.no_autograph
   def finalize(b):
     labels = b['labels']
     ok = tf.reduce_all((labels >= 0) & (labels < num_classes))

@@ -62,6 +62,7 @@ def index_batches(n_host, spe, host_batch, key_seed, start_step):
   """
   start_epoch, start_batch = divmod(start_step, spe)
 
+  @pp.no_autograph
   def epoch_batches(epoch):
     key = pp.make_key(key_seed, epoch)
     perm = tf.argsort(tf.random.stateless_uniform([n_host], key),
@@ -81,6 +82,7 @@ def batch_positions(step, host_batch):
 
 def _index_examples(ds, host_batch):
   """(step, index) batches -> (gpos, index) examples."""
+  @pp.no_autograph
   def per_example(step, idx):
     return tf.data.Dataset.from_tensor_slices(
         (batch_positions(step, host_batch), idx))
@@ -200,7 +202,7 @@ def tfds_raw(src, split, *, shuffle_files, seed):
   ds = src.builder.as_dataset(split=split, shuffle_files=shuffle_files,
                               decoders=decoders,
                               read_config=_tfds_read_config(seed))
-  return ds.map(lambda ex: (ex[src.image_key], ex[src.label_key]))
+  return ds.map(pp.no_autograph(lambda ex: (ex[src.image_key], ex[src.label_key])))
 
 
 class TfdsSource(_Source):
@@ -268,5 +270,5 @@ def eval_examples(src, split, p, P):
   lo, hi = host_range(n, p, P)
   raw = tf.data.Dataset.from_tensor_slices((images[lo:hi], labels[lo:hi]))
   if src.kind == 'folder':
-    raw = raw.map(lambda path, label: (tf.io.read_file(path), label))
+    raw = raw.map(pp.no_autograph(lambda path, label: (tf.io.read_file(path), label)))
   return raw, sizes

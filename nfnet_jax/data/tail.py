@@ -202,6 +202,7 @@ class BatchTail:
     s, src = self.settings, self.source
     padding = s['padding'] if s['crop'] == 'pad_crop' else 0
 
+    @pp.no_autograph
     def make_batch(step, idx):
       x, y = src.load(idx)
       x = pp.batch_pad_crop_flip(
