@@ -58,7 +58,7 @@ def parser() -> base.ArgumentParser:
   p.add_argument('--skip_gain', default='1.0', help='value for every skip_gain, or "none"')
   p.add_argument('--seed', type=int, default=0)
   p.add_argument('--num_classes', type=int, default=1000)
-  p.add_argument('--jit', action='store_true', help='compile each forward pass')
+  base.add_bool(p, 'jit', True, 'compile the init and each forward pass (--nojit: op by op)')
   p.add_argument('--title', default=None)
   p.add_argument('--checkpoint', default=None,
                  help='a training workdir or an official-format .npz: plot the trained model')
