@@ -145,46 +145,6 @@ def pytest_configure(config):
     os.remove(path)  # a new session's report, not appended to the last one's
 
 
-# ---------------------------------------------------------------------------
-# The slowest files first. `pytest -n 2` hands tests to the two workers in
-# collection order; a file of 50-110 CPU-s collected last (alphabetically,
-# test_train_*, test_tutorial) runs on one worker while the other has
-# nothing left. Started first, they overlap the many short tests instead.
-# Ranked by the files' CPU seconds in a quiet `--cpu-report` run (session 32).
-HEAVY_FILES = (
-    'test_lost_host.py',      # 108: six training processes
-    'test_timm_interop.py',   # 98
-    'test_zoo.py',            # 79
-    'test_report.py',         # 68
-    'test_train_loop.py',     # 61
-    'test_tutorial.py',       # 58
-    'test_cli.py',            # 58
-    'test_train_resume.py',   # 55
-    'test_gpu_check.py',      # 55
-    'test_preemption.py',     # 54
-    'test_real_runs.py',      # 53
-    'test_resnet.py',         # 52
-    'test_sweep_inproc.py',   # 44
-)
-
-
-def heavy_files_first(nodeids):
-  """The order (indices into ``nodeids``) that runs HEAVY_FILES' tests first.
-
-  Within a file the collected order is kept (module fixtures are set up once).
-  """
-  rank = {name: i for i, name in enumerate(HEAVY_FILES)}
-  def key(i):
-    name = os.path.basename(nodeids[i].split('::')[0])
-    return rank.get(name, len(HEAVY_FILES))
-  return sorted(range(len(nodeids)), key=key)
-
-
-def pytest_collection_modifyitems(session, config, items):
-  order = heavy_files_first([item.nodeid for item in items])
-  items[:] = [items[i] for i in order]
-
-
 def _cpu_seconds():
   own = resource.getrusage(resource.RUSAGE_SELF)
   children = resource.getrusage(resource.RUSAGE_CHILDREN)

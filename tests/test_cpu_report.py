@@ -17,19 +17,3 @@ def test_cpu_report_sums_and_ranks_tests_and_files():
   assert lines[5].split() == ['3.5', 'tests/a.py']
   assert lines[6].split() == ['3.2', 'tests/b.py']
 
-
-def test_heavy_files_run_first_and_keep_their_order():
-  from conftest import HEAVY_FILES, heavy_files_first  # pylint: disable=g-import-not-at-top
-  first, second = HEAVY_FILES[0], HEAVY_FILES[1]
-  nodeids = ['tests/test_a.py::x', f'tests/{second}::p', f'tests/{first}::q',
-             f'tests/{second}::r', 'tests/test_b.py::y']
-  order = [nodeids[i] for i in heavy_files_first(nodeids)]
-  assert order == [f'tests/{first}::q', f'tests/{second}::p', f'tests/{second}::r',
-                   'tests/test_a.py::x', 'tests/test_b.py::y']
-
-
-def test_every_heavy_file_exists():
-  """A renamed or deleted file must leave the list, or its rank does nothing."""
-  import os  # pylint: disable=g-import-not-at-top
-  from conftest import HEAVY_FILES, ROOT  # pylint: disable=g-import-not-at-top
-  assert [n for n in HEAVY_FILES if not os.path.exists(os.path.join(ROOT, 'tests', n))] == []
