@@ -14,6 +14,11 @@ os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=8 '
                       '--xla_backend_optimization_level=0')
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 os.environ.setdefault('CUDA_VISIBLE_DEVICES', '')
+# One OpenMP thread (torch, for the timm comparisons): the pytest workers
+# already share the cores, and torch's second thread waits for a descheduled
+# peer at every parallel region (one suite run: a timm test took 67 s of wall
+# time for 16 CPU-s). XLA and TensorFlow size their own thread pools.
+os.environ.setdefault('OMP_NUM_THREADS', '1')
 # As every command does (`nfnet_jax.commands.base.skip_keras_import`): the
 # workers and every subprocess import TensorFlow without Keras (~1 CPU-s each).
 from nfnet_jax.commands import base as _commands_base  # pylint: disable=g-import-not-at-top,wrong-import-position
