@@ -29,6 +29,9 @@ trap 'rm -rf "$work"' EXIT
 # Newest of everything setup.py admits (eager upgrades), from a real wheel.
 "${pip[@]}" wheel --no-deps -w "$work/dist" "$repo" >/dev/null
 "${pip[@]}" install --upgrade --upgrade-strategy eager "$work"/dist/nfnet_jax-*.whl pytest
+# The same version number is "already satisfied" in a reused venv: without
+# this, a second run tests the package of the first (seen in session 32).
+"${pip[@]}" install --force-reinstall --no-deps "$work"/dist/nfnet_jax-*.whl
 "$venv/bin/python" - <<'EOF'
 import importlib.metadata as md, sys
 names = ('jax', 'jaxlib', 'dm-haiku', 'optax', 'orbax-checkpoint', 'tensorflow-cpu',

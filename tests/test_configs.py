@@ -143,6 +143,7 @@ BAD = [
     ('train.nonfinite', 'ignore', 'skip'),
     ('train.max_consecutive_nonfinite', 0, '>= 1'),
     ('train.eval_with_ema', 'yes', 'True or False'),
+    ('train.eval_flip_tta', 'yes', 'True or False'),
     ('parallel.mode', 'pjit', 'shard_map'),
     ('parallel.distributed', 'maybe', 'auto'),
     ('parallel.num_devices', 64, 'at most'),

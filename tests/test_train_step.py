@@ -222,3 +222,39 @@ def test_eval_step_masked_sums(mode):
   assert float(sums['top1']) == float((logits.argmax(-1) == labels).sum())
   top5 = np.argsort(-logits, -1)[:, :5]
   assert float(sums['top5']) == float((top5 == labels[:, None]).any(-1).sum())
+
+
+@pytest.mark.parametrize('mode', ['pmap', 'shard_map'])
+def test_eval_step_flip_tta_averages_the_mirror_images_logits(mode):
+  """config.train.eval_flip_tta: the mean of the logits of x and of x mirrored
+  left-right (numpy's flip of the width axis, two separate model calls)."""
+  model = _toy_model()
+  st = _init_state(model, _tx())
+  par = parallel_lib.Parallel(mode, jax.devices()[:4])
+  make = lambda tta: par.wrap_eval_step(step_lib.make_eval_step(
+      model.apply, compute_dtype='float32', num_classes=NUM_CLASSES, flip_tta=tta))
+  rng = np.random.RandomState(1)
+  images = rng.randn(8, 8, 8, 3).astype(np.float32)
+  labels = rng.randint(0, NUM_CLASSES, 8).astype(np.int32)
+  rep = par.put_replicated(st)
+
+  def sums(fn, x):
+    batch = parallel_lib.pad_batch({'images': x, 'labels': labels}, 8)
+    return par.get_metrics(fn(rep.params, rep.model_state, par.put_batch(batch)))
+
+  apply = lambda x: np.asarray(model.apply(st.params, {}, None, x, False)[0]['logits'],
+                               np.float64)
+  logits = 0.5 * (apply(images) + apply(np.ascontiguousarray(images[:, :, ::-1, :])))
+  logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+  got = sums(make(True), images)
+  np.testing.assert_allclose(got['loss'], -logp[np.arange(8), labels].sum(), rtol=1e-5)
+  assert float(got['top1']) == float((logits.argmax(-1) == labels).sum())
+  top5 = np.argsort(-logits, -1)[:, :5]
+  assert float(got['top5']) == float((top5 == labels[:, None]).any(-1).sum())
+  # Not the plain eval: this model is not mirror-invariant...
+  plain = sums(make(False), images)
+  assert abs(float(plain['loss']) - float(got['loss'])) > 1e-4
+  # ...but on mirror-symmetric images both protocols agree.
+  symmetric = images + images[:, :, ::-1, :]
+  np.testing.assert_allclose(sums(make(True), symmetric)['loss'],
+                             sums(make(False), symmetric)['loss'], rtol=1e-5)

@@ -61,7 +61,8 @@ def evaluate(config, checkpoint: str, resolutions: Optional[Sequence[int]] = Non
   """Evaluates a checkpoint on ``config``'s eval split at each resolution.
 
   Args:
-    config: the full experiment config (model, data, train.eval_compute_dtype).
+    config: the full experiment config (model, data, train.eval_compute_dtype,
+      train.eval_flip_tta).
     checkpoint: official file or our workdir/checkpoint dir.
     resolutions: eval image sizes (default: ``config.data.eval_image_size``).
     use_ema: use EMA params when present.
@@ -70,9 +71,10 @@ def evaluate(config, checkpoint: str, resolutions: Optional[Sequence[int]] = Non
 
   Returns:
     A JSON-ready dict: checkpoint info and ``results[str(res)] = {top1, top5,
-    loss, num_examples, seconds}``.
+    loss, num_examples, flip_tta, seconds}``.
   """
   import jax  # pylint: disable=g-import-not-at-top
+  flip_tta = bool(config.train.get('eval_flip_tta', False))
   info = data_lib.dataset_info(config.data)
   resolutions = list(resolutions or [config.data.eval_image_size])
   for r in resolutions:
@@ -98,7 +100,7 @@ def evaluate(config, checkpoint: str, resolutions: Optional[Sequence[int]] = Non
   eval_step = par.wrap_eval_step(step_lib.make_eval_step(
       model.apply,
       compute_dtype=config.train.get('eval_compute_dtype', 'float32'),
-      num_classes=info.num_classes))
+      num_classes=info.num_classes, flip_tta=flip_tta))
   params, state = par.put_replicated(params), par.put_replicated(state)
   results = {}
   for r in resolutions:
@@ -113,7 +115,8 @@ def evaluate(config, checkpoint: str, resolutions: Optional[Sequence[int]] = Non
     if m['count'] == 0:
       raise ValueError('the eval split yielded no examples')
     res = {'top1': m['top1'], 'top5': m['top5'], 'loss': m['loss'],
-           'num_examples': m['count'], 'seconds': time.time() - t0}
+           'num_examples': m['count'], 'flip_tta': flip_tta,
+           'seconds': time.time() - t0}
     results[str(r)] = res
     log(f"[evaluate] {r}px: top-1 {100 * res['top1']:.2f}%  top-5 {100 * res['top5']:.2f}%  "
         f"loss {res['loss']:.4f}  ({res['num_examples']} images, {res['seconds']:.0f}s)")

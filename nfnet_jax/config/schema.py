@@ -156,6 +156,10 @@ def _add_train_fields(c: ml_collections.ConfigDict) -> None:
   # The official experiments evaluate in float32 even when they train in
   # bfloat16 (their bf16 cast is for mode == 'train' only).
   c.train.eval_compute_dtype = 'float32'   # 'float32' | 'bfloat16'
+  # Test-time augmentation: each eval image's logits averaged with those of
+  # its left-right mirror image (two forward passes per image). Off in the
+  # papers' protocol; for data sets whose classes are mirror-symmetric.
+  c.train.eval_flip_tta = False
   # Persistent XLA compilation cache: a resumed (pre-empted) or repeated run
   # loads its compiled step instead of recompiling it. None disables it.
   c.train.compilation_cache_dir = '~/.cache/nfnet_jax/xla'

@@ -125,7 +125,7 @@ def compile_steps(config, model, tx, schedule, par, num_classes: int):
   eval_step = par.wrap_eval_step(step_lib.make_eval_step(
       model.apply,
       compute_dtype=config.train.get('eval_compute_dtype', 'float32'),
-      num_classes=num_classes))
+      num_classes=num_classes, flip_tta=config.train.get('eval_flip_tta', False)))
   return train_step, eval_step
 
 

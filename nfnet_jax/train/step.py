@@ -245,20 +245,29 @@ def make_train_step(
 
 
 def make_eval_step(apply_fn: Callable[..., Any], *, compute_dtype: str,
-                   num_classes: int) -> Callable[..., dict]:
+                   num_classes: int, flip_tta: bool = False) -> Callable[..., dict]:
   """Builds the per-device eval step ``(params, model_state, batch) -> sums``.
 
-  ``batch`` holds ``images``, int ``labels`` and a float ``mask`` (0 for
-  padding). Returns summed (over the global batch) loss, top-1 and top-5
-  correct counts and the number of real examples.
+  ``batch`` holds ``images`` (NHWC), int ``labels`` and a float ``mask`` (0
+  for padding). Returns summed (over the global batch) loss, top-1 and top-5
+  correct counts and the number of real examples. With ``flip_tta`` the
+  logits are the mean of those of each image and of its left-right mirror
+  (``config.train.eval_flip_tta``); the loss is that of the mean logits.
   """
   dtype = get_dtype(compute_dtype)
   k5 = min(5, num_classes)
 
+  def logits_of(params, model_state, images):
+    outputs, _ = apply_fn(params, model_state, None, images, is_training=False)
+    return outputs['logits'].astype(jnp.float32)
+
   def eval_fn(params, model_state, batch):
-    outputs, _ = apply_fn(cast_floating(params, dtype), model_state, None,
-                          batch['images'].astype(dtype), is_training=False)
-    logits = outputs['logits'].astype(jnp.float32)
+    params = cast_floating(params, dtype)
+    images = batch['images'].astype(dtype)
+    logits = logits_of(params, model_state, images)
+    if flip_tta:
+      mirrored = logits_of(params, model_state, jnp.flip(images, axis=2))
+      logits = 0.5 * (logits + mirrored)
     labels = batch['labels'].astype(jnp.int32)
     mask = batch['mask'].astype(jnp.float32)
     loss = losses_lib.softmax_cross_entropy(logits, labels)

@@ -150,6 +150,9 @@ def _check_train(err, config) -> None:
     v = _get(config, field, low)
     if not is_number(v) or not low <= v < float('inf'):
       err.add(field, v, f'a finite number of seconds >= {low:g}')
+  if not isinstance(_get(config, 'train.eval_flip_tta', False), bool):
+    err.add('train.eval_flip_tta', _get(config, 'train.eval_flip_tta'),
+            'True or False')
   if not isinstance(_get(config, 'train.eval_with_ema'), bool):
     err.add('train.eval_with_ema', _get(config, 'train.eval_with_ema'),
             'True or False')
