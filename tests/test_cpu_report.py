@@ -16,4 +16,3 @@ def test_cpu_report_sums_and_ranks_tests_and_files():
   assert lines[4] == 'largest 2 files:'
   assert lines[5].split() == ['3.5', 'tests/a.py']
   assert lines[6].split() == ['3.2', 'tests/b.py']
-

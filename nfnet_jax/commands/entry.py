@@ -2,7 +2,8 @@
 
 ``nfnet-<name>`` (setup.py) and ``scripts/<name>.py`` both come here, so the
 process-wide settings of :func:`nfnet_jax.commands.base.quiet_console` and
-:func:`~nfnet_jax.commands.base.skip_keras_import` are made before the command module (and TensorFlow) is imported.
+:func:`~nfnet_jax.commands.base.skip_keras_import` are made before the
+command module (and TensorFlow) is imported.
 """
 import importlib
 import sys

@@ -19,9 +19,9 @@ _METHODS = {
 
 # tf.data runs a plain Python function given to `map` / `flat_map` through
 # AutoGraph first. The data functions here are straight-line TF ops (no
-# Python control flow on tensors), so the conversion only costs time: ~2 s of
-# every training start (23 functions transformed per pipeline, measured).
-# Every such function is decorated with this.
+# Python control flow on tensors), so the conversion only costs start-up
+# time (23 functions converted per train + eval pipeline; < 0.5 CPU-s,
+# 2.4 s under cProfile). Every such function is decorated with this.
 no_autograph = tf.autograph.experimental.do_not_convert
 
 
