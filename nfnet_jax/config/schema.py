@@ -100,6 +100,13 @@ def _add_data_fields(c: ml_collections.ConfigDict) -> None:
   # experiment's order) applies it to each mixed example after MixUp/CutMix;
   # True to each example before mixing. Without mixing the two are the same.
   c.data.augment_before_mix = False
+  # Random erasing (Zhong et al. 2017; nfnet_jax/data/erasing.py): the
+  # probability that a training example gets one rectangle of random pixels
+  # (0: off; the paper's value is 0.5), the rectangle's area as a fraction of
+  # the image, and the smallest aspect ratio (drawn in [it, 1 / it]).
+  c.data.random_erase = 0.0
+  c.data.random_erase_area = (0.02, 0.4)
+  c.data.random_erase_min_aspect = 0.3
   c.data.grayscale_to_rgb = True
   c.data.shuffle_buffer = 10_000
   c.data.num_parallel_calls = -1       # tf.data.AUTOTUNE

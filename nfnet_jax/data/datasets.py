@@ -458,6 +458,25 @@ def _check_number(data_config, field, lo, hi=None, integer=False,
                      f'{kind} in {rng}')
 
 
+def _check_random_erase(data_config):
+  """``data.random_erase`` (probability), ``random_erase_area`` (lo, hi) and
+  ``random_erase_min_aspect``: see ``nfnet_jax/data/erasing.py``."""
+  _check_number(data_config, 'random_erase', 0, 1, allow_none=True)
+  area = _get(data_config, 'random_erase_area', (0.02, 0.4))
+  if (not isinstance(area, (tuple, list)) or len(area) != 2 or
+      not all(is_number(a) for a in area) or not 0 < area[0] <= area[1] < 1):
+    raise errors.DataError(
+        f'config.data.random_erase_area={area!r} is not allowed; expected '
+        '(lo, hi) with 0 < lo <= hi < 1, the erased fraction of the image '
+        '(the paper: (0.02, 0.4))')
+  aspect = _get(data_config, 'random_erase_min_aspect', 0.3)
+  if not is_number(aspect) or not 0 < aspect <= 1:
+    raise errors.DataError(
+        f'config.data.random_erase_min_aspect={aspect!r} is not allowed; '
+        'expected a number in (0, 1]: aspect ratios are drawn in '
+        '[it, 1 / it] (the paper: 0.3)')
+
+
 def validate_data_config(data_config):
   """Checks `config.data` before anything is built.
 
@@ -480,6 +499,7 @@ def validate_data_config(data_config):
   _check_number(data_config, 'randaugment_magnitude', 0, 30)
   check_randaugment_mode(_get(data_config, 'randaugment_mode', 'official'))
   _check_number(data_config, 'mixup_alpha', 0)
+  _check_random_erase(data_config)
   before = _get(data_config, 'augment_before_mix', False)
   if not isinstance(before, bool):
     raise errors.DataError(f'config.data.augment_before_mix={before!r}: expected True '

@@ -2,12 +2,14 @@
 
 Per-example crop / flip (/ RandAugment when ``data.augment_before_mix``),
 batching, the label check, one-hot labels, MixUp/CutMix (XLA-fused),
-RandAugment on each mixed example (the official order), normalisation, the
-device layout and the prefetch, for the examples of any ``sources`` source.
+RandAugment on each mixed example (the official order), normalisation,
+random erasing, the device layout and the prefetch, for the examples of any
+``sources`` source.
 """
 import tensorflow as tf
 
 from nfnet_jax.data import datasets
+from nfnet_jax.data import erasing
 from nfnet_jax.data import mixing
 from nfnet_jax.data import preprocess as pp
 from nfnet_jax.data import randaugment
@@ -112,6 +114,11 @@ class BatchTail:
     self.mix_key_seed = sources.seed_int(int(config.seed), p, 7)
     self.key_seed = sources.seed_int(int(config.seed), p, 1)
     self.mixup_alpha = float(d.mixup_alpha or 0.0)
+    self.erase_prob = float(datasets._get(d, 'random_erase', 0.0) or 0.0)
+    self.erase_area = tuple(datasets._get(d, 'random_erase_area', (0.02, 0.4)))
+    self.erase_min_aspect = float(
+        datasets._get(d, 'random_erase_min_aspect', 0.3))
+    self.erase_key_seed = sources.seed_int(int(config.seed), p, 11)
     self.use_cutmix = bool(d.cutmix)
     self.layout, self.groups, self.per_device = layout, groups, per_device
     self.host_batch = host_batch
@@ -187,6 +194,13 @@ class BatchTail:
     return self._out(batch['_pos'], images, batch['labels'])
 
   def _out(self, gpos, images, labels):
+    """Normalised images -> random erasing (if on) -> the device layout."""
+    if self.erase_prob > 0:
+      step = gpos[0] // self.host_batch
+      images = erasing.random_erase(
+          images, pp.make_key(self.erase_key_seed, step), prob=self.erase_prob,
+          area=self.erase_area, min_aspect=self.erase_min_aspect,
+          mean=self.mean, std=self.std)
     lay = lambda x: layout_batch(x, self.layout, self.groups, self.per_device)
     return {'images': lay(images), 'labels': lay(labels), '_pos': gpos}
 
