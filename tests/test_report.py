@@ -242,6 +242,26 @@ def test_study_grids_validate(name):
     study.get_config('lcoal')
 
 
+def test_normalizers_pilot_grid():
+  """``:pilot``: every arm at 32 per device for each budget (own schedule),
+  and at 2 per device for the timing; all valid configs."""
+  from nfnet_jax.config import load as config_load  # pylint: disable=g-import-not-at-top
+  from nfnet_jax.train.validate import validate_config  # pylint: disable=g-import-not-at-top
+  study = _load_study('normalizers')
+  grid = study.get_sweep('pilot')
+  arms = len(study.ARMS)
+  assert len(grid) == arms * (len(study.PILOT_EPOCHS) + 1)
+  wide = [p for p in grid if p['train.batch_size'] == 8 * 32]
+  steps = sorted({p['train.total_steps'] for p in wide})
+  assert steps == [round(e * 60_000 / 256) for e in study.PILOT_EPOCHS]
+  assert {p['train.batch_size'] for p in grid} == {256, 16}
+  assert {p['seed'] for p in grid} == {0}
+  path = os.path.join(ROOT, 'configs', 'studies', 'normalizers.py:pilot')
+  for point in grid:
+    validate_config(config_load.load_config(path, point.items()), num_devices=8,
+                    process_count=1)
+
+
 @have_fashion
 @pytest.mark.parametrize('name', STUDIES)
 def test_study_local_form_end_to_end(name, tmp_path):

@@ -47,17 +47,18 @@ def steps_for(epochs: float, batch: int, examples: int = TRAIN_EXAMPLES) -> int:
   return max(1, int(round(epochs * examples / batch)))
 
 
-def study_options(arg: str, study: str) -> list:
-  """The comma-separated variants of a study's ``arg``; only ``local`` exists.
+def study_options(arg: str, study: str, allowed=('local',)) -> list:
+  """The comma-separated variants of a study's ``arg`` (``local`` unless a
+  study allows more, e.g. a ``pilot``).
 
   Raises:
     ValueError: naming ``configs/studies/<study>.py`` and the unknown variants.
   """
   opts = [o.strip() for o in (arg or '').split(',') if o.strip()]
-  unknown = [o for o in opts if o != 'local']
+  unknown = [o for o in opts if o not in allowed]
   if unknown:
     raise ValueError(f'configs/studies/{study}.py: unknown variant(s) {unknown}; '
-                     'allowed: local')
+                     f'allowed: {", ".join(allowed)}')
   return opts
 
 

@@ -22,8 +22,9 @@ On a CPU the 8 devices are XLA's fake host devices (the XLA_FLAGS above,
 set before JAX starts); on 8 accelerators the same config runs unchanged.
 ``parallel.num_devices=8`` refuses to run on fewer devices.
 
-Variants: (default) the study; ``local``: tiny, 3 steps, BN and NF at 2 per
-device (tests).
+Variants: (default) the study; ``pilot``: the budget check (every arm at 32
+per device for 0.5-4 epochs, and timed at 2 per device; seed 0);
+``local``: tiny, 3 steps, BN and NF at 2 per device (tests).
 """
 import importlib.util
 import os
@@ -46,8 +47,16 @@ STEM_WIDTH = 8
 EVAL_SPLIT = 'test[:5000]'
 
 
+# The pilot (``:pilot``): every arm at 32 per device, one run (with its own
+# schedule) per budget in PILOT_EPOCHS -- where does the widest batch's final
+# accuracy stop rising? -- and at 2 per device for PILOT_TIMING_EPOCHS (what
+# a step costs where the study's time goes); seed 0.
+PILOT_EPOCHS = (0.5, 1.0, 2.0, 4.0)
+PILOT_TIMING_EPOCHS = 0.05
+
+
 def _opts(arg):
-  return common.study_options(arg, 'normalizers')
+  return common.study_options(arg, 'normalizers', ('local', 'pilot'))
 
 
 def get_config(arg=''):
@@ -67,8 +76,13 @@ def get_config(arg=''):
 def get_sweep(arg=''):
   """seed x images per device x arm (seeds outermost: an unfinished study has whole
   seeds of every cell); ``local``: BN and NF at 2 per device, seed 0."""
-  if 'local' in _opts(arg):
+  opts = _opts(arg)
+  if 'local' in opts:
     return [dict(common.ARMS[a], **common.batch_point(DEVICES * 2, EPOCHS, True), seed=0)
             for a in ('bn', 'nf')]
+  if 'pilot' in opts:
+    points = [common.batch_point(DEVICES * PER_DEVICE[-1], e) for e in PILOT_EPOCHS]
+    points.append(common.batch_point(DEVICES * PER_DEVICE[0], PILOT_TIMING_EPOCHS))
+    return [dict(common.ARMS[a], **point, seed=0) for point in points for a in ARMS]
   return [dict(common.ARMS[a], **common.batch_point(DEVICES * n, EPOCHS), seed=s)
           for s in SEEDS for n in PER_DEVICE for a in ARMS]
