@@ -18,6 +18,7 @@ alone the two are the same).
 """
 import tensorflow as tf
 
+from nfnet_jax.data.preprocess import box_mask
 from nfnet_jax.data.preprocess import fold_in
 
 ATTEMPTS = 100            # the paper's code tries up to 100 rectangles
@@ -59,12 +60,8 @@ def erase_boxes(key, n, h, w, *, area, min_aspect):
 
 @tf.function(jit_compile=True, autograph=False)
 def _erase_fused(images, y0, x0, eh, ew, apply, fill):
-  h, w = images.shape[1], images.shape[2]
-  ys = tf.range(h)[None, :]
-  xs = tf.range(w)[None, :]
-  in_y = (ys >= y0[:, None]) & (ys < (y0 + eh)[:, None])
-  in_x = (xs >= x0[:, None]) & (xs < (x0 + ew)[:, None])
-  mask = in_y[:, :, None] & in_x[:, None, :] & apply[:, None, None]
+  mask = box_mask(y0, y0 + eh, x0, x0 + ew, images.shape[1], images.shape[2])
+  mask &= apply[:, None, None]
   return tf.where(mask[..., None], fill, images)
 
 
@@ -90,4 +87,3 @@ def random_erase(images, key, *, prob, area, min_aspect, mean, std):
   pixels = 255.0 * tf.random.stateless_uniform([n, h, w, c], fold_in(key, 3))
   fill = (pixels - tf.constant(mean, tf.float32)) / tf.constant(std, tf.float32)
   return _erase_fused(images, y0, x0, eh, ew, apply, fill)
-

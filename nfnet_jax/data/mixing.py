@@ -12,6 +12,7 @@ is the exact pixel fraction kept.
 """
 import tensorflow as tf
 
+from nfnet_jax.data.preprocess import box_mask
 from nfnet_jax.data.preprocess import fold_in
 
 
@@ -34,12 +35,7 @@ def cutmix_masks(key, n, h, w):
   y2 = tf.clip_by_value(tf.cast(cy, tf.int32) + half_h, 0, h)
   x1 = tf.clip_by_value(tf.cast(cx, tf.int32) - half_w, 0, w)
   x2 = tf.clip_by_value(tf.cast(cx, tf.int32) + half_w, 0, w)
-  ys = tf.range(h)[None, :]
-  xs = tf.range(w)[None, :]
-  in_y = (ys >= y1[:, None]) & (ys < y2[:, None])   # [n, h]
-  in_x = (xs >= x1[:, None]) & (xs < x2[:, None])   # [n, w]
-  mask = tf.cast(in_y[:, :, None] & in_x[:, None, :], tf.float32)
-  return mask[..., None]
+  return tf.cast(box_mask(y1, y2, x1, x2, h, w), tf.float32)[..., None]
 
 
 def mix_weights(key, b, h, w, *, mixup_alpha, use_cutmix, groups):

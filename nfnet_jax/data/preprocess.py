@@ -39,6 +39,16 @@ def make_key(seed, *data):
   return key
 
 
+def box_mask(y1, y2, x1, x2, h, w):
+  """bool [n, h, w]: True inside each example's box rows [y1, y2) and
+  columns [x1, x2) (int32 [n] each) of an h x w image."""
+  ys = tf.range(h)[None, :]
+  xs = tf.range(w)[None, :]
+  in_y = (ys >= y1[:, None]) & (ys < y2[:, None])   # [n, h]
+  in_x = (xs >= x1[:, None]) & (xs < x2[:, None])   # [n, w]
+  return in_y[:, :, None] & in_x[:, None, :]
+
+
 def image_hw(image, jpeg):
   """(height, width) int32 of JPEG bytes (header only) or a decoded image."""
   if jpeg:
