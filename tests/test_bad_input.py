@@ -37,6 +37,7 @@ from nfnet_jax.train import state as state_lib
 
 from conftest import ROOT
 from conftest import load_repo_config
+from conftest import TEST_XLA_FLAGS
 MISSING = '/nonexistent/nfnet_jax_test'
 # Fields an error message may mention as a remedy besides the bad one.
 HINT_FIELDS = {'data.allow_download', 'data.train_split'}
@@ -272,8 +273,7 @@ def test_train_and_evaluate_fails_before_compiling(idx_dir, tmp_path,
 
 
 def test_command_line_bad_config_exits_2_without_compiling(idx_dir, tmp_path):
-  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=4 '
-                                      '--xla_backend_optimization_level=0',
+  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=4 ' + TEST_XLA_FLAGS,
              TF_CPP_MIN_LOG_LEVEL='3', PYTHONPATH=ROOT)
   workdir = tmp_path / 'work'
   cmd = [sys.executable, os.path.join(ROOT, 'scripts', 'train.py'),

@@ -19,6 +19,7 @@ from nfnet_jax.testing import fake_data
 
 from conftest import ROOT
 from conftest import subprocess_env
+from conftest import TEST_XLA_FLAGS
 N_TEST = 24
 SCRIPTS = ('train', 'evaluate', 'benchmark', 'spp', 'sweep')
 
@@ -57,7 +58,7 @@ def setup(tmp_path_factory):
 
 
 def _run(script, args, timeout=600):
-  env = subprocess_env(XLA_FLAGS='--xla_backend_optimization_level=0')
+  env = subprocess_env(XLA_FLAGS=TEST_XLA_FLAGS)
   return subprocess.run([sys.executable, os.path.join(ROOT, 'scripts', f'{script}.py')]
                         + args, capture_output=True, text=True, timeout=timeout,
                         cwd=ROOT, env=env)

@@ -21,6 +21,7 @@ from nfnet_jax.analysis import evaluate as eval_lib
 from nfnet_jax.testing import fake_data
 
 from conftest import ROOT
+from conftest import TEST_XLA_FLAGS
 N_TEST = 50
 
 
@@ -176,7 +177,7 @@ def test_script_writes_json(idx_dir, official_ckpt, tmp_path):
       '  c = fm.get_config("tiny")\n'
       '  c.model.widths = (16, 16, 16, 16)\n'
       '  return c\n')
-  env = dict(os.environ, XLA_FLAGS='--xla_backend_optimization_level=0', JAX_PLATFORMS='cpu')
+  env = dict(os.environ, XLA_FLAGS=TEST_XLA_FLAGS, JAX_PLATFORMS='cpu')
   res = subprocess.run(
       [sys.executable, os.path.join(ROOT, 'scripts', 'evaluate.py'), '--config', str(cfg),
        f'--config.data.data_dir={idx_dir}', '--config.train.eval_batch_size=16',

@@ -32,6 +32,7 @@ from nfnet_jax.testing import fake_data
 from conftest import load_repo_module
 
 from conftest import ROOT
+from conftest import TEST_XLA_FLAGS
 
 CONFIG = '''
 import importlib.util, os
@@ -87,8 +88,7 @@ def sweep_dir(tmp_path_factory):
   cfg = root / 'cfg.py'
   cfg.write_text(CONFIG.format(root=ROOT, data=data))
   env = {
-      'XLA_FLAGS': '--xla_force_host_platform_device_count=1 '
-                   '--xla_backend_optimization_level=0',
+      'XLA_FLAGS': '--xla_force_host_platform_device_count=1 ' + TEST_XLA_FLAGS,
       'JAX_COMPILATION_CACHE_DIR': str(root / 'jax_cache'),
       'JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS': '0',
       'JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES': '-1',
