@@ -6,6 +6,10 @@ Library modules never change process state (DESIGN.md); the entry points
 
 * orbax's log of a failed background save (a long traceback) dropped: the
   same failure is raised as one line (``CheckpointSaveError``);
+* asyncio's report of an orbax write task whose error nobody retrieved
+  ("Task exception was never retrieved" and the same traceback, printed when
+  the task is garbage-collected: under load, after the one-line error)
+  dropped, for tasks failing inside orbax only;
 * the "Event loop is closed" echoes dropped. Their source: orbax runs each
   checkpoint read/write in a fresh asyncio loop
   (``orbax.checkpoint._src.asyncio_utils._run_sync_via_new_loop``) and
@@ -19,7 +23,9 @@ Library modules never change process state (DESIGN.md); the entry points
   error is still printed.
 """
 import logging
+import os
 import sys
+import traceback
 
 
 def _closed_loop_echo(unraisable) -> bool:
@@ -59,17 +65,39 @@ class _OrbaxThreadErrorFilter(logging.Filter):
     return not any(m in msg for m in self._MESSAGES)
 
 
+class _OrbaxOrphanTaskFilter(logging.Filter):
+  """Drops asyncio's log of an orbax task whose exception was never retrieved.
+
+  orbax closes its loop after the first failed tensorstore write; a sibling
+  write task that failed too is reported by asyncio when it is collected
+  (its exception, e.g. the same "File too large", with a long traceback).
+  Records whose traceback does not pass through orbax are kept.
+  """
+
+  _MESSAGES = ('Task exception was never retrieved',
+               'Future exception was never retrieved')
+
+  def filter(self, record):
+    if not record.exc_info or not record.getMessage().startswith(self._MESSAGES):
+      return True
+    frames = traceback.extract_tb(record.exc_info[2])
+    return not any('orbax' in f.filename.split(os.sep) for f in frames)
+
+
 # Attached to orbax's loggers by entry points only (quiet_orbax_thread_errors):
 # a logging filter is process-wide state.
 ORBAX_THREAD_ERROR_FILTER = _OrbaxThreadErrorFilter()
+ORBAX_ORPHAN_TASK_FILTER = _OrbaxOrphanTaskFilter()
 
 
 def quiet_orbax_thread_errors() -> None:
-  """Attaches the filter of orbax's failed-save tracebacks to its loggers."""
-  for name in ('absl', 'orbax'):
+  """Attaches the filters of orbax's failed-save tracebacks to their loggers."""
+  for name, log_filter in (('absl', ORBAX_THREAD_ERROR_FILTER),
+                           ('orbax', ORBAX_THREAD_ERROR_FILTER),
+                           ('asyncio', ORBAX_ORPHAN_TASK_FILTER)):
     logger = logging.getLogger(name)
-    if ORBAX_THREAD_ERROR_FILTER not in logger.filters:
-      logger.addFilter(ORBAX_THREAD_ERROR_FILTER)
+    if log_filter not in logger.filters:
+      logger.addFilter(log_filter)
 
 
 def quiet_checkpoint_noise() -> None:

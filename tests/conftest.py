@@ -144,22 +144,6 @@ def fake_fashion_mnist(tmp_path_factory):
 
 
 # ---------------------------------------------------------------------------
-# The longest files first. Each holds a test of 60-115 s of wall time (training
-# subprocesses, whole training loops); collected in alphabetical order most of
-# them came last, and the session ended with one or two workers still busy and
-# the others idle. A stable sort: every other test keeps its place, and the
-# tests of a file stay together (module-scoped fixtures are built once).
-LONG_FILES = ('test_lost_host.py', 'test_preemption.py', 'test_gpu_check.py',
-              'test_train_loop.py', 'test_real_runs.py', 'test_sweep_inproc.py',
-              'test_train_resume.py', 'test_tutorial.py')
-
-
-def pytest_collection_modifyitems(config, items):  # pylint: disable=unused-argument
-  rank = {name: i for i, name in enumerate(LONG_FILES)}
-  items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
-
-
-# ---------------------------------------------------------------------------
 # `--cpu-report=FILE`: where the suite's CPU time goes (docs/getting_started.md).
 # Wall time (`--durations`) hides how much of a test's cost is its own
 # compiles and how much the training subprocesses it waits for: each test's

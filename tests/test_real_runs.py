@@ -1,4 +1,4 @@
-"""Real ``scripts/train.py`` runs: sweep outcomes, AGC telemetry, profile, SPP.
+"""Real training runs: sweep outcomes, AGC telemetry, profile, SPP.
 
 Four runs of the quickstart NF-ResNet at width 0.25 (32 px, batch 16, 4
 steps) on a generated Fashion-MNIST-format data set where every image is the
@@ -13,15 +13,15 @@ loss changes only through learning:
 * a config file whose ``get_config`` raises: ``failed``, with the error's
   last line.
 
-The runs go through the sweep's local launcher (`run_sweep`), which records
-each exit status, and share a persistent compilation cache. They train with
+The runs go through the sweep's in-process launcher (`run_sweep_inproc`:
+what `scripts/train.py` calls, in this process), which records each exit
+status, and share the session's persistent compilation cache. They train with
 AGC (lambda 0.16) and telemetry on and profile steps 1..2, so the completed
 run's workdir also checks the telemetry rows, scripts/agc_report.py, the
 profiler trace and ``scripts/spp.py --checkpoint WORKDIR``.
 """
 import json
 import os
-import sys
 
 import numpy as np
 import pytest
@@ -32,7 +32,6 @@ from nfnet_jax.testing import fake_data
 from conftest import load_repo_module
 
 from conftest import ROOT
-from conftest import TEST_XLA_FLAGS
 
 CONFIG = '''
 import importlib.util, os
@@ -87,33 +86,21 @@ def sweep_dir(tmp_path_factory):
   _write_constant_dataset(data)
   cfg = root / 'cfg.py'
   cfg.write_text(CONFIG.format(root=ROOT, data=data))
-  env = {
-      'XLA_FLAGS': '--xla_force_host_platform_device_count=1 ' + TEST_XLA_FLAGS,
-      'JAX_COMPILATION_CACHE_DIR': str(root / 'jax_cache'),
-      'JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS': '0',
-      'JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES': '-1',
-      'CUDA_VISIBLE_DEVICES': '', 'TF_CPP_MIN_LOG_LEVEL': '3',
-      'PYTHONPATH': ROOT + os.pathsep + os.environ.get('PYTHONPATH', ''),
-  }
-  old = {k: os.environ.get(k) for k in env}
-  os.environ.update(env)
-  try:
-    wd = str(root / 'sweep')
-    grid = [{'optimizer.base_lr': lr} for lr in (1.0, 0.0, 1e30)]
-    sweep_lib.run_sweep(str(cfg), wd, grid, parallel=2, timeout=900, log=print)
-    rows = sweep_lib.collect_results(wd, grid)
-    wd_fail = str(root / 'sweep_fail')
-    fail_grid = [{'seed': 0}]
-    sweep_lib.run_sweep(str(cfg) + ':raise', wd_fail, fail_grid, timeout=300, log=print)
-    rows += sweep_lib.collect_results(wd_fail, fail_grid)
-    for r in rows:
-      r['workdir'] = os.path.join(wd if r['run_name'] != 'seed=0' else wd_fail, r['run_name'])
-  finally:
-    for k, v in old.items():
-      if v is None:
-        os.environ.pop(k, None)
-      else:
-        os.environ[k] = v
+  # The sweep's in-process launcher: each run calls what `nfnet-train` calls
+  # (config loading, the loop, each failure's line and exit status) without
+  # a new interpreter and its imports (~15 CPU-s a run here);
+  # test_sweep_inproc.py shows that it records what the `local` launcher's
+  # subprocesses record.
+  wd = str(root / 'sweep')
+  grid = [{'optimizer.base_lr': lr} for lr in (1.0, 0.0, 1e30)]
+  sweep_lib.run_sweep_inproc(str(cfg), wd, grid, log=print)
+  rows = sweep_lib.collect_results(wd, grid)
+  wd_fail = str(root / 'sweep_fail')
+  fail_grid = [{'seed': 0}]
+  sweep_lib.run_sweep_inproc(str(cfg) + ':raise', wd_fail, fail_grid, log=print)
+  rows += sweep_lib.collect_results(wd_fail, fail_grid)
+  for r in rows:
+    r['workdir'] = os.path.join(wd if r['run_name'] != 'seed=0' else wd_fail, r['run_name'])
   return rows
 
 
