@@ -32,6 +32,9 @@ def test_matmul_flops_from_cost_analysis():
   comp = bench.compile_fn(f, a, b)
   assert comp.flops == pytest.approx(2 * 32 * 48 * 16, rel=0.01)
   np.testing.assert_allclose(comp(a, b), np.full((32, 16), 48.0))
+  # Both clocks ran (process CPU time ticks in 1-10 ms steps, so a tiny
+  # compile may read 0 CPU-s; it can never read a negative one or none).
+  assert comp.compile_s > 0 and comp.compile_cpu_s is not None and comp.compile_cpu_s >= 0
   assert bench.measure_matmul_peak(n=128, reps=2) > 0
 
 
