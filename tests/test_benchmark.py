@@ -32,9 +32,6 @@ def test_matmul_flops_from_cost_analysis():
   comp = bench.compile_fn(f, a, b)
   assert comp.flops == pytest.approx(2 * 32 * 48 * 16, rel=0.01)
   np.testing.assert_allclose(comp(a, b), np.full((32, 16), 48.0))
-  # Both clocks ran (process CPU time ticks in 1-10 ms steps, so a tiny
-  # compile may read 0 CPU-s; it can never read a negative one or none).
-  assert comp.compile_s > 0 and comp.compile_cpu_s is not None and comp.compile_cpu_s >= 0
   assert bench.measure_matmul_peak(n=128, reps=2) > 0
 
 
@@ -62,6 +59,9 @@ def test_train_step_updates_params_and_ema():
   run = bench.compile_train_step(cfg, net, params, ms, images, labels)
   comp = run.compiled
   assert comp.flops and comp.flops > 0
+  # Both clocks ran: lowering a train step alone takes well over 50 ms of
+  # CPU, even when the compile itself is a cache hit.
+  assert comp.compile_s > 0.05 and comp.compile_cpu_s > 0.05
   new_state, metrics = comp(run.state, run.batch)
   assert np.isfinite(float(metrics['loss'])) and float(metrics['finite']) == 1.0
   assert int(new_state.step) == 1
