@@ -6,6 +6,7 @@ import sys
 import pytest
 
 from nfnet_jax import config as base_lib
+from nfnet_jax.analysis.sweeps import grid as sweep_grid
 from nfnet_jax.config import load as config_load
 from nfnet_jax.train.validate import validate_config
 
@@ -249,6 +250,34 @@ def test_override_values_take_the_field_type():
   with pytest.raises(config_load.ConfigError,
                      match=r"config\.train\.batch_size='abc' \(str\) does not fit"):
     config_load.apply_override(c, 'train.batch_size', 'abc')
+
+
+def test_the_choice_none_and_quoted_strings():
+  """``--config.data.train_crop=none`` is the choice 'none' (it used to become
+  None, which the field refused, and ``model.attention=none`` silently became
+  None = the variant's default attention); None / null clear a field; quotes
+  keep any text a string."""
+  c = config_load.load_config(os.path.join(ROOT, 'configs/nfnet.py:F0'), [
+      ('data.train_crop', 'none'), ('model.attention', 'none'),
+      ('train.compilation_cache_dir', 'None'), ('optimizer.clipping', 'null'),
+      ('data.eval_split', "'1'")])
+  assert c.data.train_crop == 'none' and c.model.attention == 'none'
+  assert c.train.compilation_cache_dir is None and c.optimizer.clipping is None
+  assert c.data.eval_split == '1'
+  assert config_load.parse_value('"none"') == 'none'
+  assert config_load.parse_value(' None ') is None
+  with pytest.raises(config_load.ConfigError, match=r"config\.optimizer\.weight_decay='none'"):
+    config_load.apply_override(c, 'optimizer.weight_decay', 'none')
+
+
+@pytest.mark.parametrize('value', [None, 'none', 'None', '1', 'True', 'relu', 'a,b', 0.1, 3,
+                                   True, (1, 2), ('x',), (0.5, None)])
+def test_override_text_reads_back_as_the_value(value):
+  """A sweep's grid value reaches its run through this text (both launchers)."""
+  text = config_load.override_text(value)
+  assert config_load.parse_value(text) == value
+  assert sweep_grid.override_flags({'data.train_crop': value}) == [
+      f'--config.data.train_crop={text}']
 
 
 @pytest.mark.parametrize('field,closest', [

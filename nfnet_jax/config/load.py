@@ -23,7 +23,10 @@ import sys
 from typing import Any, Iterable, Optional, Sequence
 
 EXIT_BAD_CONFIG = 2   # errors.EXIT_BAD_INPUT (a test checks they agree)
-NONE_WORDS = ('none', 'null')
+# The spellings of None on a command line. Lowercase 'none' is a string: it
+# is a choice of data.train_crop, model.norm and model.attention (where
+# None means something else: the variant's default attention).
+NONE_WORDS = ('None', 'null')
 OVERRIDE_PREFIX = '--config.'
 
 
@@ -60,14 +63,19 @@ class ConfigError(NFNetError, ValueError):
 def parse_value(text: str) -> Any:
   """Parses one command-line value: None/null, True/False, numbers, tuples.
 
+  A value in matching quotes is the text inside them, whatever it spells
+  (``"'none'"`` is the string ``'none'``, ``"'1'"`` the string ``'1'``).
+
   Args:
-    text: the value as typed, e.g. '0.01', 'None', 'relu', '(1,2)'.
+    text: the value as typed, e.g. '0.01', 'None', 'relu', '(1,2)', "'none'".
 
   Returns:
     None, a bool, an int, a float, a tuple or list, else the text itself.
   """
   t = text.strip()
-  if t.lower() in NONE_WORDS:
+  if _is_quoted(t):
+    return t[1:-1]
+  if t in NONE_WORDS:
     return None
   if t.lower() in ('true', 'false'):
     return t.lower() == 'true'
@@ -78,6 +86,32 @@ def parse_value(text: str) -> Any:
   except (ValueError, SyntaxError):
     pass
   return t
+
+
+def _is_quoted(text: str) -> bool:
+  return len(text) >= 2 and text[0] == text[-1] and text[0] in '\'"'
+
+
+def override_text(value: Any, quote: bool = True) -> str:
+  """The text of ``--config.x=<text>`` that :func:`parse_value` reads as ``value``.
+
+  Args:
+    value: None, a bool, a number, a string or a tuple / list of them.
+    quote: quote a string that would parse as something else (``'none'``,
+      ``'1'``, ``'True'``); False gives the plain form for tables and names.
+  """
+  if value is None:
+    return 'None'
+  if isinstance(value, float):
+    return repr(value)
+  if isinstance(value, (tuple, list)):
+    # Inside a tuple only a quoted string parses back as a string.
+    items = ','.join(repr(v) if quote and isinstance(v, str) else override_text(v, quote)
+                     for v in value)
+    return '(' + items + (',)' if len(value) == 1 else ')')
+  if quote and isinstance(value, str) and parse_value(value) != value:
+    return repr(value)
+  return str(value)
 
 
 # ---------------------------------------------------------------------------
@@ -197,7 +231,7 @@ def _coerce(current: Any, value: Any, text: Optional[str]) -> Any:
   """The override value in the type of the field it replaces."""
   if value is None or current is None:
     return value
-  if isinstance(current, str) and text is not None:
+  if isinstance(current, str) and text is not None and not _is_quoted(text.strip()):
     return text.strip()   # a string field takes the text as typed ('50', 'F0')
   if isinstance(current, tuple) and isinstance(value, list):
     return tuple(value)

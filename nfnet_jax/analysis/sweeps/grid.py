@@ -9,20 +9,14 @@ import re
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 # The one value parser of every command line (``--config.a.b=v``).
-from nfnet_jax.config.load import parse_value
+from nfnet_jax.config.load import override_text, parse_value
 
 Overrides = Dict[str, Any]
 
 
 def format_value(value: Any) -> str:
-  """Formats a value the way ml_collections' ``--config.x=v`` flags parse it."""
-  if value is None:
-    return 'None'
-  if isinstance(value, float):
-    return repr(value)
-  if isinstance(value, (tuple, list)):
-    return '(' + ','.join(format_value(v) for v in value) + (',)' if len(value) == 1 else ')')
-  return str(value)
+  """A grid value as run names, tables and CSV cells show it (unquoted)."""
+  return override_text(value, quote=False)
 
 
 def strip_config_prefix(key: str) -> str:
@@ -119,4 +113,4 @@ def run_name(overrides: Overrides) -> str:
 
 def override_flags(overrides: Overrides) -> List[str]:
   """``--config.k=v`` flags for a grid point (what a run's command line gets)."""
-  return [f'--config.{k}={format_value(v)}' for k, v in overrides.items()]
+  return [f'--config.{k}={override_text(v)}' for k, v in overrides.items()]
