@@ -130,6 +130,7 @@ def test_unknown_flag_is_one_line_and_exit_2(module, capsys):
     (['benchmark', '--model', 'NFNet', '--mode', 'fast'], "invalid choice: 'fast'"),
     (['export', '--from', 'a.npz', '--out', 'o', '--image_size', 'big'], "invalid int value"),
     (['spp', '--out', 'o', '--config.model.alpha'], 'an override needs a value'),
+    (['spp', '--out', 'o', '--skip_gain', 'relu'], '--skip_gain must be a number or "none"'),
 ])
 def test_bad_flag_values_are_one_line_and_exit_2(argv, what, capsys):
   import importlib  # pylint: disable=g-import-not-at-top

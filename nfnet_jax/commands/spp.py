@@ -95,7 +95,8 @@ def main(argv=None):
         p.error('--input data and --config.a.b=v overrides need --config or --data_config')
     else:
       data_cfg = errors.exit_on_error(config_load.load_config, data_spec, other)
-  skip_gain = parse_value(args.skip_gain)
+  # 'none' (any case) keeps the init; parse_value reads lowercase 'none' as a word.
+  skip_gain = None if args.skip_gain.strip().lower() == 'none' else parse_value(args.skip_gain)
   if skip_gain is not None and not isinstance(skip_gain, (int, float)):
     p.error(f'--skip_gain must be a number or "none", got {args.skip_gain!r}')
   if args.checkpoint:
