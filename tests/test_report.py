@@ -243,23 +243,42 @@ def test_study_grids_validate(name):
 
 
 def test_normalizers_pilot_grid():
-  """``:pilot``: every arm at 32 per device for each budget (own schedule),
-  and at 2 per device for the timing; all valid configs."""
+  """``:pilot``: every arm at 32 per device on each training subset, for each
+  budget of images seen (epochs = seen / subset), fitted-ness measured on the
+  subset itself; all valid configs."""
   from nfnet_jax.config import load as config_load  # pylint: disable=g-import-not-at-top
   from nfnet_jax.train.validate import validate_config  # pylint: disable=g-import-not-at-top
   study = _load_study('normalizers')
   grid = study.get_sweep('pilot')
-  arms = len(study.ARMS)
-  assert len(grid) == arms * (len(study.PILOT_EPOCHS) + 1)
-  wide = [p for p in grid if p['train.batch_size'] == 8 * 32]
-  steps = sorted({p['train.total_steps'] for p in wide})
-  assert steps == [round(e * 60_000 / 256) for e in study.PILOT_EPOCHS]
-  assert {p['train.batch_size'] for p in grid} == {256, 16}
-  assert {p['seed'] for p in grid} == {0}
+  assert len(grid) == len(study.ARMS) * len(study.PILOT_SUBSETS) * len(study.PILOT_SEEN)
+  assert {p['train.batch_size'] for p in grid} == {256} and {p['seed'] for p in grid} == {0}
+  for n in study.PILOT_SUBSETS:
+    points = [p for p in grid if p['data.train_split'] == f'train[:{n}]']
+    assert all(p['data.train_eval_split'] == f'train[:{n}]' for p in points)
+    assert all(p['data.shuffle_buffer'] == n for p in points)
+    # 128,000 images seen of 2,000 at batch 256: 64 epochs of 7.8 steps = 500 steps.
+    assert sorted({p['train.total_steps'] for p in points}) == [
+        round(seen / 256) for seen in study.PILOT_SEEN]
   path = os.path.join(ROOT, 'configs', 'studies', 'normalizers.py:pilot')
-  for point in grid:
+  for point in grid[::len(study.ARMS)]:
     validate_config(config_load.load_config(path, point.items()), num_devices=8,
                     process_count=1)
+
+
+def test_normalizers_cells_see_the_same_images():
+  """Every cell draws IMAGES_SEEN images of the same unaugmented subset: steps
+  x global batch is the same at 2, 4, 8 and 32 images per device."""
+  from nfnet_jax.config import load as config_load  # pylint: disable=g-import-not-at-top
+  study = _load_study('normalizers')
+  grid = study.get_sweep('')
+  assert len(grid) == len(study.ARMS) * len(study.PER_DEVICE) * len(study.SEEDS) == 100
+  assert {p['train.total_steps'] * p['train.batch_size'] for p in grid} == {64_000}
+  assert {p['train.batch_size'] for p in grid} == {16, 32, 64, 256}
+  assert {p['data.train_split'] for p in grid} == {'train[:2000]'}
+  c = config_load.load_config(os.path.join(ROOT, 'configs', 'studies', 'normalizers.py'),
+                              grid[0].items())
+  assert (c.data.train_crop, c.data.random_flip) == ('none', False)
+  assert c.train.total_steps == 4000 and c.optimizer.warmup_steps == 800
 
 
 @have_fashion

@@ -21,10 +21,13 @@ from conftest import ROOT
 STUDY_REPORTS = {
     'clipping_batch': ['--baseline', 'optimizer.clipping=0.01', '--title',
                        'Fashion-MNIST NF-ResNet, 0.5 epoch per batch size: test top-1, 5 seeds'],
-    'normalizers': ['--baseline', 'model=ResNet (batchnorm, per device)',
+    'normalizers': ['--baseline', 'model=ResNet (batchnorm, synced)',
                     '--line', 'train.batch_size', '--x_scale', '0.125',
                     '--x_label', 'images per device (8 devices)', '--title',
-                    'Fashion-MNIST, 8 devices, 0.1 epoch per cell: test top-1, 5 seeds'],
+                    'Fashion-MNIST train[:2000], 32 epochs, 8 devices: test top-1, 5 seeds'],
+    'normalizers_pilot': ['--line', 'train.total_steps', '--x_scale', '256', '--x_label',
+                          'images seen (32 per device = global batch 256 on 8 devices)',
+                          '--title', 'Pilot: every arm at 32 per device, no augmentation, seed 0'],
     'regularization': ['--baseline', 'model=ResNet (batchnorm)',
                        '--baseline', 'model.stochdepth_rate=0.0', '--title',
                        'Fashion-MNIST train[:1000], 40 epochs: test (bars) and train (diamonds) '
