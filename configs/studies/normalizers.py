@@ -15,15 +15,17 @@ better than BN-ResNets at very small batches. Here: the five normalizations
 (``common.ARMS``: BN per device, BN synced over the global batch with
 ``model.bn_cross_replica``, GroupNorm, WS+GroupNorm, NF-ResNet; the same
 tiny pre-activation bottleneck shape) on **8 devices** at 2, 4, 8 and 32
-images per device (global batch 16 to 256), the same ``EPOCHS`` of
-Fashion-MNIST for every cell, the peak LR ``BASE_LR`` x batch / 256, 5 seeds.
+images per device (global batch 16 to 256), the same ``IMAGES_SEEN`` images
+drawn from the first ``TRAIN_EXAMPLES`` Fashion-MNIST training images (no
+augmentation) for every cell, the peak LR ``BASE_LR`` x batch / 256, 5 seeds.
 
 On a CPU the 8 devices are XLA's fake host devices (the XLA_FLAGS above,
 set before JAX starts); on 8 accelerators the same config runs unchanged.
 ``parallel.num_devices=8`` refuses to run on fewer devices.
 
-Variants: (default) the study; ``pilot``: the budget check (every arm at 32
-per device for 0.5-4 epochs, and timed at 2 per device; seed 0);
+Variants: (default) the study; ``pilot``: where the widest batch stops
+rising (every arm at 32 per device on 1,000 or 2,000 images for 32,000 to
+128,000 images seen; seed 0);
 ``local``: tiny, 3 steps, BN and NF at 2 per device (tests).
 """
 import importlib.util
