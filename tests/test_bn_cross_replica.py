@@ -188,3 +188,54 @@ def test_cross_replica_needs_batchnorm(norm):
   with pytest.raises(ValueError, match='bn_cross_replica'):
     models_lib.validate_model_config(dict(TINY, bn_cross_replica='yes'), NUM_CLASSES)
   models_lib.validate_model_config(dict(TINY, bn_cross_replica=True), NUM_CLASSES)
+
+
+def _hk_batchnorm(x, is_training):
+  return hk.BatchNorm(create_scale=True, create_offset=True, decay_rate=resnet.BN_DECAY,
+                      eps=resnet.NORM_EPS, name='bn')(x, is_training)
+
+
+def _our_batchnorm(x, is_training):
+  return resnet._make_norm('batchnorm', x.shape[-1], 'bn')(x, is_training)
+
+
+def test_batchnorm_equals_haiku_bit_for_bit_where_the_variance_is_positive():
+  x = _x(3)
+  outs = []
+  for fn in (_hk_batchnorm, _our_batchnorm):
+    f = hk.transform_with_state(fn)
+    params, state = f.init(jax.random.PRNGKey(0), x, True)
+    y_train, state = f.apply(params, state, None, x, True)
+    y_train2, state = f.apply(params, state, None, x * 2 + 1, True)
+    y_eval, _ = f.apply(params, state, None, x, False)
+    outs.append((params, state, y_train, y_train2, y_eval))
+  for ours, theirs in zip(jax.tree_util.tree_leaves(outs[1]), jax.tree_util.tree_leaves(outs[0])):
+    np.testing.assert_array_equal(np.asarray(ours), np.asarray(theirs))
+
+
+def test_batchnorm_variance_is_clamped_at_zero_where_one_pass_cancels():
+  # Two values per channel near 30 (2 images at a 1x1 last stage): in float32
+  # E[x^2] - E[x]^2 cancels to below -eps for some channels, and Haiku's
+  # BatchNorm returns NaN there.
+  rng = np.random.RandomState(0)
+  x = (30 + 1e-3 * rng.randn(2, 1, 1, 1000)).astype(np.float32)
+  mean_sq = np.mean(np.square(x), axis=(0, 1, 2))
+  one_pass = mean_sq - np.square(np.mean(x, axis=(0, 1, 2)))
+  assert (one_pass < -resnet.NORM_EPS).any(), 'the example must cancel below -eps'
+  hk_y, _ = hk.transform_with_state(_hk_batchnorm).apply(
+      {'bn': {'scale': jnp.ones((1, 1, 1, 1000)), 'offset': jnp.zeros((1, 1, 1, 1000))}},
+      {'bn/~/mean_ema': {'counter': jnp.zeros((), jnp.int32), 'hidden': jnp.zeros((1, 1, 1, 1000)),
+                          'average': jnp.zeros((1, 1, 1, 1000))},
+       'bn/~/var_ema': {'counter': jnp.zeros((), jnp.int32), 'hidden': jnp.zeros((1, 1, 1, 1000)),
+                         'average': jnp.zeros((1, 1, 1, 1000))}}, None, x, True)
+  assert np.isnan(np.asarray(hk_y)).any()
+  f = hk.transform_with_state(_our_batchnorm)
+  params, state = f.init(jax.random.PRNGKey(0), x, True)
+  y, state = f.apply(params, state, None, x, True)
+  # numpy: the same one-pass variance in float32, clamped at 0.
+  mean = np.mean(x, axis=(0, 1, 2))
+  var = np.maximum(one_pass, 0)
+  expected = (x - mean) / np.sqrt(var + np.float32(resnet.NORM_EPS))
+  assert np.isfinite(np.asarray(y)).all()
+  np.testing.assert_allclose(np.asarray(y), expected, rtol=1e-4, atol=1e-4)
+  assert np.asarray(state['bn/~/var_ema']['average']).min() >= 0

@@ -108,6 +108,13 @@ class _BatchNorm(hk.BatchNorm):
   tool applying the model on one device) the axis is unbound: init then uses
   the local statistics (they only seed the zero-debiased EMAs' shapes), and
   any other training-mode call raises one ValueError saying so.
+
+  The batch variance is Haiku's one-pass E[x^2] - E[x]^2 (as the official
+  code's BatchNorm), clamped at 0 as flax's BatchNorm does: with a few values
+  per channel whose mean is large against their spread (2 images per device
+  at a 1x1 last stage) the subtraction cancels to below -eps and rsqrt gives
+  NaN (docs/studies/normalizers.md). Where the variance is >= 0 the clamp
+  returns it unchanged, so outputs equal hk.BatchNorm's bit for bit.
   """
 
   def __call__(self, x, is_training, **kwargs):
@@ -125,10 +132,32 @@ class _BatchNorm(hk.BatchNorm):
             'one; set bn_cross_replica=False to apply the model outside the train loop')
       self.cross_replica_axis = None
       try:
-        return super().__call__(x, is_training, **kwargs)
+        return self._normalize(x, is_training, **kwargs)
       finally:
         self.cross_replica_axis = axis
-    return super().__call__(x, is_training, **kwargs)
+    return self._normalize(x, is_training, **kwargs)
+
+  def _normalize(self, x, is_training, test_local_stats=False):
+    """hk.BatchNorm.__call__ (scale and offset created) with the variance clamped at 0."""
+    axes = tuple(range(x.ndim - 1))  # channels last
+    if is_training or test_local_stats:
+      mean = jnp.mean(x, axes, keepdims=True)
+      mean_of_squares = jnp.mean(jnp.square(x), axes, keepdims=True)
+      if self.cross_replica_axis:
+        mean = jax.lax.pmean(mean, self.cross_replica_axis)
+        mean_of_squares = jax.lax.pmean(mean_of_squares, self.cross_replica_axis)
+      var = jnp.maximum(mean_of_squares - jnp.square(mean), 0)
+    else:
+      mean = self.mean_ema.average.astype(x.dtype)
+      var = self.var_ema.average.astype(x.dtype)
+    if is_training:
+      self.mean_ema(mean)
+      self.var_ema(var)
+    w_shape = (1,) * (x.ndim - 1) + (x.shape[-1],)
+    scale = hk.get_parameter('scale', w_shape, x.dtype, self.scale_init)
+    offset = hk.get_parameter('offset', w_shape, x.dtype, self.offset_init)
+    inv = scale * jax.lax.rsqrt(var + jax.lax.convert_element_type(self.eps, var.dtype))
+    return (x - mean) * inv + offset
 
 
 def _axis_bound(name: str) -> bool:
