@@ -281,6 +281,26 @@ def test_normalizers_cells_see_the_same_images():
   assert c.train.total_steps == 4000 and c.optimizer.warmup_steps == 800
 
 
+def test_normalizers_nf_agc_is_the_nf_cell_at_32_per_device_with_agc():
+  """``:nf_agc`` trains exactly the study's NF cell at 32 per device (same
+  images, steps, LR, seeds), only with AGC on every weight but the classifier's
+  and the skip gains."""
+  from nfnet_jax.config import load as config_load  # pylint: disable=g-import-not-at-top
+  study = _load_study('normalizers')
+  grid = study.get_sweep('nf_agc')
+  cells = [p for p in study.get_sweep('') if p['model.name'] == 'NFResNet'
+           and p['train.batch_size'] == 256]
+  assert grid == cells and len(grid) == len(study.SEEDS) == 5
+  path = os.path.join(ROOT, 'configs', 'studies', 'normalizers.py')
+  with_agc = config_load.load_config(path + ':nf_agc', grid[0].items())
+  without = config_load.load_config(path, grid[0].items())
+  assert with_agc.optimizer.clipping == 0.16 and without.optimizer.clipping is None
+  assert with_agc.optimizer.clip_exclude == r'(^[^/]+/~/linear/w$)|(skip_gain$)'
+  with_agc.optimizer.clipping, with_agc.optimizer.clip_exclude = (
+      without.optimizer.clipping, without.optimizer.clip_exclude)
+  assert with_agc.to_json() == without.to_json()
+
+
 @have_fashion
 @pytest.mark.parametrize('name', STUDIES)
 def test_study_local_form_end_to_end(name, tmp_path):

@@ -41,7 +41,7 @@ def get_config(arg=''):
   """The NF arm at the study's LR rule, AGC off; the sweep sets the rest."""
   c = common.study_base('nf', BATCHES[0], EPOCHS, local='local' in _opts(arg))
   c.optimizer.base_lr = BASE_LR
-  c.optimizer.clip_exclude = r'(^[^/]+/~/linear/w$)|(skip_gain$)'
+  c.optimizer.clip_exclude = common.AGC_EXCLUDE
   return c
 
 

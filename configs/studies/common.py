@@ -42,6 +42,11 @@ ARMS = {
 }
 
 
+# AGC on every weight but the classifier's and the skip gains (the NFNet
+# paper's rule; configs/fashion_mnist.py does the same).
+AGC_EXCLUDE = f'({base_lib.CLASSIFIER_WEIGHT})|(skip_gain$)'
+
+
 def steps_for(epochs: float, batch: int, examples: int = TRAIN_EXAMPLES) -> int:
   """Steps that see ``epochs`` passes over ``examples`` training images."""
   return max(1, int(round(epochs * examples / batch)))
