@@ -25,6 +25,8 @@ STUDY_REPORTS = {
                     '--line', 'train.batch_size', '--x_scale', '0.125',
                     '--x_label', 'images per device (8 devices)', '--title',
                     'Fashion-MNIST train[:2000], 32 epochs, 8 devices: test top-1, 5 seeds'],
+    'normalizers_nf_agc': ['--title',
+                           'NF-ResNet at 32 per device with AGC (lambda 0.16): test top-1, 5 seeds'],
     'normalizers_pilot': ['--line', 'train.total_steps', '--x_scale', '256', '--x_label',
                           'images seen (32 per device = global batch 256 on 8 devices)',
                           '--title', 'Pilot: every arm at 32 per device, no augmentation, seed 0'],
@@ -180,3 +182,32 @@ def test_sweep_writes_train_top1_only_when_runs_have_it(tmp_path):
   sweeps.write_results_csv(rows[1:], str(tmp_path / 'plain.csv'))
   with open(tmp_path / 'plain.csv', newline='') as f:
     assert 'train_top1' not in f.readline()
+
+
+def test_line_figure_names_runs_that_did_not_finish(tmp_path, monkeypatch):
+  """--line: a cell whose survivors have a mean says beside its point how many
+  runs diverged (BN per device at 2 per device: 4 of 5); a cell without
+  survivors gets an x at the bottom and the same words."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  from matplotlib.axes import Axes  # pylint: disable=g-import-not-at-top
+  from nfnet_jax.analysis.report import plots  # pylint: disable=g-import-not-at-top
+  texts = []
+  real = Axes.annotate
+  monkeypatch.setattr(Axes, 'annotate',
+                      lambda self, text, xy, **kw: texts.append((text, xy)) or real(self, text, xy, **kw))
+  rows = report_lib.load_rows(os.path.join(ROOT, 'docs', 'studies', 'results', 'normalizers'))
+  cells = report_lib.aggregate(rows)
+  plots.plot_lines(cells, str(tmp_path / 'n.png'), 'train.batch_size', 0.125)
+  bn2 = [c for c in cells if c['train.batch_size'] == 16 and c['model.norm'] == 'batchnorm'
+         and c['model.bn_cross_replica'] is False]
+  assert len(bn2) == 1 and bn2[0]['counts'].get('diverged') == 4
+  assert texts == [('4 of 5 diverged', (2.0, 100 * bn2[0]['top1']['mean']))]
+  # Without survivors: an x at the bottom, the same words.
+  texts.clear()
+  for c in bn2:
+    c['top1'] = {'mean': None, 'std': None}
+    c['top1_values'] = []
+    c['counts'] = dict(c['counts'], diverged=5, **{'not learning': 0})
+  plots.plot_lines(cells, str(tmp_path / 'n2.png'), 'train.batch_size', 0.125)
+  assert [t for t, _ in texts] == ['5 of 5 diverged']

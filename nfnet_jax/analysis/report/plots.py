@@ -98,16 +98,23 @@ def plot_lines(cells: Sequence[Dict[str, Any]], path: str, x_key: str, x_scale: 
     for x, c in zip(xs, cs):
       ax.scatter([x * (1 + 0.03 * (i - len(series) / 2))] * len(c['top1_values']),
                  [100 * v for v in c['top1_values']], color=f'C{i % 10}', s=8, alpha=0.5)
-      # A cell without a finished run has no point: mark it at the bottom so
-      # that its failure is seen, not missed.
-      lost = sum(n for o, n in c['counts'].items()
-                 if o not in ('completed', 'not learning', 'missing'))
-      if c['top1']['mean'] is None and lost:
+      # Runs that did not finish are named beside their cell ("4 of 5
+      # diverged"), so that a mean over the survivors is not read as the
+      # cell's; a cell without a finished run has no point and is marked
+      # with an x at the bottom instead, so that its failure is seen.
+      lost_counts = {o: n for o, n in c['counts'].items()
+                     if n and o not in ('completed', 'not learning', 'missing')}
+      if not lost_counts:
+        continue
+      total = sum(n for o, n in c['counts'].items() if o != 'missing')
+      text = f'{sum(lost_counts.values())} of {total} ' + '/'.join(lost_counts)
+      if c['top1']['mean'] is None:
         ax.scatter([x], [0.04], marker='x', s=60, color=f'C{i % 10}',
                    transform=ax.get_xaxis_transform())
-        ax.annotate(f'{lost} of {lost + c["counts"].get("completed", 0)} '
-                    + ('/'.join(o for o, n in c['counts'].items() if n and o != 'completed')),
-                    (x, 0.04), xycoords=ax.get_xaxis_transform(), xytext=(6, -3),
+        ax.annotate(text, (x, 0.04), xycoords=ax.get_xaxis_transform(), xytext=(6, -3),
+                    textcoords='offset points', fontsize=8, color=f'C{i % 10}')
+      else:
+        ax.annotate(text, (x, 100 * c['top1']['mean']), xytext=(6, 4),
                     textcoords='offset points', fontsize=8, color=f'C{i % 10}')
   ax.set_xscale('log', base=2)
   xticks = sorted({float(c[x_key]) * x_scale for c in cells})
