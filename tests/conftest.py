@@ -179,12 +179,15 @@ def pytest_runtest_protocol(item, nextitem):
     yield
     return
   own0, children0 = _cpu_seconds()
-  wall0 = time.perf_counter()
+  start, wall0 = time.time(), time.perf_counter()
   yield
   own1, children1 = _cpu_seconds()
+  # start: when the test began (epoch seconds) and worker: which xdist
+  # worker ran it, so that the report can show when the cores sat idle.
   record = {'test': item.nodeid, 'own_s': round(own1 - own0, 3),
             'children_s': round(children1 - children0, 3),
-            'wall_s': round(time.perf_counter() - wall0, 3)}
+            'wall_s': round(time.perf_counter() - wall0, 3), 'start': round(start, 3),
+            'worker': os.environ.get('PYTEST_XDIST_WORKER', 'main')}
   with open(path, 'a', encoding='utf-8') as f:  # one short write per line: workers interleave whole lines
     f.write(json.dumps(record) + '\n')
 
@@ -207,6 +210,17 @@ def cpu_report_lines(records, top=15):
   lines.append(f'largest {top} files:')
   for name, seconds in sorted(by_file.items(), key=lambda kv: -kv[1])[:top]:
     lines.append(f'  {seconds:7.1f}  {name}')
+  timed = [r for r in records if 'start' in r]
+  if timed:
+    # When each worker ran out of tests: the spread is the tail in which
+    # cores sat idle while one worker finished its queue.
+    first = min(r['start'] for r in timed)
+    ends = {}
+    for r in timed:
+      ends[r['worker']] = max(ends.get(r['worker'], 0.0), r['start'] + r['wall_s'] - first)
+    span = max(ends.values())
+    lines.append(f'span {span:,.0f} s: {(own + children) / span:.2f} cores busy on average; '
+                 'workers done at ' + ', '.join(f'{w} {t:,.0f} s' for w, t in sorted(ends.items())))
   return lines
 
 
