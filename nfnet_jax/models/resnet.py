@@ -113,8 +113,10 @@ class _BatchNorm(hk.BatchNorm):
   code's BatchNorm), clamped at 0 as flax's BatchNorm does: with a few values
   per channel whose mean is large against their spread (2 images per device
   at a 1x1 last stage) the subtraction cancels to below -eps and rsqrt gives
-  NaN (docs/studies/normalizers.md). Where the variance is >= 0 the clamp
-  returns it unchanged, so outputs equal hk.BatchNorm's bit for bit.
+  NaN. Where the variance is >= 0 the clamp returns it unchanged, so outputs
+  equal hk.BatchNorm's bit for bit. (The per-device study's divergence at 2
+  images per device has another cause, unbounded parameter growth, and stays
+  with the clamp: docs/studies/normalizers.md.)
   """
 
   def __call__(self, x, is_training, **kwargs):
