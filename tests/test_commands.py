@@ -210,3 +210,54 @@ def test_real_errors_still_reach_stderr():
   assert proc.stderr.splitlines() == [
       'E0000 00:00:1796193095.594776   10904 x.cc:1] a real error', 'python error',
       'after', 'error: one clear line']
+
+
+def test_tcmalloc_environment_decides_when_to_re_execute():
+  lib = 'libtcmalloc_minimal.so.4'
+  found = lambda: lib
+  def not_asked():
+    raise AssertionError('the library is looked up only when it would be used')
+  assert base.tcmalloc_environment({'PATH': '/bin'}, lambda: None) is None   # not installed
+  env = base.tcmalloc_environment({'PATH': '/bin'}, found)
+  assert env == {'PATH': '/bin', 'LD_PRELOAD': lib}
+  # A preload the caller set is kept, after tcmalloc.
+  env = base.tcmalloc_environment({'LD_PRELOAD': '/x/libfoo.so'}, found)
+  assert env['LD_PRELOAD'] == f'{lib} /x/libfoo.so'
+  # Already preloaded (the re-executed process itself, or the caller's choice).
+  assert base.tcmalloc_environment({'LD_PRELOAD': f'/opt/{lib}'}, not_asked) is None
+  assert base.tcmalloc_environment({'NFNET_MALLOC': 'system'}, not_asked) is None
+
+
+# Runs `nfnet-<module> --help` through entry.run as its command line, and
+# prints at exit whether tcmalloc is mapped into the process and its PID.
+_MAPS_PROBE = '''
+import atexit, os, sys
+def report():
+  maps = open('/proc/self/maps').read()
+  print('tcmalloc mapped:', 'tcmalloc' in maps, 'pid', os.getpid(), flush=True)
+atexit.register(report)
+print('started pid', os.getpid(), flush=True)
+sys.argv = ['nfnet-{module}', '--help']
+from nfnet_jax.commands import entry
+entry.run('{module}')
+'''
+
+
+@pytest.mark.parametrize('module,malloc,expect', [
+    ('train', 'tcmalloc', True), ('train', 'system', False),
+    ('show_recipe', 'tcmalloc', False)])   # light commands are not re-executed
+def test_training_commands_run_with_tcmalloc(module, malloc, expect):
+  if base.find_tcmalloc() is None:
+    pytest.skip('tcmalloc is not installed (scripts/setup_env.sh installs '
+                'libtcmalloc-minimal4 where apt works)')
+  env = subprocess_env(NFNET_MALLOC=malloc)
+  env.pop('LD_PRELOAD', None)
+  proc = subprocess.run([sys.executable, '-c', _MAPS_PROBE.format(module=module)],
+                        capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert f'usage: nfnet-{module.replace("_", "-")}' in proc.stdout
+  starts = re.findall(r'started pid (\d+)', proc.stdout)
+  mapped = re.findall(r'tcmalloc mapped: (\w+) pid (\d+)', proc.stdout)
+  # Re-executed once with the same PID (signals reach the run as before), or not at all.
+  assert len(starts) == (2 if expect else 1) and len(set(starts)) == 1, proc.stdout
+  assert mapped == [(str(expect), starts[0])], proc.stdout

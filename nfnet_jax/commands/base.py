@@ -20,6 +20,7 @@ fast and never import JAX or TensorFlow.
 """
 import argparse
 import contextlib
+import ctypes.util
 import importlib
 import importlib.abc
 import importlib.util
@@ -139,6 +140,61 @@ def skip_keras_import() -> None:
   """
   if importlib.util.find_spec('tf_keras') is None:
     os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
+
+
+# Allocators LD_PRELOAD may name (gperftools' tcmalloc; Debian/Ubuntu package
+# libtcmalloc-minimal4, which scripts/setup_env.sh installs where apt works).
+TCMALLOC_NAMES = ('tcmalloc_minimal', 'tcmalloc')
+MALLOC_ENV = 'NFNET_MALLOC'   # 'system' keeps glibc's malloc
+
+
+def find_tcmalloc() -> Optional[str]:
+  """The file name of an installed tcmalloc shared library, or None."""
+  for name in TCMALLOC_NAMES:
+    found = ctypes.util.find_library(name)
+    if found:
+      return found
+  return None
+
+
+def tcmalloc_environment(environ, find: Callable[[], Optional[str]] = find_tcmalloc
+                         ) -> Optional[dict]:
+  """The environment to re-execute a command in with tcmalloc, or None to stay.
+
+  None when ``NFNET_MALLOC`` asks for another allocator, when LD_PRELOAD
+  already names a tcmalloc (the re-executed process, or a caller who chose),
+  or when ``find()`` finds no tcmalloc installed (asked last: it runs
+  ``ldconfig``).
+  """
+  if environ.get(MALLOC_ENV, 'tcmalloc') != 'tcmalloc':
+    return None
+  preload = environ.get('LD_PRELOAD', '')
+  if 'tcmalloc' in preload:
+    return None
+  library = find()
+  if library is None:
+    return None
+  return dict(environ, LD_PRELOAD=f'{library} {preload}'.strip())
+
+
+def preload_tcmalloc() -> None:
+  """Process-wide: re-executes this command with tcmalloc preloaded (entry points only).
+
+  XLA:CPU allocates its large step buffers with glibc's ``malloc``, which
+  maps them fresh from the kernel and unmaps them on free, so every step
+  page-faults them in again: the quickstart's 300-step run made 8.2M minor
+  page faults and spent 17% of its CPU time in the kernel. tcmalloc keeps
+  freed memory for the next step (docs/performance.md, "Allocator").
+  glibc's allocator can only be replaced before the process starts, hence
+  ``execve`` of the same command line (same PID, so signals and
+  ``kill -9`` reach the run as before). Nothing happens where no tcmalloc is
+  installed or ``NFNET_MALLOC=system`` is set.
+  """
+  env = tcmalloc_environment(os.environ)
+  if env is not None and sys.executable:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, [sys.executable] + sys.orig_argv[1:], env)
 
 
 class ArgumentParser(argparse.ArgumentParser):
