@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs nfnet_jax (editable, with test extras) and, where apt is usable,
 # Debian's Fashion-MNIST package (the embedded default data set) and
-# tcmalloc (libtcmalloc-minimal4: the training commands run with it, 1.7x
+# tcmalloc (libtcmalloc-minimal4: the training commands run with it, 1.36x
 # faster on a CPU; docs/performance.md, "Allocator").
 set -euo pipefail
 cd "$(dirname "$0")/.."

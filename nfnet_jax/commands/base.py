@@ -182,8 +182,8 @@ def preload_tcmalloc() -> None:
 
   XLA:CPU allocates its large step buffers with glibc's ``malloc``, which
   maps them fresh from the kernel and unmaps them on free, so every step
-  page-faults them in again: the quickstart's 300-step run made 8.2M minor
-  page faults and spent 17% of its CPU time in the kernel. tcmalloc keeps
+  page-faults them in again: the quickstart's training made 66M minor page
+  faults and spent 269 of its 1,144 CPU-s in the kernel. tcmalloc keeps
   freed memory for the next step (docs/performance.md, "Allocator").
   glibc's allocator can only be replaced before the process starts, hence
   ``execve`` of the same command line (same PID, so signals and
