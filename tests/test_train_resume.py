@@ -4,6 +4,7 @@ Uses the tiny NFNet on mock ImageNet (see test_train_loop.py) with shard_map
 over 8 fake devices. All runs here share one config (6 steps), so with the
 persistent compilation cache only the first run compiles.
 """
+import gc
 import json
 import os
 import signal
@@ -108,13 +109,16 @@ def test_resume_after_sigterm_is_exact(mock_dir, tmp_path, monkeypatch):
 
 
 class _NanBatches:
-  """Wraps train_iterator: NaN images at the given steps."""
+  """Wraps train_iterator: NaN images at the given steps; keeps the real
+  iterators (``made``) to check that the loop closed them."""
 
   def __init__(self, real, steps):
     self.real, self.steps = real, set(steps)
+    self.made = []
 
   def __call__(self, config, **kwargs):
     it = self.real(config, **kwargs)
+    self.made.append(it)
     start = kwargs.get('start_step', 0)
 
     def gen():
@@ -123,18 +127,47 @@ class _NanBatches:
           batch = dict(batch)
           batch['images'] = np.full_like(batch['images'], np.nan)
         yield batch
-    return gen()
+    return _Closing(gen(), it)
+
+
+class _Closing:
+  """An iterator whose close() also closes the real train iterator."""
+
+  def __init__(self, gen, real):
+    self.gen, self.real = gen, real
+
+  def __iter__(self):
+    return self
+
+  def __next__(self):
+    return next(self.gen)
+
+  def close(self):
+    self.gen.close()
+    self.real.close()
 
 
 def test_nonfinite_steps_are_skipped_logged_and_counted(
     mock_dir, tmp_path, monkeypatch, capsys):
   from nfnet_jax import data as data_lib  # pylint: disable=g-import-not-at-top
   from nfnet_jax.train import loop  # pylint: disable=g-import-not-at-top
-  monkeypatch.setattr(data_lib, 'train_iterator',
-                      _NanBatches(data_lib.train_iterator, [1, 2]))
-  with mock_imagenet(mock_dir):
-    summary = loop.train_and_evaluate(_config(mock_dir), str(tmp_path / 'w'))
+  nan_batches = _NanBatches(data_lib.train_iterator, [1, 2])
+  monkeypatch.setattr(data_lib, 'train_iterator', nan_batches)
+  # Without the cyclic garbage collector only an explicit close() can free
+  # the train iterator (it is part of a reference cycle) during this run.
+  gc.disable()
+  try:
+    with mock_imagenet(mock_dir):
+      summary = loop.train_and_evaluate(_config(mock_dir), str(tmp_path / 'w'))
+    closed = [it._gen.gi_frame is None for it in nan_batches.made]   # pylint: disable=protected-access
+  finally:
+    gc.enable()
   assert summary['status'] == 'completed'
+  # The loop closed its train iterator before returning (the tf.data
+  # pipeline's generator has finished), not left it to the garbage collector.
+  assert closed == [True]
+  # The loop closed its train iterator before returning (the tf.data
+  # pipeline's generator has finished), not left it to the garbage collector.
   assert summary['skipped_steps'] == 2
   assert summary['skipped_step_numbers'] == [1, 2]
   out = capsys.readouterr().out
