@@ -214,6 +214,13 @@ def write_summary(summary: dict, evaluator, writer) -> None:
 # The loop
 
 
+def _close(iterator) -> None:
+  """Closes a train iterator (a DataIterator; None or a stand-in without close: nothing)."""
+  close = getattr(iterator, 'close', None)
+  if close is not None:
+    close()
+
+
 def train_and_evaluate(config, workdir: str) -> dict:
   """Trains and evaluates ``config`` in ``workdir`` (resumed if possible).
 
@@ -400,7 +407,7 @@ def _train(config, workdir, par, info, model, tx, schedule, t_start) -> dict:
         # Now, not whenever the garbage collector gets to it: the tf.data
         # iterator's destructor waits for its worker threads, which at
         # interpreter exit held runs up for 22-62 s after their last line.
-        train_iter.close()
+        _close(train_iter)
 
       if status == 'preempted':
         writer.log(f'[train] SIGTERM received: checkpointing step {step} and '
@@ -416,8 +423,7 @@ def _train(config, workdir, par, info, model, tx, schedule, t_start) -> dict:
         save(state, step)
       checkpointer.wait()      # the final checkpoint is complete before the summary
     finally:
-      if train_iter is not None:
-        train_iter.close()   # idempotent; here for the error and SIGTERM paths
+      _close(train_iter)   # idempotent; here for the error and SIGTERM paths
       profiler.stop()
       writer.close()
 
