@@ -270,3 +270,69 @@ def test_unknown_mode_is_one_clear_error():
   with pytest.raises(ValueError, match=r"config\.data\.randaugment_mode='tpu'"
                      r".*'official', 'increasing'"):
     ra.make_randaugment(2, 5.0, 'tpu')
+
+
+# ---------------------------------------------------------------------------
+# The compiled path: make_randaugment runs the ops under XLA
+
+
+@pytest.mark.parametrize('mode', ra.MODES)
+def test_compiled_ops_equal_op_by_op_tensorflow(mode):
+  # XLA fuses a product and a sum into one multiply-add and may divide
+  # through a reciprocal; the blends are table lookups, the warps read
+  # precomputed maps and Sharpness divides exactly so that the compiled ops
+  # give op-by-op TensorFlow's pixels. Odd sizes, every op, both signs, a
+  # weak and a strong magnitude.
+  img = tf.constant(np.random.default_rng(3).integers(0, 256, (37, 45, 3),
+                                                      dtype=np.uint8))
+  center = tf.constant([5, 40], tf.int32)
+  for magnitude in (3.0, 13.0):
+    compiled = tf.function(
+        lambda i, x, neg, c, m=magnitude: ra.apply_op_with_draws(
+            i, x, m, ra.Draws(negate=neg, center=c), mode),
+        jit_compile=True, autograph=False)
+    for index, name in enumerate(ra.OP_NAMES):
+      for negate in (False, True):
+        neg = tf.constant(negate)
+        want = ra.apply_op_with_draws(tf.constant(index), img, magnitude,
+                                      ra.Draws(negate=neg, center=center),
+                                      mode)
+        got = compiled(tf.constant(index), img, neg, center)
+        np.testing.assert_array_equal(got.numpy(), want.numpy(),
+                                      err_msg=f'{name} m={magnitude} '
+                                      f'negate={negate}')
+
+
+@pytest.mark.parametrize('mode', ra.MODES)
+def test_randaugment_equals_its_layers_applied_one_by_one(mode):
+  # make_randaugment's draws (TensorFlow) and compiled ops against apply_op
+  # layer by layer with the keys its docstring names.
+  fn = ra.make_randaugment(2, 12.0, mode)
+  img = tf.constant(IMG)
+  for i in range(24):
+    key = pp.make_key(9, i)
+    want = img
+    for layer in range(2):
+      layer_key = pp.fold_in(key, layer)
+      op = tf.random.stateless_uniform([], layer_key, 0, len(ra.OP_NAMES),
+                                       tf.int32)
+      want = ra.apply_op(op, want, pp.fold_in(layer_key, 1), 12.0, mode)
+    np.testing.assert_array_equal(fn(img, key).numpy(), want.numpy())
+
+
+def test_precomputed_warp_equals_tensorflows_projective_transform():
+  # The gather with a map built in numpy against TF's own kernel (the op
+  # the TPU code's warps call) and against the in-graph coordinates.
+  rng = np.random.default_rng(8)
+  for _ in range(12):
+    a = rng.uniform(-1.5, 1.5, 6).astype(np.float32)
+    a[2], a[5] = rng.uniform(-30, 30, 2)
+    t = np.concatenate([a, np.zeros(2, np.float32)]).astype(np.float32)
+    want = tf.raw_ops.ImageProjectiveTransformV3(
+        images=tf.constant(IMG)[None], transforms=tf.constant(t)[None],
+        output_shape=[H, W], fill_value=float(ra.FILL),
+        interpolation='NEAREST', fill_mode='CONSTANT')[0].numpy()
+    np.testing.assert_array_equal(
+        ra._transform(tf.constant(IMG), t).numpy(), want)
+    np.testing.assert_array_equal(
+        ra._transform(tf.constant(IMG), tf.constant(t)).numpy(), want)

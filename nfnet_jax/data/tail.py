@@ -127,8 +127,6 @@ class BatchTail:
     # Traced once per iterator, not once per (tfds) epoch dataset.
     self.augment = tf.function(self._augment, autograph=False)
     self.finalize = tf.function(self._finalize, autograph=False)
-    self.ra_after = tf.function(self._ra_after, autograph=False)
-    self.normalize = tf.function(self._normalize, autograph=False)
 
   def example_key(self, gpos):
     """The per-example key: (seed, host, epoch, position in epoch)."""
@@ -177,21 +175,22 @@ class BatchTail:
     if self.settings['ra_after_mix'] is not None:
       mixed = _mix_to_uint8_fused(images, partner, lam, cut,
                                   self.settings['round_half'])
-      return {'images': mixed, 'labels': onehot, '_pos': gpos}
+      # The official order: RandAugment each mixed example, keyed as its
+      # own RandAugment would be before mixing. Looping over the batch here
+      # rather than unbatching into a dataset stage and rebatching saves
+      # two copies of every image and a pipeline stage.
+      augmented = tf.map_fn(self._ra_after, (mixed, gpos),
+                            fn_output_signature=tf.uint8)
+      return self._out(gpos, _normalize_fused(augmented, mean, std), onehot)
     images = _mix_normalize_fused(images, partner, lam, cut, mean, std)
     return self._out(gpos, images, onehot)
 
-  def _ra_after(self, example):
+  def _ra_after(self, image_and_pos):
     """RandAugment on one mixed example, keyed as the example's own
     RandAugment would be before mixing."""
-    key = pp.fold_in(self.example_key(example['_pos']), 3)
-    return dict(example, images=self.settings['ra_after_mix'](
-        example['images'], key))
-
-  def _normalize(self, batch):
-    images = _normalize_fused(batch['images'], tf.constant(self.mean),
-                              tf.constant(self.std))
-    return self._out(batch['_pos'], images, batch['labels'])
+    image, gpos = image_and_pos
+    key = pp.fold_in(self.example_key(gpos), 3)
+    return self.settings['ra_after_mix'](image, key)
 
   def _out(self, gpos, images, labels):
     """Normalised images -> random erasing (if on) -> the device layout."""
@@ -230,13 +229,6 @@ class BatchTail:
   def batches(self, ds):
     """Augmented example batches -> the train loop's batches."""
     ds = ds.map(self.finalize, num_parallel_calls=self.npc, deterministic=True)
-    if self.settings['ra_after_mix'] is not None:
-      # The official order: RandAugment each mixed example, then rebatch.
-      ds = ds.unbatch().map(self.ra_after, num_parallel_calls=self.npc,
-                            deterministic=True)
-      ds = ds.batch(self.host_batch, drop_remainder=True)
-      ds = ds.map(self.normalize, num_parallel_calls=self.npc,
-                  deterministic=True)
     return ds.prefetch(self.prefetch).with_options(self.options)
 
 
