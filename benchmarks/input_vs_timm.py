@@ -30,6 +30,10 @@ the NFNet configs) in the order `--augment_before_mix` picks (default: after
 MixUp/CutMix, on each mixed example, as the official NFNet pipeline and our
 NFNet configs do).
 
+Allocator: `--malloc tcmalloc` preloads tcmalloc into every side's
+processes (timm's DataLoader workers inherit it), as `nfnet-train` runs;
+the default is glibc's `malloc` for all.
+
 Measure: images per CPU-second = images delivered / CPU time (user + system)
 of every process involved (the main process and, for timm, its workers),
 taken between two points after `--warmup` batches (enough to drain the
@@ -226,6 +230,24 @@ def child(a) -> None:
   print('RESULT ' + json.dumps(out), flush=True)
 
 
+def child_environment(environ, malloc: str, find=None) -> dict:
+  """The environment of every side's process: this checkout importable and,
+  for ``malloc='tcmalloc'``, tcmalloc preloaded (`find` locates it; the
+  commands' `find_tcmalloc` by default)."""
+  env = dict(environ, PYTHONPATH=ROOT)
+  if malloc == 'system':
+    return env
+  if find is None:
+    from nfnet_jax.commands import base as commands_base  # pylint: disable=g-import-not-at-top
+    find = commands_base.find_tcmalloc
+  library = find()
+  if library is None:
+    sys.exit('--malloc tcmalloc: no libtcmalloc found; install '
+             'libtcmalloc-minimal4 (scripts/setup_env.sh does)')
+  env['LD_PRELOAD'] = f'{library} {env.get("LD_PRELOAD", "")}'.strip()
+  return env
+
+
 def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   p.add_argument('--dir', default=DEFAULT_DIR)
@@ -247,6 +269,9 @@ def main(argv=None):
   p.add_argument('--augment_before_mix', action='store_true',
                  help='ours: RandAugment each example before MixUp/CutMix instead of '
                       'each mixed example after it (the official order, the default)')
+  p.add_argument('--malloc', default='system', choices=('system', 'tcmalloc'),
+                 help="the allocator of every side's processes: glibc's, or "
+                      'tcmalloc preloaded into all of them (as nfnet-train runs)')
   p.add_argument('--json_out', default=None)
   p.add_argument('--child', action='store_true', help=argparse.SUPPRESS)
   p.add_argument('--side', help=argparse.SUPPRESS)
@@ -254,13 +279,14 @@ def main(argv=None):
   a = p.parse_args(argv)
   if a.child:
     return child(a)
+  env = child_environment(os.environ, a.malloc)
   write_images(a.dir, a.images)
   settings, sides = a.settings.split(','), a.sides.split(',')
   results = {(st, sd): [] for st in settings for sd in sides}
   print(f'{a.images} JPEGs 375x500 in {a.dir}; {SIZE} px, batch {a.batch}, {a.batches} timed '
         f'batches per run, {cores()} worker(s) per side; ours: RandAugment {a.ra_mode} '
         f'{"before" if a.augment_before_mix else "after"} mixing; '
-        f'load {os.getloadavg()[0]:.2f}', flush=True)
+        f'allocator {a.malloc}; load {os.getloadavg()[0]:.2f}', flush=True)
   for r in range(a.rounds):
     for st in settings:
       for sd in sides:
@@ -269,8 +295,7 @@ def main(argv=None):
                '--batches', str(a.batches), '--warmup', str(a.warmup),
                '--tfds_images', str(a.tfds_images), '--ra_mode', a.ra_mode]
         cmd += ['--augment_before_mix'] if a.augment_before_mix else []
-        proc = subprocess.run(cmd, capture_output=True, text=True,
-                              env=dict(os.environ, PYTHONPATH=ROOT))
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
         line = [l for l in proc.stdout.splitlines() if l.startswith('RESULT ')]
         if proc.returncode or not line:
           print(f'round {r} {st} {sd} failed:\n{proc.stderr[-2000:]}', flush=True)
@@ -299,7 +324,7 @@ def main(argv=None):
                     'ratio_ours_timm': med.get('ours', nan) / med.get('timm', nan),
                     'tfds_images': a.tfds_images,
                     'ra_mode': a.ra_mode, 'augment_before_mix': a.augment_before_mix,
-                    'runs': {sd: results[(st, sd)] for sd in sides}})
+                    'malloc': a.malloc, 'runs': {sd: results[(st, sd)] for sd in sides}})
   if a.json_out:
     with open(a.json_out, 'a') as f:
       for rec in records:

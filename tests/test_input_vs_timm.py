@@ -21,3 +21,18 @@ def test_write_images_writes_decodable_jpegs_by_class_once(tmp_path):
   os.remove(os.path.join(root, files[0]))
   bench.write_images(root, 5, classes=2, hw=(40, 50))
   assert not os.path.exists(os.path.join(root, files[0]))
+
+
+def test_child_environment_preloads_tcmalloc_only_when_asked():
+  bench = load_repo_module('input_vs_timm_bench', 'benchmarks', 'input_vs_timm.py')
+  base = {'LD_PRELOAD': 'libother.so', 'HOME': '/h'}
+  system = bench.child_environment(base, 'system', find=lambda: 'libtc.so')
+  assert system['LD_PRELOAD'] == 'libother.so' and system['PYTHONPATH'] == bench.ROOT
+  tc = bench.child_environment(base, 'tcmalloc', find=lambda: 'libtc.so')
+  assert tc['LD_PRELOAD'] == 'libtc.so libother.so' and tc['HOME'] == '/h'
+  try:
+    bench.child_environment(base, 'tcmalloc', find=lambda: None)
+  except SystemExit as e:
+    assert 'libtcmalloc-minimal4' in str(e)
+  else:
+    raise AssertionError('a missing tcmalloc must stop the benchmark')
