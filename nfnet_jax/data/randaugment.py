@@ -69,16 +69,18 @@ pipeline casts its bicubic-resized crop, rounded in 'increasing' mode).
 Output: uint8.
 """
 import functools
-import math
 from typing import NamedTuple
 
 import numpy as np
 import tensorflow as tf
 
 from nfnet_jax.data import datasets
+from nfnet_jax.data import warp
 from nfnet_jax.data.preprocess import fold_in
+# The geometric ops (gathers that compile under XLA) live in warp.py.
+from nfnet_jax.data.warp import rotate, shear_x, shear_y, translate_x, translate_y  # pylint: disable=g-multiple-import
 
-FILL = 128
+FILL = warp.FILL
 OP_NAMES = ('AutoContrast', 'Equalize', 'Invert', 'Rotate', 'Posterize',
             'Solarize', 'Color', 'Contrast', 'Brightness', 'Sharpness',
             'ShearX', 'ShearY', 'TranslateX', 'TranslateY', 'Cutout',
@@ -225,15 +227,6 @@ def brightness(image, factor):
   return _blend(tf.zeros_like(image), image, factor)
 
 
-def _height_width(image):
-  """(H, W) as Python ints where the shape is static: XLA then sees static
-  slices rather than dynamic ones."""
-  h, w = image.shape[0], image.shape[1]
-  if h is None or w is None:
-    return tf.shape(image)[0], tf.shape(image)[1]
-  return h, w
-
-
 def _smooth_sum(image):
   """13 x PIL's SMOOTH filter, float32 [H, W, C] holding exact integers,
   and the interior mask [H, W, 1] where the filter applies (PIL leaves a
@@ -245,7 +238,7 @@ def _smooth_sum(image):
   XLA:CPU, padding a 222 x 222 interior back out ~3x, and int32 sums ~1.6x.
   """
   x = tf.cast(image, tf.float32)
-  h, w = _height_width(x)
+  h, w = warp.height_width(x)
   padded = tf.pad(x, [[1, 1], [1, 1], [0, 0]])
   acc = 4.0 * x
   for dy in range(3):
@@ -276,119 +269,6 @@ def sharpness(image, factor):
   smooth = _floor_div13(acc + 6.0)    # rounded: n / 13 is never k + 1/2
   degenerate = tf.where(interior, smooth, tf.cast(image, tf.float32))
   return _blend(degenerate, image, factor)
-
-
-def _round_half_away(x, xp=tf):
-  """std::round (half away from zero), exactly: the integer part plus one
-  step where the fraction's magnitude is at least 0.5."""
-  whole = xp.sign(x) * xp.floor(xp.abs(x))
-  frac = x - whole
-  return whole + xp.where(xp.abs(frac) >= 0.5, xp.sign(x), 0.0)
-
-
-def _source_pixels(t, h: int, w: int):
-  """Where each output pixel of a constant transform reads, in numpy.
-
-  The arithmetic of TF's ``ImageProjectiveTransformV3`` kernel: float32
-  coordinates, products and sums in its order, ``std::round``; the map is
-  computed once when the graph is built.
-
-  Returns:
-    (index int32 [H, W] into the flattened image, inside bool [H, W]).
-  """
-  t = np.asarray(t, np.float32)
-  ys = np.arange(h, dtype=np.float32)[:, None]
-  xs = np.arange(w, dtype=np.float32)[None, :]
-  line = lambda a, b, c: (a * xs + b * ys) + c
-  with np.errstate(divide='ignore', invalid='ignore'):
-    proj = line(t[6], t[7], np.float32(1.0))
-    safe = np.where(proj == 0, np.float32(1.0), proj)
-    ix = _round_half_away(line(t[0], t[1], t[2]) / safe, np)
-    iy = _round_half_away(line(t[3], t[4], t[5]) / safe, np)
-  inside = (proj != 0) & (ix >= 0) & (iy >= 0) & (ix < w) & (iy < h)
-  index = np.where(inside, iy * w + ix, 0).astype(np.int32)
-  return np.broadcast_to(index, (h, w)), np.broadcast_to(inside, (h, w))
-
-
-def _transform(image, t):
-  """Projective transform (output -> input coordinates), nearest neighbour,
-  grey fill: TF's ``ImageProjectiveTransformV3`` written as a gather, which
-  compiles under XLA (XLA has no kernel for that op).
-
-  `t` is 8 floats. Given as numpy with a static image size (how every
-  RandAugment branch calls it), the source of each pixel is a graph
-  constant computed by `_source_pixels`: exact, and only a gather to run.
-  Otherwise (a tensor `t` or a dynamic size) the coordinates are computed
-  in the graph, where XLA may round a product and sum once (fused) where
-  the kernel rounds twice, moving a pixel whose coordinate is within float
-  error of a half.
-  """
-  h, w = _height_width(image)
-  if isinstance(t, np.ndarray) and isinstance(h, int) and isinstance(w, int):
-    index, inside = (tf.constant(a) for a in _source_pixels(t, h, w))
-  else:
-    t = tf.unstack(tf.cast(tf.reshape(t, [8]), tf.float32))
-    ys = tf.cast(tf.range(h), tf.float32)[:, None]
-    xs = tf.cast(tf.range(w), tf.float32)[None, :]
-    line = lambda a, b, c: (a * xs + b * ys) + c
-    proj = line(t[6], t[7], 1.0)
-    safe = tf.where(proj == 0.0, 1.0, proj)
-    ix = _round_half_away(line(t[0], t[1], t[2]) / safe)
-    iy = _round_half_away(line(t[3], t[4], t[5]) / safe)
-    inside = ((proj != 0.0) & (ix >= 0.0) & (iy >= 0.0) &
-              (ix < tf.cast(w, tf.float32)) & (iy < tf.cast(h, tf.float32)))
-    index = tf.where(inside, tf.cast(iy, tf.int32) * w + tf.cast(ix, tf.int32),
-                     0)
-  pixels = tf.gather(tf.reshape(image, [h * w, -1]), tf.reshape(index, [-1]))
-  pixels = tf.reshape(pixels, tf.shape(image))
-  return tf.where(inside[..., None], pixels, tf.cast(FILL, image.dtype))
-
-
-def _matrix(*values):
-  """A transform's 8 floats: float32 numpy if all are Python numbers (then
-  `_transform` precomputes the map), else a tensor."""
-  if all(isinstance(v, (int, float, np.floating)) for v in values):
-    return np.array(values, np.float32)
-  return tf.stack([tf.cast(v, tf.float32) for v in values])
-
-
-def _rotation(theta, h, w, xp):
-  """tfa.image.rotate's transform for angle `theta` (radians) about the
-  centre of an h x w image, in numpy (xp=np) or TensorFlow (xp=tf)."""
-  cos, sin = xp.cos(theta), xp.sin(theta)
-  x_off = ((w - 1) - (cos * (w - 1) - sin * (h - 1))) / 2.0
-  y_off = ((h - 1) - (sin * (w - 1) + cos * (h - 1))) / 2.0
-  return [cos, -sin, x_off, sin, cos, y_off, 0.0, 0.0]
-
-
-def rotate(image, degrees):
-  """Rotation about the image centre (tfa.image.rotate's transform)."""
-  h, w = image.shape[0], image.shape[1]
-  if isinstance(degrees, (int, float)) and h is not None and w is not None:
-    f32 = np.float32
-    theta = f32(degrees) * f32(math.pi / 180.0)
-    return _transform(image, np.array(_rotation(theta, f32(h), f32(w), np),
-                                      np.float32))
-  theta = tf.cast(degrees, tf.float32) * (math.pi / 180.0)
-  h = tf.cast(tf.shape(image)[0], tf.float32)
-  w = tf.cast(tf.shape(image)[1], tf.float32)
-  return _transform(image, tf.stack(_rotation(theta, h, w, tf)))
-
-
-def shear_x(image, s):
-  return _transform(image, _matrix(1.0, s, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0))
-
-
-def shear_y(image, s):
-  return _transform(image, _matrix(1.0, 0.0, 0.0, s, 1.0, 0.0, 0.0, 0.0))
-
-
-def translate_x(image, pixels):
-  return _transform(image, _matrix(1.0, 0.0, -pixels, 0.0, 1.0, 0.0, 0.0, 0.0))
-
-
-def translate_y(image, pixels):
-  return _transform(image, _matrix(1.0, 0.0, 0.0, 0.0, 1.0, -pixels, 0.0, 0.0))
 
 
 def signed(op, image, value: float, negate):
