@@ -18,7 +18,6 @@ load average is printed with them.
 """
 import argparse
 import os
-import resource
 import sys
 import time
 
@@ -30,15 +29,11 @@ import tensorflow as tf  # pylint: disable=g-import-not-at-top
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from nfnet_jax.analysis.benchmark import cpu_seconds  # pylint: disable=g-import-not-at-top,wrong-import-position
 from nfnet_jax.data import preprocess as pp  # pylint: disable=g-import-not-at-top,wrong-import-position
 from nfnet_jax.data import randaugment as ra  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 POOL = 64         # distinct images the map cycles through
-
-
-def _cpu_s() -> float:
-  r = resource.getrusage(resource.RUSAGE_SELF)
-  return r.ru_utime + r.ru_stime
 
 
 def cpu_ms_per_image(fn, images, n: int) -> float:
@@ -50,10 +45,10 @@ def cpu_ms_per_image(fn, images, n: int) -> float:
   ds = ds.with_options(options)
   for _ in ds.take(2):        # trace and compile outside the timing
     pass
-  start = _cpu_s()
+  start = cpu_seconds()
   for _ in ds:
     pass
-  return 1e3 * (_cpu_s() - start) / n
+  return 1e3 * (cpu_seconds() - start) / n
 
 
 def main(argv=None) -> None:

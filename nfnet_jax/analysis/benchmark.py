@@ -458,7 +458,8 @@ def prepare_synthetic_imagenet(root: str = SYNTHETIC_DIR, num_classes=4,
   return data_dir
 
 
-def _cpu_seconds():
+def cpu_seconds() -> float:
+  """User + system CPU seconds of this process so far."""
   r = resource.getrusage(resource.RUSAGE_SELF)
   return r.ru_utime + r.ru_stime
 
@@ -494,13 +495,13 @@ def benchmark_pipeline(config, num_batches: int, *, warmup_batches: int = 3,
   try:
     for _ in range(warmup_batches):
       next(it)
-    t0, c0 = time.perf_counter(), _cpu_seconds()
+    t0, c0 = time.perf_counter(), cpu_seconds()
     n = 0
     for _ in range(num_batches):
       b = next(it)
       n += b['images'].shape[0] if layout == 'host' else (
           b['images'].shape[0] * b['images'].shape[1])
-    dt, dc = time.perf_counter() - t0, _cpu_seconds() - c0
+    dt, dc = time.perf_counter() - t0, cpu_seconds() - c0
   finally:
     it.close()
   return dict(images_per_sec=n / dt, images_per_cpu_sec=n / max(dc, 1e-9),
