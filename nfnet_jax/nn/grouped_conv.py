@@ -50,7 +50,8 @@ MAX_IM2COL_OUTPUT_PIXELS = 4
 # ... and a strided conv of at most this many input channels (the stems
 # reading grey or RGB images) as a stride-1 conv of the space-to-depth input
 # (s*s*C channels): XLA:CPU's forward of a 1-channel 7x7/2 conv is ~2.7x
-# slower (batch 256 at 48 px: 25 -> 9 CPU ms); its gradients stay XLA's.
+# slower (batch 256 at 48 px: 25 -> 9 CPU ms); its input gradient stays XLA's,
+# its kernel gradient is a matmul of the input patches (see the backward).
 MAX_S2D_INPUT_CHANNELS = 4
 
 # What 'auto' resolves to per backend, and the measurement behind it.
@@ -191,7 +192,8 @@ def _strided_conv_s2d(x, w, stride, pads):
   The padded input is cut into its s x s phases, stacked as s*s*C channels,
   and convolved (stride 1, VALID) with the kernel zero-padded to a multiple
   of s and rearranged the same way: the same sums as the strided conv. The
-  gradients are those of the strided conv itself (XLA's are fast for it).
+  input gradient is that of the strided conv (XLA's is fast for it); the
+  kernel gradient one matmul of the input patches with the output gradient.
   """
   n, h, wd, c = x.shape
   kh, kw, _, o = w.shape
