@@ -166,14 +166,20 @@ def explicit_padding(padding, spatial, kernel, strides) -> list:
   return out
 
 
+def _patch_columns(x, kernel_hw, strides, pads, out_hw) -> list:
+  """The conv's input seen by each kernel tap (i, j), row-major: kh*kw arrays [N, H', W', C]."""
+  (kh, kw), (sh, sw), (oh, ow) = kernel_hw, strides, out_hw
+  n, c = x.shape[0], x.shape[-1]
+  xp = jnp.pad(x, ((0, 0), tuple(pads[0]), tuple(pads[1]), (0, 0)))
+  return [lax.slice(xp, (0, i, j, 0), (n, i + (oh - 1) * sh + 1, j + (ow - 1) * sw + 1, c),
+                    (1, sh, sw, 1)) for i in range(kh) for j in range(kw)]
+
+
 def _conv_as_im2col_matmul(x, w, strides, pads, out_hw) -> jnp.ndarray:
   """A dense conv as [N*H'*W', kh*kw*C] patches @ [kh*kw*C, O] (HWIO order)."""
   kh, kw, c, o = w.shape
-  (sh, sw), (oh, ow) = strides, out_hw
-  xp = jnp.pad(x, ((0, 0), tuple(pads[0]), tuple(pads[1]), (0, 0)))
-  n = x.shape[0]
-  cols = [lax.slice(xp, (0, i, j, 0), (n, i + (oh - 1) * sh + 1, j + (ow - 1) * sw + 1, c),
-                    (1, sh, sw, 1)) for i in range(kh) for j in range(kw)]
+  n, (oh, ow) = x.shape[0], out_hw
+  cols = _patch_columns(x, (kh, kw), strides, pads, out_hw)
   patches = jnp.concatenate(cols, axis=-1) if len(cols) > 1 else cols[0]
   y = lax.dot_general(patches.reshape(n * oh * ow, kh * kw * c), w.reshape(kh * kw * c, o),
                       (((1,), (0,)), ((), ())))
@@ -226,10 +232,7 @@ def _strided_conv_s2d_bwd(stride, pads, res, g):
   # builds ~6x faster than a concatenation of 1-channel columns).
   kh, kw, c, o = w.shape
   n, oh, ow = g.shape[:3]
-  xp = jnp.pad(x, ((0, 0), tuple(pads[0]), tuple(pads[1]), (0, 0)))
-  cols = [lax.slice(xp, (0, i, j, 0),
-                    (n, i + (oh - 1) * stride + 1, j + (ow - 1) * stride + 1, c),
-                    (1, stride, stride, 1)) for i in range(kh) for j in range(kw)]
+  cols = _patch_columns(x, (kh, kw), (stride, stride), pads, (oh, ow))
   patches = jnp.moveaxis(jnp.stack(cols), -1, 1).reshape(kh * kw * c, n * oh * ow)
   dw = lax.dot_general(patches, g.reshape(n * oh * ow, o), (((1,), (0,)), ((), ())))
   return dx, dw.reshape(kh, kw, c, o)
